@@ -1,0 +1,1 @@
+"""Hardware targets, schedulers and code generation (see docs/design.md)."""

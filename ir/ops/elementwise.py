@@ -1,0 +1,119 @@
+"""Elementwise ops: unary math, broadcasting binary ops, comparisons, variadic ops, casts.
+
+The tables below are the data: op type -> FLOPs per output element. Transcendentals count
+as several operations, following common roofline practice (a polynomial evaluation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import symbolic
+from ..dtypes import DType
+from ..types import TensorType
+from .common import broadcast, per_output_element, same_as_input
+from .registry import InferContext, register
+
+UNARY_FLOPS = {
+    "Abs": 1, "Neg": 1, "Relu": 1, "Sign": 1, "Floor": 1, "Ceil": 1, "Round": 1, "Reciprocal": 1,
+    "Sqrt": 4, "Exp": 8, "Log": 8, "Sin": 8, "Cos": 8, "Tan": 8, "Tanh": 8, "Erf": 8,
+    "Sigmoid": 10, "Softplus": 10, "Softsign": 3, "Elu": 10, "Selu": 10, "Celu": 10, "LeakyRelu": 2,
+    "ThresholdedRelu": 1, "HardSigmoid": 3, "HardSwish": 4, "Mish": 20, "Gelu": 12, "Asin": 8,
+    "Acos": 8, "Atan": 8, "Sinh": 8, "Cosh": 8, "Asinh": 8, "Acosh": 8, "Atanh": 8, "Not": 1,
+}
+PREDICATES = {"IsNaN": 1, "IsInf": 1}
+BINARY_FLOPS = {"Add": 1, "Sub": 1, "Mul": 1, "Div": 1, "Pow": 8, "Mod": 2, "PRelu": 2, "BitShift": 1,
+                "BitwiseAnd": 1, "BitwiseOr": 1, "BitwiseXor": 1}
+COMPARISONS = {"Equal": 1, "Less": 1, "Greater": 1, "LessOrEqual": 1, "GreaterOrEqual": 1}
+LOGICAL_BINARY = {"And": 1, "Or": 1, "Xor": 1}
+VARIADIC_FLOPS = {"Sum": 1, "Max": 1, "Min": 1, "Mean": 1}
+
+
+def _unary(ctx: InferContext) -> list[TensorType]:
+    return same_as_input(ctx)
+
+
+def _predicate(ctx: InferContext) -> list[TensorType]:
+    return [TensorType(DType.BOOL, ctx.shape(0))]
+
+
+def _binary(ctx: InferContext) -> list[TensorType]:
+    return [TensorType(ctx.dtype(0), broadcast(ctx, [ctx.shape(0), ctx.shape(1)]))]
+
+
+def _compare(ctx: InferContext) -> list[TensorType]:
+    return [TensorType(DType.BOOL, broadcast(ctx, [ctx.shape(0), ctx.shape(1)]))]
+
+
+def _variadic(ctx: InferContext) -> list[TensorType]:
+    present = [i for i in range(len(ctx.types)) if ctx.has(i)]
+    return [TensorType(ctx.dtype(present[0]), broadcast(ctx, [ctx.shape(i) for i in present]))]
+
+
+def _propagate_binary(ctx: InferContext) -> list[np.ndarray | None]:
+    a, b = ctx.value(0), ctx.value(1)
+    if a is None or b is None or (a.dtype != object and b.dtype != object):
+        return [None]
+    return [symbolic.apply_binary(ctx.node.op_type, a, b)]
+
+
+def _propagate_equal(ctx: InferContext) -> list[np.ndarray | None]:
+    """Equal on shape values: a dim symbol is never negative, and equals itself."""
+    a, b = ctx.value(0), ctx.value(1)
+    if a is None or b is None or (a.dtype != object and b.dtype != object):
+        return [None]
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
+    out = np.empty(a.shape, dtype=bool)
+    for idx in np.ndindex(a.shape):
+        x, y = a[idx], b[idx]
+        if symbolic.is_int(x) and symbolic.is_int(y) or x == y:
+            out[idx] = x == y
+        elif (symbolic.is_int(x) and x < 0) or (symbolic.is_int(y) and y < 0):
+            out[idx] = False
+        else:
+            return [None]
+    return [out]
+
+
+for _op, _cost in UNARY_FLOPS.items():
+    register(_op, "elementwise", flops=per_output_element(_cost))(_unary)
+for _op, _cost in PREDICATES.items():
+    register(_op, "elementwise", flops=per_output_element(_cost))(_predicate)
+for _op, _cost in BINARY_FLOPS.items():
+    register(_op, "elementwise", flops=per_output_element(_cost),
+             propagate=_propagate_binary if _op in symbolic.BINARY else None)(_binary)
+for _op, _cost in {**COMPARISONS, **LOGICAL_BINARY}.items():
+    register(_op, "elementwise", flops=per_output_element(_cost),
+             propagate=_propagate_equal if _op == "Equal" else None)(_compare)
+for _op, _cost in VARIADIC_FLOPS.items():
+    register(_op, "elementwise", flops=per_output_element(_cost))(_variadic)
+
+
+@register("Where", "elementwise", flops=per_output_element(1),
+          propagate=lambda ctx: _propagate_where(ctx))
+def _where(ctx: InferContext) -> list[TensorType]:
+    return [TensorType(ctx.dtype(1), broadcast(ctx, [ctx.shape(0), ctx.shape(1), ctx.shape(2)]))]
+
+
+def _propagate_where(ctx: InferContext) -> list[np.ndarray | None]:
+    cond, a, b = ctx.const(0), ctx.value(1), ctx.value(2)
+    if cond is None or a is None or b is None or (a.dtype != object and b.dtype != object):
+        return [None]
+    cond, a, b = np.broadcast_arrays(cond.astype(bool), np.asarray(a, dtype=object), np.asarray(b, dtype=object))
+    return [np.where(cond, a, b)]
+
+
+@register("Clip", "elementwise", flops=per_output_element(2))
+def _clip(ctx: InferContext) -> list[TensorType]:
+    return same_as_input(ctx)
+
+
+@register("Cast", "elementwise", flops=per_output_element(1),
+          propagate=lambda ctx: [ctx.value(0) if ctx.value(0) is not None and ctx.value(0).dtype == object else None])
+def _cast(ctx: InferContext) -> list[TensorType]:
+    return [TensorType(DType.from_onnx(ctx.attr("to")), ctx.shape(0))]
+
+
+@register("CastLike", "elementwise", flops=per_output_element(1))
+def _cast_like(ctx: InferContext) -> list[TensorType]:
+    return [TensorType(ctx.dtype(1), ctx.shape(0))]

@@ -1,0 +1,415 @@
+"""Data-movement and shape ops: they move or index elements and compute shapes.
+
+Most also *propagate* values symbolically so shape arithmetic (Shape -> Gather -> Concat ->
+Reshape) yields exact shapes before any input shape is bound.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import symbolic
+from ..dtypes import DType
+from ..types import Dim, TensorType
+from .common import axis, broadcast, per_output_element, same_as_input
+from .registry import InferContext, register
+
+_NO_FLOPS = per_output_element(0)
+
+
+def _passthrough(ctx: InferContext) -> list[np.ndarray | None]:
+    return [ctx.value(0)] + [None] * (len(ctx.node.outputs) - 1)
+
+
+# ------------------------------------------------------------------ shape ops
+def _shape_slice(ctx: InferContext, rank: int) -> tuple[int, int]:
+    start, end = ctx.attr("start", 0), ctx.attr("end", rank)
+    return max(0, min(rank, start + rank if start < 0 else start)), max(0, min(rank, end + rank if end < 0 else end))
+
+
+def _shape_value(ctx: InferContext) -> list[np.ndarray | None]:
+    shape = ctx.shape(0)
+    if shape is None:
+        return [None]
+    start, end = _shape_slice(ctx, len(shape))
+    return [symbolic.sym_array(shape[start:end])]
+
+
+@register("Shape", "shape", propagate=_shape_value, flops=_NO_FLOPS)
+def _shape(ctx: InferContext) -> list[TensorType]:
+    shape = ctx.shape(0)
+    if shape is None:
+        return [TensorType(DType.INT64, (f"rank({ctx.node.inputs[0]})",))]
+    start, end = _shape_slice(ctx, len(shape))
+    return [TensorType(DType.INT64, (max(0, end - start),))]
+
+
+@register("Size", "shape", propagate=lambda ctx: [None if ctx.shape(0) is None else
+                                                  np.array(symbolic.product(ctx.shape(0)), dtype=object)],
+          flops=_NO_FLOPS)
+def _size(ctx: InferContext) -> list[TensorType]:
+    return [TensorType(DType.INT64, ())]
+
+
+@register(["Identity", "Dropout"], "movement", propagate=_passthrough, flops=_NO_FLOPS)
+def _identity(ctx: InferContext) -> list[TensorType]:
+    out = [ctx.type(0)]
+    if len(ctx.node.outputs) > 1:  # Dropout's mask
+        out.append(TensorType(DType.BOOL, ctx.shape(0)))
+    return out
+
+
+@register("Constant", "shape", flops=_NO_FLOPS)
+def _constant(ctx: InferContext) -> list[TensorType]:
+    value = constant_value(ctx.node.attrs)
+    return [TensorType(DType.from_numpy(value.dtype), tuple(value.shape))]
+
+
+def constant_value(attrs: dict) -> np.ndarray:
+    """The tensor a Constant node holds, whichever attribute spells it."""
+    for key, dtype in (("value", None), ("value_float", np.float32), ("value_floats", np.float32),
+                       ("value_int", np.int64), ("value_ints", np.int64), ("value_string", object),
+                       ("value_strings", object)):
+        if key in attrs:
+            return np.asarray(attrs[key], dtype=dtype)
+    raise ValueError("Constant node has no value attribute (sparse constants are not supported)")
+
+
+# ---------------------------------------------------------------- reshaping
+def _reshape_target(ctx: InferContext) -> list[Dim] | None:
+    target = ctx.value(1)
+    if target is None:
+        return None
+    in_shape = ctx.shape(0)
+    dims: list[Dim] = [int(d) if symbolic.is_int(d) else d for d in target.reshape(-1)]
+    allowzero = ctx.attr("allowzero", 0)
+    for i, d in enumerate(dims):
+        if d == 0 and not allowzero:
+            if in_shape is None or i >= len(in_shape):
+                return None
+            dims[i] = in_shape[i]
+    if -1 in dims:
+        if in_shape is None:
+            return [d if d != -1 else f"{ctx.node.name}_dim" for d in dims]
+        known = symbolic.product([d for d in dims if d != -1])
+        dims[dims.index(-1)] = symbolic.div(symbolic.product(in_shape), known)
+    return dims
+
+
+@register("Reshape", "movement", propagate=lambda ctx: [None if ctx.value(0) is None or ctx.const(1) is None
+                                                       else ctx.value(0).reshape(_reshape_target(ctx))],
+          flops=_NO_FLOPS)
+def _reshape(ctx: InferContext) -> list[TensorType]:
+    dims = _reshape_target(ctx)
+    if dims is None:
+        rank = ctx.shape(1)
+        return [TensorType(ctx.dtype(0), tuple(f"{ctx.node.name}_d{i}" for i in range(rank[0]))
+                           if rank and symbolic.is_int(rank[0]) else None)]
+    in_shape = ctx.shape(0)
+    out = tuple(dims)
+    if in_shape is not None and all(map(symbolic.is_int, in_shape)) and all(map(symbolic.is_int, out)):
+        if np.prod(in_shape, dtype=np.int64) != np.prod(out, dtype=np.int64):
+            ctx.fail(f"cannot reshape {tuple(in_shape)} into {out}")
+    return [TensorType(ctx.dtype(0), out)]
+
+
+@register("Flatten", "movement", flops=_NO_FLOPS)
+def _flatten(ctx: InferContext) -> list[TensorType]:
+    shape = ctx.shape(0)
+    if shape is None:
+        return [TensorType(ctx.dtype(0), None)]
+    a = axis(ctx, ctx.attr("axis", 1), len(shape) + 1)
+    return [TensorType(ctx.dtype(0), (symbolic.product(shape[:a]), symbolic.product(shape[a:])))]
+
+
+def _axes_input(ctx: InferContext, index: int) -> list[int] | None:
+    """Axes given as an input (opset >= 13) or, for older graphs, as an attribute."""
+    if ctx.has(index):
+        return ctx.ints(index)
+    return ctx.attr("axes")
+
+
+def _squeeze_axes(ctx: InferContext) -> list[int] | None:
+    shape = ctx.shape(0)
+    axes = _axes_input(ctx, 1)
+    if axes is None:
+        return None if shape is None else [i for i, d in enumerate(shape) if d == 1]
+    return sorted(axis(ctx, a, len(shape)) for a in axes) if shape is not None else None
+
+
+@register("Squeeze", "movement", propagate=lambda ctx: [None if ctx.value(0) is None or _squeeze_axes(ctx) is None
+                                                       else ctx.value(0).reshape(_squeezed(ctx))],
+          flops=_NO_FLOPS)
+def _squeeze(ctx: InferContext) -> list[TensorType]:
+    shape = ctx.shape(0)
+    if shape is None or _squeeze_axes(ctx) is None:
+        return [TensorType(ctx.dtype(0), None)]
+    return [TensorType(ctx.dtype(0), tuple(_squeezed(ctx)))]
+
+
+def _squeezed(ctx: InferContext) -> list[Dim]:
+    shape, axes = ctx.shape(0), _squeeze_axes(ctx)
+    for a in axes:
+        if symbolic.is_int(shape[a]) and shape[a] != 1:
+            ctx.fail(f"cannot squeeze axis {a} of size {shape[a]}")
+    return [d for i, d in enumerate(shape) if i not in axes]
+
+
+def _unsqueezed(ctx: InferContext) -> list[Dim] | None:
+    shape, axes = ctx.shape(0), _axes_input(ctx, 1)
+    if shape is None or axes is None:
+        return None
+    rank = len(shape) + len(axes)
+    axes = sorted(axis(ctx, a, rank) for a in axes)
+    dims, rest = [], iter(shape)
+    for i in range(rank):
+        dims.append(1 if i in axes else next(rest))
+    return dims
+
+
+@register("Unsqueeze", "movement", propagate=lambda ctx: [None if ctx.value(0) is None or _unsqueezed(ctx) is None
+                                                         else ctx.value(0).reshape(_unsqueezed(ctx))],
+          flops=_NO_FLOPS)
+def _unsqueeze(ctx: InferContext) -> list[TensorType]:
+    dims = _unsqueezed(ctx)
+    return [TensorType(ctx.dtype(0), None if dims is None else tuple(dims))]
+
+
+def _perm(ctx: InferContext) -> list[int] | None:
+    shape = ctx.shape(0)
+    if shape is None:
+        return None
+    return [axis(ctx, p, len(shape)) for p in ctx.attr("perm", list(range(len(shape)))[::-1])]
+
+
+@register("Transpose", "movement", flops=_NO_FLOPS,
+          propagate=lambda ctx: [None if ctx.value(0) is None else np.transpose(ctx.value(0), _perm(ctx))])
+def _transpose(ctx: InferContext) -> list[TensorType]:
+    perm, shape = _perm(ctx), ctx.shape(0)
+    if perm is None:
+        return [TensorType(ctx.dtype(0), None)]
+    if sorted(perm) != list(range(len(shape))):
+        ctx.fail(f"perm {perm} is not a permutation of rank {len(shape)}")
+    return [TensorType(ctx.dtype(0), tuple(shape[p] for p in perm))]
+
+
+def _concat_value(ctx: InferContext) -> list[np.ndarray | None]:
+    parts = [ctx.value(i) for i in range(len(ctx.types)) if ctx.has(i)]
+    if any(p is None for p in parts) or all(p.dtype != object for p in parts):
+        return [None]
+    return [np.concatenate([np.asarray(p, dtype=object) for p in parts], axis=ctx.attr("axis"))]
+
+
+@register("Concat", "movement", propagate=_concat_value, flops=_NO_FLOPS)
+def _concat(ctx: InferContext) -> list[TensorType]:
+    shapes = [ctx.shape(i) for i in range(len(ctx.types)) if ctx.has(i)]
+    known = [s for s in shapes if s is not None]
+    if len(known) < len(shapes):
+        return [TensorType(ctx.dtype(0), None if not known else tuple(f"{ctx.node.name}_d{i}"
+                                                                         for i in range(len(known[0]))))]
+    rank = len(known[0])
+    a = axis(ctx, ctx.attr("axis"), rank)
+    out = list(known[0])
+    for s in known[1:]:
+        if len(s) != rank:
+            ctx.fail(f"inputs have different ranks {rank} and {len(s)}")
+        out[a] = symbolic.add(out[a], s[a])
+    for i in range(rank):
+        if i != a:
+            ints = {s[i] for s in known if symbolic.is_int(s[i])}
+            if len(ints) > 1:
+                ctx.fail(f"dim {i} differs between inputs: {sorted(ints)}")
+            out[i] = ints.pop() if ints else known[0][i]
+    return [TensorType(ctx.dtype(0), tuple(out))]
+
+
+def _split_sizes(ctx: InferContext) -> list[Dim] | None:
+    shape = ctx.shape(0)
+    if shape is None:
+        return None
+    a = axis(ctx, ctx.attr("axis", 0), len(shape))
+    n = len(ctx.node.outputs)
+    sizes = ctx.ints(1) if ctx.has(1) else ctx.attr("split")
+    if sizes is not None:
+        if symbolic.is_int(shape[a]) and sum(sizes) != shape[a]:
+            ctx.fail(f"split sizes {sizes} do not add up to dim {shape[a]}")
+        return sizes
+    total = shape[a]
+    if not symbolic.is_int(total):
+        return [symbolic.div(total, n)] * n
+    chunk = -(-total // n)
+    return [chunk] * (n - 1) + [total - chunk * (n - 1)]
+
+
+@register("Split", "movement", flops=_NO_FLOPS)
+def _split(ctx: InferContext) -> list[TensorType]:
+    sizes, shape = _split_sizes(ctx), ctx.shape(0)
+    if sizes is None:
+        return [TensorType(ctx.dtype(0), None)] * len(ctx.node.outputs)
+    a = axis(ctx, ctx.attr("axis", 0), len(shape))
+    return [TensorType(ctx.dtype(0), shape[:a] + (s,) + shape[a + 1:]) for s in sizes]
+
+
+# ------------------------------------------------------------------ indexing
+def _gather_value(ctx: InferContext) -> list[np.ndarray | None]:
+    data, idx = ctx.value(0), ctx.const(1)
+    if data is None or idx is None or data.dtype != object:
+        return [None]
+    a = ctx.attr("axis", 0) % max(data.ndim, 1)
+    return [np.take(data, idx.astype(np.int64), axis=a)]
+
+
+@register("Gather", "movement", propagate=_gather_value, flops=_NO_FLOPS)
+def _gather(ctx: InferContext) -> list[TensorType]:
+    data, idx = ctx.shape(0), ctx.shape(1)
+    if data is None or idx is None:
+        return [TensorType(ctx.dtype(0), None)]
+    a = axis(ctx, ctx.attr("axis", 0), len(data))
+    return [TensorType(ctx.dtype(0), data[:a] + idx + data[a + 1:])]
+
+
+@register("GatherElements", "movement", flops=_NO_FLOPS)
+def _gather_elements(ctx: InferContext) -> list[TensorType]:
+    return [TensorType(ctx.dtype(0), ctx.shape(1))]
+
+
+@register("GatherND", "movement", flops=_NO_FLOPS)
+def _gather_nd(ctx: InferContext) -> list[TensorType]:
+    data, idx, b = ctx.shape(0), ctx.shape(1), ctx.attr("batch_dims", 0)
+    if data is None or idx is None or not symbolic.is_int(idx[-1]):
+        return [TensorType(ctx.dtype(0), None)]
+    return [TensorType(ctx.dtype(0), idx[:-1] + data[b + idx[-1]:])]
+
+
+@register(["ScatterND", "ScatterElements"], "movement", flops=_NO_FLOPS)
+def _scatter(ctx: InferContext) -> list[TensorType]:
+    return same_as_input(ctx)
+
+
+def _slice_params(ctx: InferContext):
+    shape = ctx.shape(0)
+    starts, ends = ctx.ints(1), ctx.ints(2)
+    if shape is None or starts is None or ends is None:
+        return None
+    axes = ctx.ints(3) if ctx.has(3) else list(range(len(starts)))
+    steps = ctx.ints(4) if ctx.has(4) else [1] * len(starts)
+    if axes is None or steps is None:
+        return None
+    return shape, starts, ends, [axis(ctx, a, len(shape)) for a in axes], steps
+
+
+def _slice_dim(ctx: InferContext, dim: Dim, start: int, end: int, step: int) -> Dim:
+    if step == 0:
+        ctx.fail("slice step cannot be 0")
+    if not symbolic.is_int(dim):
+        big = 2 ** 62
+        if start == 0 and step == 1 and end >= big:
+            return dim
+        if start >= 0 and end >= 0 and end < big and step == 1:
+            return max(0, end - start)  # assumes dim >= end, as exporters guarantee for static slices
+        if step == 1 and start < 0 and end >= big:
+            return -start
+        return f"{ctx.node.name}_len"
+    return len(range(*slice(start, end, step).indices(dim)))
+
+
+@register("Slice", "movement", flops=_NO_FLOPS,
+          propagate=lambda ctx: [_slice_value(ctx)])
+def _slice(ctx: InferContext) -> list[TensorType]:
+    params = _slice_params(ctx)
+    if params is None:
+        shape = ctx.shape(0)
+        return [TensorType(ctx.dtype(0), None if shape is None else
+                           tuple(f"{ctx.node.name}_d{i}" for i in range(len(shape))))]
+    shape, starts, ends, axes, steps = params
+    out = list(shape)
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        out[a] = _slice_dim(ctx, shape[a], s, e, st)
+    return [TensorType(ctx.dtype(0), tuple(out))]
+
+
+def _slice_value(ctx: InferContext) -> np.ndarray | None:
+    data, params = ctx.value(0), _slice_params(ctx)
+    if data is None or params is None or data.dtype != object:
+        return None
+    index = [slice(None)] * data.ndim
+    for s, e, a, st in zip(params[1], params[2], params[3], params[4]):
+        index[a] = slice(s, e, st)
+    return data[tuple(index)]
+
+
+@register("Expand", "movement", flops=_NO_FLOPS)
+def _expand(ctx: InferContext) -> list[TensorType]:
+    target = ctx.value(1)
+    if target is None:
+        return [TensorType(ctx.dtype(0), None)]
+    dims = [int(d) if symbolic.is_int(d) else d for d in target.reshape(-1)]
+    return [TensorType(ctx.dtype(0), broadcast(ctx, [ctx.shape(0), tuple(dims)]))]
+
+
+@register("Tile", "movement", flops=_NO_FLOPS)
+def _tile(ctx: InferContext) -> list[TensorType]:
+    shape, reps = ctx.shape(0), ctx.value(1)
+    if shape is None or reps is None:
+        return [TensorType(ctx.dtype(0), None)]
+    return [TensorType(ctx.dtype(0), tuple(symbolic.mul(d, r) for d, r in zip(shape, reps.reshape(-1))))]
+
+
+@register("Pad", "movement", flops=_NO_FLOPS)
+def _pad(ctx: InferContext) -> list[TensorType]:
+    shape, pads = ctx.shape(0), ctx.ints(1)
+    if shape is None or pads is None:
+        return [TensorType(ctx.dtype(0), None)]
+    axes = ctx.ints(3) if ctx.has(3) else list(range(len(shape)))
+    out = list(shape)
+    for i, a in enumerate(axes):
+        a = axis(ctx, a, len(shape))
+        out[a] = symbolic.add(out[a], pads[i] + pads[i + len(axes)])
+    return [TensorType(ctx.dtype(0), tuple(out))]
+
+
+@register("Trilu", "movement", flops=_NO_FLOPS)
+def _trilu(ctx: InferContext) -> list[TensorType]:
+    return same_as_input(ctx)
+
+
+@register("CumSum", "reduce", flops=per_output_element(1))
+def _cumsum(ctx: InferContext) -> list[TensorType]:
+    return same_as_input(ctx)
+
+
+# ------------------------------------------------------------------ creation
+def _shape_from_value(ctx: InferContext, index: int) -> tuple[Dim, ...] | None:
+    v = ctx.value(index)
+    return None if v is None else tuple(int(d) if symbolic.is_int(d) else d for d in v.reshape(-1))
+
+
+@register("ConstantOfShape", "movement", flops=_NO_FLOPS)
+def _constant_of_shape(ctx: InferContext) -> list[TensorType]:
+    value = ctx.attr("value")
+    dtype = DType.FLOAT32 if value is None else DType.from_numpy(np.asarray(value).dtype)
+    shape = _shape_from_value(ctx, 0)
+    if shape is None and ctx.shape(0) is not None and symbolic.is_int(ctx.shape(0)[0]):
+        shape = tuple(f"{ctx.node.name}_d{i}" for i in range(ctx.shape(0)[0]))
+    return [TensorType(dtype, shape)]
+
+
+@register("Range", "movement", flops=_NO_FLOPS)
+def _range(ctx: InferContext) -> list[TensorType]:
+    start, limit, delta = ctx.const(0), ctx.const(1), ctx.const(2)
+    if start is None or limit is None or delta is None:
+        v_start, v_limit, v_delta = ctx.value(0), ctx.value(1), ctx.value(2)
+        if v_start is not None and v_delta is not None and v_limit is not None and v_start.item() == 0 \
+                and v_delta.item() == 1:
+            return [TensorType(ctx.dtype(0), (v_limit.item(),))]
+        return [TensorType(ctx.dtype(0), (f"{ctx.node.name}_len",))]
+    if delta.item() == 0:
+        ctx.fail("Range delta cannot be 0")
+    n = int(max(np.ceil((limit.item() - start.item()) / delta.item()), 0))
+    return [TensorType(ctx.dtype(0), (n,))]
+
+
+@register(["EyeLike"], "movement", flops=_NO_FLOPS)
+def _eye_like(ctx: InferContext) -> list[TensorType]:
+    dtype = ctx.attr("dtype")
+    return [TensorType(DType.from_onnx(dtype) if dtype is not None else ctx.dtype(0), ctx.shape(0))]

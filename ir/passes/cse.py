@@ -1,0 +1,42 @@
+"""Common-subexpression elimination: one copy of each identical op and small constant."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph import Graph
+
+MAX_DEDUP_ELEMENTS = 4096
+"""Constants up to this size are compared by content (exporters repeat small ones a lot)."""
+
+
+def _hashable(value):
+    if isinstance(value, np.ndarray):
+        return ("array", str(value.dtype), value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def eliminate_common_subexpressions(graph: Graph) -> Graph:
+    canonical: dict = {}
+    for value in list(graph.initializers()):
+        if value.data is not None and value.data.size <= MAX_DEDUP_ELEMENTS and value.name not in graph.outputs:
+            key = ("const", _hashable(value.data))
+            first = canonical.setdefault(key, value.name)
+            if first != value.name:
+                graph.replace_uses(value.name, first)
+    for node in graph.nodes:
+        key = (node.domain, node.op_type, tuple(node.inputs), len(node.outputs),
+               tuple(sorted((k, _hashable(v)) for k, v in node.attrs.items())))
+        first = canonical.setdefault(key, node)
+        if first is node or any(o in graph.outputs for o in node.outputs):
+            continue
+        for mine, theirs in zip(node.outputs, first.outputs):
+            if mine and theirs:
+                graph.replace_uses(mine, theirs)
+            elif mine:
+                break
+        else:
+            graph.remove_node(node)
+    return graph

@@ -1,0 +1,84 @@
+"""Shape and dtype inference with xpuc's own per-op rules (``ir.ops``).
+
+Walks the graph in topological order, asks each op's rule for its output types, and
+evaluates shape arithmetic symbolically so dynamic exports get exact shapes. Types the
+model declares for its outputs are checked against what the graph computes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops
+from ..errors import ShapeError, XpucError
+from ..graph import Graph, Node
+from ..types import TensorType
+
+MAX_SYMBOLIC_ELEMENTS = 64
+"""Only small integer tensors (shapes, indices) are evaluated symbolically."""
+
+
+def infer_shapes(graph: Graph) -> Graph:
+    """Set the type of every op output. Returns the same graph (types updated in place)."""
+    symbolic_values(graph)
+    return graph
+
+
+def symbolic_values(graph: Graph) -> dict[str, np.ndarray]:
+    """Infer all types and return the symbolically known contents of small integer values.
+
+    The result maps value names to arrays (object arrays when they hold dim symbols); the
+    constant folder turns fully concrete ones into constants.
+    """
+    known: dict[str, np.ndarray] = {}
+    for node in graph.nodes:
+        opdef = ops.lookup(node.op_type, node.domain)
+        if opdef is None:
+            raise ShapeError(f"{node.name}: no shape rule for op {node.qualified_type}")
+        ctx = ops.InferContext(node, [_input_type(graph, v) for v in node.inputs],
+                               [_input_value(graph, known, v) for v in node.inputs], graph.opset)
+        try:
+            out_types = opdef.infer(ctx)
+            out_values = opdef.propagate(ctx) if opdef.propagate else []
+        except XpucError:
+            raise
+        except Exception as exc:  # a malformed model must give a clear error, not a traceback
+            raise ShapeError(f"{node.name} ({node.op_type}): cannot infer shapes: {exc}") from exc
+        _assign(graph, node, out_types)
+        for name, value in zip(node.outputs, out_values):
+            if name and value is not None and np.size(value) <= MAX_SYMBOLIC_ELEMENTS:
+                known[name] = np.asarray(value)
+    return known
+
+
+def _input_type(graph: Graph, value: str) -> TensorType | None:
+    return graph.values[value].type if value else None
+
+
+def _input_value(graph: Graph, known: dict[str, np.ndarray], value: str) -> np.ndarray | None:
+    if not value:
+        return None
+    data = graph.const_data(value)
+    return data if data is not None else known.get(value)
+
+
+def _assign(graph: Graph, node: Node, out_types: list[TensorType]) -> None:
+    for name, inferred in zip(node.outputs, out_types):
+        if not name:
+            continue
+        value = graph.values[name]
+        if name in graph.outputs:
+            _check_declared(node, name, value.type, inferred)
+        value.type = inferred
+
+
+def _check_declared(node: Node, name: str, declared: TensorType, inferred: TensorType) -> None:
+    """A model's declared output type must agree with what its graph computes."""
+    if declared.dtype is not None and inferred.dtype is not None and declared.dtype != inferred.dtype:
+        raise ShapeError(f"output {name!r} is declared {declared.dtype} but {node.name} computes {inferred.dtype}")
+    if declared.shape is None or inferred.shape is None:
+        return
+    if len(declared.shape) != len(inferred.shape) or any(
+            isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(declared.shape, inferred.shape)):
+        raise ShapeError(f"output {name!r} is declared {declared} but the graph computes {inferred}; "
+                         "check the input shapes")

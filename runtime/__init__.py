@@ -1,0 +1,1 @@
+"""Compiling and running models natively (see docs/design.md)."""

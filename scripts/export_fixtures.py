@@ -1,0 +1,596 @@
+#!/usr/bin/env python
+"""Export tiny, randomly initialised Hugging Face models to ONNX test fixtures.
+
+For every model *family* (llama, mistral, qwen2, gemma, phi, gpt2, bert, olmo,
+mamba, bitnet) this script
+
+1. builds a tiny ``transformers`` model from a config (no hub access, no
+   ``from_pretrained``) with a fixed ``torch.manual_seed``;
+2. exports it twice to ONNX:
+
+   * ``<family>_dynamo.onnx`` -- ``torch.onnx.export(..., dynamo=True)`` at the
+     exporter's default opset, with dynamic batch/sequence dims when that works
+     (fallbacks: dynamic batch only, then fully static);
+   * ``<family>_legacy.onnx`` -- the TorchScript exporter
+     (``dynamo=False, opset_version=17``) with ``dynamic_axes`` for
+     batch/sequence (same fallbacks);
+
+   Every file is a single self-contained ``.onnx`` (no external-data sidecar),
+   its per-node debug metadata (stack traces, FX node dumps) is stripped to keep
+   it small and free of machine-specific paths, and it must be <= 1 MB;
+3. verifies each file: ``onnx.checker.check_model``, then onnxruntime
+   (CPUExecutionProvider, graph optimisations disabled so the stored graph is
+   what runs) against the PyTorch model on random ``input_ids`` of shape
+   [2, 16] (rtol 1e-4, atol 1e-5) and, for every dimension claimed dynamic, on
+   other shapes (e.g. [2, 8], [1, 5]).  A dynamic variant that fails these
+   checks is rejected and the next fallback is tried;
+4. writes ``MANIFEST.json`` describing every fixture (inputs with symbolic dim
+   names, outputs, opset, config, vocab size, #layers, max abs diff, ...) plus
+   the failures, so that tests can generate valid inputs without torch.
+
+Only the model's ``input_ids`` (int64, [batch, seq]) is an input; the only
+output is ``logits`` ([batch, seq, vocab]) -- or ``last_hidden_state``
+([batch, seq, hidden]) for BERT.  ``use_cache=False``, eval mode.  The
+attention implementation is "sdpa" when the model and exporter accept it,
+"eager" otherwise (recorded per fixture).
+
+Usage::
+
+    python scripts/export_fixtures.py                     # everything
+    python scripts/export_fixtures.py --only llama        # both llama files
+    python scripts/export_fixtures.py --only gpt2_legacy,bert
+    python scripts/export_fixtures.py --out /tmp/fixtures --keep-going
+
+Requires the ``export`` extra (torch, transformers, onnxscript) plus onnx and
+onnxruntime.  With ``--only`` the existing MANIFEST.json is updated in place
+(entries for the re-exported fixtures are replaced, others kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import transformers
+
+SEED = 1234
+MAX_FILE_BYTES = 1_000_000  # "<= 1 MB"
+RTOL, ATOL = 1e-4, 1e-5
+PRIMARY_SHAPE = (2, 16)  # (batch, seq) used for tracing and the main check
+LEGACY_OPSET = 17
+# Per-node metadata keys kept in dynamo exports ("namespace" maps a node to its
+# nn.Module path, which is handy for pattern-matching); everything else
+# (stack traces with local paths, FX dumps, class hierarchies) is dropped.
+KEEP_NODE_METADATA = {"namespace"}
+
+# Tiny common sizes.
+H, L, NH, NKV, HD, FF, V, P = 64, 2, 4, 2, 16, 128, 256, 128
+
+
+@dataclass
+class Family:
+    name: str
+    hf_class: str
+    config_class: str
+    config: dict[str, Any]
+    output: str = "logits"  # attribute of the HF output object to export
+    forward_kwargs: dict[str, Any] = field(default_factory=lambda: {"use_cache": False})
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra ctor kwargs
+    has_attention: bool = True
+    notes: str = ""
+
+
+_DECODER = dict(
+    vocab_size=V,
+    hidden_size=H,
+    intermediate_size=FF,
+    num_hidden_layers=L,
+    num_attention_heads=NH,
+    num_key_value_heads=NKV,
+    max_position_embeddings=P,
+    use_cache=False,
+)
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        Family("llama", "LlamaForCausalLM", "LlamaConfig",
+               dict(_DECODER, tie_word_embeddings=False),
+               notes="RMSNorm, RoPE, GQA (4 q heads / 2 kv heads), SwiGLU MLP."),
+        Family("mistral", "MistralForCausalLM", "MistralConfig",
+               dict(_DECODER, head_dim=HD, sliding_window=None, tie_word_embeddings=False),
+               notes="sliding_window=None (as in Mistral-7B-v0.2/v0.3); otherwise Llama-like."),
+        Family("qwen2", "Qwen2ForCausalLM", "Qwen2Config",
+               dict(_DECODER, tie_word_embeddings=False),
+               notes="Llama-like with q/k/v projection biases."),
+        Family("gemma", "GemmaForCausalLM", "GemmaConfig",
+               dict(_DECODER, head_dim=HD, hidden_act="gelu_pytorch_tanh", tie_word_embeddings=True),
+               notes="RMSNorm with (1 + weight), embeddings scaled by sqrt(hidden), GeGLU (tanh gelu) "
+                     "MLP, tied lm_head."),
+        Family("phi", "PhiForCausalLM", "PhiConfig",
+               dict(_DECODER, partial_rotary_factor=0.5, hidden_act="gelu_new",
+                    tie_word_embeddings=False),
+               notes="LayerNorm, parallel attention+MLP block, partial rotary (factor 0.5), "
+                     "biases everywhere, gelu_new MLP."),
+        Family("gpt2", "GPT2LMHeadModel", "GPT2Config",
+               dict(vocab_size=V, n_embd=H, n_layer=L, n_head=NH, n_inner=FF, n_positions=P,
+                    activation_function="gelu_new", tie_word_embeddings=True, use_cache=False),
+               notes="Learned absolute positions, LayerNorm, Conv1D (x @ W + b), fused c_attn "
+                     "qkv projection, MHA (no GQA in GPT-2), tied lm_head."),
+        Family("bert", "BertModel", "BertConfig",
+               dict(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=NH,
+                    intermediate_size=FF, max_position_embeddings=P, type_vocab_size=2),
+               output="last_hidden_state",
+               forward_kwargs={},
+               model_kwargs={"add_pooling_layer": False},
+               notes="Encoder (bidirectional, MHA), post-LayerNorm, GELU(erf). Only input_ids is an "
+                     "input: attention_mask defaults to all-ones and token_type_ids to zeros "
+                     "(registered buffer). No pooler."),
+        Family("olmo", "OlmoForCausalLM", "OlmoConfig",
+               dict(_DECODER, tie_word_embeddings=False),
+               notes="Non-parametric LayerNorm (no weight/bias), RoPE, GQA, SwiGLU MLP."),
+        Family("mamba", "MambaForCausalLM", "MambaConfig",
+               dict(vocab_size=V, hidden_size=H, state_size=16, num_hidden_layers=L, expand=2,
+                    conv_kernel=4, time_step_rank=4, use_cache=False, tie_word_embeddings=True),
+               has_attention=False,
+               notes="Selective SSM; the pure-torch sequential scan is a Python loop over the "
+                     "sequence, so the sequence length is baked into the graph (unrolled)."),
+        Family("bitnet", "BitNetForCausalLM", "BitNetConfig",
+               dict(_DECODER, hidden_act="relu2", tie_word_embeddings=False),
+               notes="BitNet b1.58 architecture (extra attn_sub_norm / ffn_sub_norm RMSNorms, "
+                     "squared-ReLU GLU). Built from config without a BitNetQuantConfig, so the "
+                     "projections are plain float nn.Linear (the ternary BitLinear/AutoBitLinear "
+                     "modules are only swapped in by the quantizer at from_pretrained time)."),
+    ]
+}
+
+EXPORTERS = ("dynamo", "legacy")
+
+# Dynamic modes tried in order: which of (batch, seq) are symbolic.
+DYN_MODES = {
+    "batch+seq": {0: "batch", 1: "seq"},
+    "batch": {0: "batch"},
+    "static": {},
+}
+
+# Range of each symbolic dim: the constraint given to torch.export (dynamo) and the range
+# tests should stay within (seq is further capped by max_position_embeddings).
+DIM_RANGES = {"batch": (1, 64), "seq": (2, P)}
+
+# Extra (batch, seq) shapes that must also match torch, per dynamic mode.
+CHECK_SHAPES = {
+    "batch+seq": [PRIMARY_SHAPE, (2, 8), (1, 5), (3, 32)],
+    "batch": [PRIMARY_SHAPE, (1, PRIMARY_SHAPE[1]), (3, PRIMARY_SHAPE[1])],
+    "static": [PRIMARY_SHAPE],
+}
+
+
+class SingleOutput(torch.nn.Module):
+    """Call the HF model with ``input_ids`` only and return one tensor."""
+
+    def __init__(self, model: torch.nn.Module, output: str, forward_kwargs: dict[str, Any]):
+        super().__init__()
+        self.model = model
+        self.output = output
+        self.forward_kwargs = forward_kwargs
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, return_dict=True, **self.forward_kwargs)
+        return getattr(out, self.output)
+
+
+def build_model(fam: Family, attn: str | None) -> tuple[torch.nn.Module, Any]:
+    cfg_cls = getattr(transformers, fam.config_class)
+    model_cls = getattr(transformers, fam.hf_class)
+    cfg = cfg_cls(**fam.config)
+    torch.manual_seed(SEED)
+    kwargs = dict(fam.model_kwargs)
+    if attn is not None:
+        cfg._attn_implementation = attn  # noqa: SLF001 (public setter in transformers 5)
+    model = model_cls(cfg, **kwargs).eval()
+    if attn is not None and model.config._attn_implementation != attn:  # noqa: SLF001
+        raise RuntimeError(f"model ignored attn_implementation={attn!r} "
+                           f"(got {model.config._attn_implementation!r})")  # noqa: SLF001
+    return model, cfg
+
+
+def make_ids(vocab: int, shape: tuple[int, int], salt: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(SEED + 7919 * salt + 31 * shape[0] + shape[1])
+    return torch.randint(0, vocab, shape, generator=g, dtype=torch.int64)
+
+
+def strip_metadata(model: onnx.ModelProto) -> None:
+    """Drop bulky/unreproducible debug metadata (stack traces with local paths, etc.)."""
+
+    def nodes(graph: onnx.GraphProto):
+        for n in graph.node:
+            yield n
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    yield from nodes(a.g)
+                for g in a.graphs:
+                    yield from nodes(g)
+
+    def clean(msg) -> None:
+        keep = [(p.key, p.value) for p in msg.metadata_props if p.key in KEEP_NODE_METADATA]
+        del msg.metadata_props[:]
+        for k, v in keep:
+            msg.metadata_props.add(key=k, value=v)
+
+    for n in nodes(model.graph):
+        clean(n)
+    for seq in (model.graph.input, model.graph.output, model.graph.value_info, model.graph.initializer):
+        for item in seq:
+            del item.metadata_props[:]
+    for f in model.functions:
+        for n in f.node:
+            clean(n)
+    del model.graph.metadata_props[:]
+    model.doc_string = ""
+    model.graph.doc_string = ""
+
+
+def export_dynamo(wrapper, ids, path: Path, dyn: dict[int, str]) -> None:
+    dynamic_shapes = None
+    if dyn:
+        dims = {}
+        for axis, name in dyn.items():
+            lo, hi = DIM_RANGES[name]
+            dims[axis] = torch.export.Dim(name, min=lo, max=hi)
+        dynamic_shapes = {"input_ids": dims}
+    prog = torch.onnx.export(
+        wrapper, (ids,), dynamo=True, input_names=["input_ids"], output_names=[wrapper.output],
+        dynamic_shapes=dynamic_shapes, external_data=False, optimize=True,
+    )
+    model = prog.model_proto
+    strip_metadata(model)
+    onnx.save(model, str(path), save_as_external_data=False)
+
+
+_LEGACY_SYMBOLICS_REGISTERED = False
+# Custom TorchScript-exporter symbolics needed by current transformers; recorded in MANIFEST.json.
+LEGACY_CUSTOM_SYMBOLICS = {
+    "aten::diff": "transformers' masking_utils.find_packed_sequence_indices calls torch.diff on the "
+                  "internally generated position_ids; the TorchScript exporter has no symbolic for it. "
+                  "Lowered as Concat(prepend, x) -> Slice[1:] - Slice[:-1] (n=1 only).",
+    "aten::cumsum": "the built-in symbolic emits CumSum directly on the bool result of "
+                    "`(position_diff != 1)`, which is invalid ONNX (CumSum has no bool kernel/type); "
+                    "this override inserts Cast(to=INT64) first for bool/int8/int16/int32/uint8 inputs, "
+                    "matching torch's integral promotion.",
+}
+
+
+def _register_legacy_symbolics() -> None:
+    global _LEGACY_SYMBOLICS_REGISTERED
+    if _LEGACY_SYMBOLICS_REGISTERED:
+        return
+    from torch.onnx import symbolic_helper as sh  # noqa: PLC0415
+
+    def diff(g, self, n, dim, prepend, append):
+        if sh._get_const(n, "i", "n") != 1:  # noqa: SLF001
+            raise NotImplementedError("aten::diff with n != 1")
+        d = sh._get_const(dim, "i", "dim")  # noqa: SLF001
+        parts = [t for t in (prepend, self, append) if t is self or not sh._is_none(t)]  # noqa: SLF001
+        x = g.op("Concat", *parts, axis_i=d) if len(parts) > 1 else self
+        hi = sh._slice_helper(g, x, axes=[d], starts=[1], ends=[sys.maxsize])  # noqa: SLF001
+        lo = sh._slice_helper(g, x, axes=[d], starts=[0], ends=[-1])  # noqa: SLF001
+        return g.op("Sub", hi, lo)
+
+    def cumsum(g, self, dim, dtype):
+        d = sh._get_const(dim, "i", "dim")  # noqa: SLF001
+        if not sh._is_none(dtype):  # noqa: SLF001
+            to = sh._type_utils.JitScalarType(sh._get_const(dtype, "i", "dtype")).onnx_type()  # noqa: SLF001
+            self = g.op("Cast", self, to_i=to)
+        elif (self.type().scalarType() or "Float") in ("Bool", "Byte", "Char", "Short", "Int"):
+            self = g.op("Cast", self, to_i=onnx.TensorProto.INT64)
+        axis = g.op("Constant", value_t=torch.tensor(d, dtype=torch.int64))
+        return g.op("CumSum", self, axis)
+
+    torch.onnx.register_custom_op_symbolic("aten::diff", diff, LEGACY_OPSET)
+    torch.onnx.register_custom_op_symbolic("aten::cumsum", cumsum, LEGACY_OPSET)
+    _LEGACY_SYMBOLICS_REGISTERED = True
+
+
+def export_legacy(wrapper, ids, path: Path, dyn: dict[int, str]) -> None:
+    _register_legacy_symbolics()
+    axes = {"input_ids": dict(dyn), wrapper.output: dict(dyn)} if dyn else None
+    torch.onnx.export(
+        wrapper, (ids,), str(path), dynamo=False, opset_version=LEGACY_OPSET,
+        input_names=["input_ids"], output_names=[wrapper.output], dynamic_axes=axes,
+        do_constant_folding=True,
+    )
+    model = onnx.load(str(path))  # legacy never writes external data for < 2 GB
+    strip_metadata(model)
+    onnx.save(model, str(path), save_as_external_data=False)
+
+
+def dims_of(vi: onnx.ValueInfoProto) -> list[int | str | None]:
+    out = []
+    for d in vi.type.tensor_type.shape.dim:
+        out.append(d.dim_param if d.HasField("dim_param") else (d.dim_value if d.HasField("dim_value") else None))
+    return out
+
+
+def dtype_of(vi: onnx.ValueInfoProto) -> str:
+    return onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
+
+
+def verify(path: Path, wrapper, vocab: int, mode: str, salt: int) -> dict[str, float]:
+    """Check the file and compare onnxruntime with torch; raise on mismatch."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise RuntimeError(f"{path.name} is {size} bytes > {MAX_FILE_BYTES}")
+    if any(p.name.startswith(path.name) and p != path for p in path.parent.iterdir()):
+        raise RuntimeError(f"unexpected sidecar files next to {path.name}")
+    model = onnx.load(str(path))
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception:  # strict shape inference can be pickier than the checker
+        onnx.checker.check_model(model)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 4  # failures surface as exceptions anyway
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    diffs = {}
+    for shape in CHECK_SHAPES[mode]:
+        ids = make_ids(vocab, shape, salt)
+        with torch.no_grad():
+            ref = wrapper(ids).detach().numpy()
+        got = sess.run(None, {"input_ids": ids.numpy()})[0]
+        if got.shape != ref.shape:
+            raise RuntimeError(f"shape {shape}: onnx {got.shape} vs torch {ref.shape}")
+        diff = float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
+        if not np.allclose(got, ref, rtol=RTOL, atol=ATOL):
+            raise RuntimeError(f"shape {shape}: mismatch, max abs diff {diff:.3e}")
+        diffs[f"{shape[0]}x{shape[1]}"] = diff
+    return diffs
+
+
+def probe_seq1(path: Path, wrapper, vocab: int, salt: int) -> bool:
+    """Informational: does the graph also run (and match) at seq == 1 (outside DIM_RANGES)?"""
+    try:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.log_severity_level = 4
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        ids = make_ids(vocab, (2, 1), salt)
+        with torch.no_grad():
+            ref = wrapper(ids).detach().numpy()
+        got = sess.run(None, {"input_ids": ids.numpy()})[0]
+        return bool(got.shape == ref.shape and np.allclose(got, ref, rtol=RTOL, atol=ATOL))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def describe(path: Path) -> dict[str, Any]:
+    m = onnx.load(str(path))
+    ops = sorted({f"{n.domain or 'ai.onnx'}::{n.op_type}" for n in m.graph.node})
+    counts: dict[str, int] = {}
+    for n in m.graph.node:
+        k = f"{n.domain or 'ai.onnx'}::{n.op_type}"
+        counts[k] = counts.get(k, 0) + 1
+    opsets = {(o.domain or "ai.onnx"): o.version for o in m.opset_import}
+    return dict(
+        file=path.name,
+        size_bytes=path.stat().st_size,
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        ir_version=m.ir_version,
+        opset=opsets.get("ai.onnx"),
+        opset_imports=opsets,
+        num_nodes=len(m.graph.node),
+        num_initializers=len(m.graph.initializer),
+        num_functions=len(m.functions),
+        op_types=ops,
+        op_counts=dict(sorted(counts.items())),
+        inputs=[{"name": i.name, "dtype": dtype_of(i), "shape": dims_of(i)} for i in m.graph.input],
+        outputs=[{"name": o.name, "dtype": dtype_of(o), "shape": dims_of(o)} for o in m.graph.output],
+    )
+
+
+def short_err(e: BaseException, limit: int = 600) -> str:
+    s = f"{type(e).__name__}: {e}".strip()
+    s = " ".join(s.split())
+    return s if len(s) <= limit else s[:limit] + " ..."
+
+
+def export_one(fam: Family, exporter: str, out_dir: Path, log) -> dict[str, Any]:
+    """Try (attn impl) x (dynamic mode) until an export passes verification."""
+    attns = ["sdpa", "eager"] if fam.has_attention else [None]
+    salt = list(FAMILIES).index(fam.name)
+    path = out_dir / f"{fam.name}_{exporter}.onnx"
+    attempts = []
+    for attn in attns:
+        try:
+            model, cfg = build_model(fam, attn)
+        except Exception as e:  # noqa: BLE001
+            attempts.append({"attn_implementation": attn, "stage": "build", "error": short_err(e)})
+            continue
+        wrapper = SingleOutput(model, fam.output, fam.forward_kwargs).eval()
+        ids = make_ids(cfg.vocab_size, PRIMARY_SHAPE, salt)
+        for mode, dyn in DYN_MODES.items():
+            t0 = time.time()
+            stage = "export"
+            try:
+                if path.exists():
+                    path.unlink()
+                sink = io.StringIO()
+                with warnings.catch_warnings(), contextlib.redirect_stdout(sink), \
+                        contextlib.redirect_stderr(sink):
+                    warnings.simplefilter("ignore")
+                    with torch.no_grad():
+                        (export_dynamo if exporter == "dynamo" else export_legacy)(wrapper, ids, path, dyn)
+                stage = "verify"
+                diffs = verify(path, wrapper, cfg.vocab_size, mode, salt)
+            except Exception as e:  # noqa: BLE001
+                attempts.append({"attn_implementation": attn, "dynamic": mode, "stage": stage,
+                                 "error": short_err(e)})
+                log(f"    {fam.name}_{exporter} attn={attn} dyn={mode}: FAILED at {stage}: {short_err(e, 200)}")
+                if path.exists():
+                    path.unlink()
+                continue
+            log(f"    {fam.name}_{exporter} attn={attn} dyn={mode}: ok in {time.time() - t0:.1f}s, "
+                f"max diff {max(diffs.values()):.2e}")
+            info = describe(path)
+            seq1 = probe_seq1(path, wrapper, cfg.vocab_size, salt) if "seq" in dyn.values() else False
+            cfg_dict = json.loads(cfg.to_json_string(use_diff=False))
+            entry = dict(
+                name=f"{fam.name}_{exporter}",
+                status="ok",
+                family=fam.name,
+                exporter=exporter,
+                exporter_call=(
+                    "torch.onnx.export(dynamo=True, optimize=True, external_data=False, default opset)"
+                    if exporter == "dynamo" else
+                    f"torch.onnx.export(dynamo=False, opset_version={LEGACY_OPSET}, do_constant_folding=True)"
+                ),
+                hf_class=f"transformers.{fam.hf_class}",
+                hf_output=fam.output,
+                attn_implementation=attn or "n/a (no attention)",
+                dynamic=bool(dyn),
+                dynamic_mode=mode,
+                dynamic_dims={"input_ids": {str(k): v for k, v in dyn.items()}},
+                dim_ranges={v: list(DIM_RANGES[v]) for v in dyn.values()},
+                works_at_seq_len_1=seq1,
+                traced_shape=list(PRIMARY_SHAPE),
+                vocab_size=cfg.vocab_size,
+                hidden_size=getattr(cfg, "hidden_size", None),
+                num_layers=cfg.num_hidden_layers,
+                num_attention_heads=getattr(cfg, "num_attention_heads", None) if fam.has_attention else None,
+                num_key_value_heads=getattr(cfg, "num_key_value_heads", None) if fam.has_attention else None,
+                max_position_embeddings=getattr(cfg, "max_position_embeddings", None),
+                max_seq_len=getattr(cfg, "max_position_embeddings", None) if "seq" in dyn.values() else PRIMARY_SHAPE[1],
+                seed=SEED,
+                config_overrides=fam.config,
+                model_kwargs=fam.model_kwargs,
+                config=cfg_dict,
+                verified_shapes=list(diffs),
+                max_abs_diff=max(diffs.values()),
+                max_abs_diff_by_shape=diffs,
+                tolerance={"rtol": RTOL, "atol": ATOL},
+                notes=fam.notes,
+                legacy_custom_symbolics=LEGACY_CUSTOM_SYMBOLICS if exporter == "legacy" else {},
+                fallback_attempts=attempts,
+                **info,
+            )
+            return entry
+    return dict(name=f"{fam.name}_{exporter}", status="failed", family=fam.name, exporter=exporter,
+                hf_class=f"transformers.{fam.hf_class}", attempts=attempts)
+
+
+def versions() -> dict[str, str]:
+    import onnxscript  # noqa: PLC0415
+
+    return dict(
+        python=sys.version.split()[0],
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        onnx=onnx.__version__,
+        onnxruntime=ort.__version__,
+        onnxscript=onnxscript.__version__,
+        numpy=np.__version__,
+    )
+
+
+def select(only: str | None) -> list[tuple[str, str]]:
+    jobs = [(f, e) for f in FAMILIES for e in EXPORTERS]
+    if not only:
+        return jobs
+    wanted = {w.strip() for w in only.split(",") if w.strip()}
+    unknown = wanted - set(FAMILIES) - {f"{f}_{e}" for f, e in jobs} - set(EXPORTERS)
+    if unknown:
+        raise SystemExit(f"--only: unknown name(s) {sorted(unknown)}; "
+                         f"use a family {sorted(FAMILIES)}, an exporter {list(EXPORTERS)} "
+                         f"or <family>_<exporter>")
+    return [(f, e) for f, e in jobs if f in wanted or e in wanted or f"{f}_{e}" in wanted]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="tests/fixtures/models", help="output directory (default: %(default)s)")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated families (llama), exporters (dynamo) or fixtures (llama_legacy)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    ap.add_argument("--list", action="store_true", help="list fixtures and exit")
+    args = ap.parse_args(argv)
+
+    jobs = select(args.only)
+    if args.list:
+        for f, e in jobs:
+            print(f"{f}_{e}\t{FAMILIES[f].hf_class}")
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / "MANIFEST.json"
+    transformers.logging.set_verbosity_error()
+    # "torchvision is not installed. Skipping torchvision::nms" etc. -- harmless noise.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
+    manifest: dict[str, Any] = {}
+    if args.only and manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+    fixtures = {e["name"]: e for e in manifest.get("fixtures", [])}
+    failures = {e["name"]: e for e in manifest.get("failures", [])}
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    for fam_name, exporter in jobs:
+        name = f"{fam_name}_{exporter}"
+        log(f"[{name}]")
+        t0 = time.time()
+        try:
+            entry = export_one(FAMILIES[fam_name], exporter, out_dir, log)
+        except Exception as e:  # noqa: BLE001 -- never abort the whole run
+            traceback.print_exc()
+            entry = dict(name=name, status="failed", family=fam_name, exporter=exporter,
+                         attempts=[{"stage": "driver", "error": short_err(e)}])
+        fixtures.pop(name, None)
+        failures.pop(name, None)
+        if entry["status"] == "ok":
+            fixtures[name] = entry
+            log(f"  -> {entry['file']} {entry['size_bytes']} B, opset {entry['opset']}, "
+                f"{entry['num_nodes']} nodes, dynamic={entry['dynamic_mode']}, attn={entry['attn_implementation']}, "
+                f"max diff {entry['max_abs_diff']:.2e} ({time.time() - t0:.1f}s)")
+        else:
+            failures[name] = entry
+            log(f"  -> FAILED: {entry['attempts'][-1]['error'][:300] if entry['attempts'] else '?'}")
+
+    order = {f"{f}_{e}": i for i, (f, e) in enumerate((f, e) for f in FAMILIES for e in EXPORTERS)}
+    manifest = dict(
+        schema_version=1,
+        description="Tiny random-weight HF models exported to ONNX by scripts/export_fixtures.py. "
+                    "Each fixture takes input_ids (int64 [batch, seq], values in [0, vocab_size)) and "
+                    "returns one float32 tensor. Symbolic dims are named 'batch' and 'seq'; "
+                    "static dims are integers (see dynamic_mode / traced_shape).",
+        generator="scripts/export_fixtures.py",
+        seed=SEED,
+        versions=versions(),
+        tolerance={"rtol": RTOL, "atol": ATOL},
+        fixtures=sorted(fixtures.values(), key=lambda e: order.get(e["name"], 1 << 30)),
+        failures=sorted(failures.values(), key=lambda e: order.get(e["name"], 1 << 30)),
+    )
+    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    log(f"wrote {manifest_path} ({len(fixtures)} fixtures, {len(failures)} failures)")
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Shared test helpers: model locations, random feeds, and onnxruntime as the oracle."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MODELS = FIXTURES / "models"
+LIGHT_CNNS = sorted(glob.glob(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light/*.onnx")))
+
+
+def manifest() -> dict:
+    path = MODELS / "MANIFEST.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def ort_session(model) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def random_feeds(graph, seed: int = 0, int_high: int = 16) -> dict[str, np.ndarray]:
+    """Deterministic feeds for a graph whose input shapes are bound."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name in graph.inputs:
+        t = graph.values[name].type
+        shape = tuple(t.shape)
+        if t.dtype.is_float:
+            feeds[name] = rng.standard_normal(shape).astype(t.dtype.numpy)
+        elif t.dtype.numpy == np.bool_:
+            feeds[name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            feeds[name] = rng.integers(0, int_high, shape).astype(t.dtype.numpy)
+    return feeds
+
+
+@pytest.fixture(scope="session")
+def fixtures_manifest() -> dict:
+    return manifest()
+
+
+def ort_intermediate_shapes(model: onnx.ModelProto, feeds: dict) -> dict[str, tuple]:
+    """Shapes onnxruntime actually produces for every node output of ``model``."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    declared = {o.name for o in m.graph.output}
+    names = [o for n in m.graph.node for o in n.output if o and o not in declared]
+    del m.graph.value_info[:]
+    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    results = ort_session(m).run(None, feeds)
+    outs = [o.name for o in m.graph.output]
+    return {n: tuple(r.shape) for n, r in zip(outs, results)}
+
+
+def assert_shapes_match_ort(graph, model: onnx.ModelProto, feeds: dict) -> int:
+    """Every intermediate our shape inference typed statically matches onnxruntime; returns count."""
+    actual = ort_intermediate_shapes(model, feeds)
+    checked = 0
+    for name, shape in actual.items():
+        if name in graph.values:
+            ours = graph.values[name].type.shape
+            assert ours == shape, f"{name}: inferred {ours}, onnxruntime produced {shape}"
+            checked += 1
+    return checked

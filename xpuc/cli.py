@@ -1,0 +1,110 @@
+"""The ``xpuc`` command line.
+
+Every user error is an ``ir.XpucError``: printed as one line on stderr with exit status 1
+(2 for bad command-line usage, as argparse does). ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "tiny-llama.onnx"
+"""The bundled model that commands use when none is given: a 2-layer Llama-architecture export."""
+
+
+def _input_shape(text: str) -> tuple[str, str]:
+    name, sep, shape = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIMS such as input_ids=1x128, got {text!r}")
+    return name, shape
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xpuc", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"xpuc {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    imp = commands.add_parser("import", help="import, optimize and summarize a model")
+    imp.add_argument("model", nargs="?", default=str(DEFAULT_MODEL),
+                     help="ONNX file (default: the bundled tiny Llama)")
+    imp.add_argument("-o", "--output", help="write the optimized graph as ONNX to this file")
+    imp.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=DIMS",
+                     help="bind an input's shape, e.g. input_ids=1x128 (repeatable)")
+    imp.add_argument("--no-weights", action="store_true", help="read shapes and dtypes only; skip weight data")
+    printing = imp.add_mutually_exclusive_group()
+    printing.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
+    printing.add_argument("--print-after", action="append", default=[], metavar="PASS",
+                          help="print the IR after the named pass (repeatable)")
+    imp.add_argument("--no-optimize", action="store_true", help="skip the optimization pipeline")
+    imp.add_argument("--print-ir", action="store_true", help="print the final IR")
+    imp.add_argument("--dot", metavar="FILE", help="write the final graph as Graphviz DOT")
+    imp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    imp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def _cmd_import(args) -> int:
+    import ir
+    from frontends import onnx as onnx_frontend
+    from ir.passes import PassManager, optimize
+    from ir.passes import DEFAULT_PIPELINE, PASSES
+    from ir.summary import format_summary, summarize
+
+    graph = onnx_frontend.load(args.model, input_shapes=dict(args.input_shape), weights=not args.no_weights)
+    before = len(graph)
+    timings = {}
+    if not args.no_optimize:
+        manager = PassManager([(n, PASSES[n]) for n in DEFAULT_PIPELINE], print_after_all=args.print_after_all,
+                              print_after=set(args.print_after), out=sys.stdout)
+        graph = optimize(graph, manager=manager)
+        timings = manager.timings
+    summary = summarize(graph)
+    if args.output:
+        import onnx
+        model = ir.to_onnx(graph)
+        onnx.save(model, args.output, save_as_external_data=model.ByteSize() > 2**31 - 2**20)
+    if args.dot:
+        Path(args.dot).write_text(ir.to_dot(graph))
+    if args.print_ir:
+        print(ir.format_graph(graph))
+    if args.json:
+        print(json.dumps({**summary.to_dict(), "ops_before_optimization": before,
+                          "pass_seconds": {k: round(v, 6) for k, v in timings.items()}}, indent=2))
+    else:
+        print(format_summary(summary))
+        if not args.no_optimize:
+            print(f"optimized: {before} -> {len(graph)} ops in {sum(timings.values()):.2f} s")
+    return 0
+
+
+COMMANDS = {"import": _cmd_import}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from ir.errors import XpucError
+
+    try:
+        return COMMANDS[args.command](args)
+    except XpucError as exc:
+        if args.debug:
+            raise
+        print(f"xpuc: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # unwritable output paths and the like
+        if args.debug:
+            raise
+        print(f"xpuc: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
