@@ -47,8 +47,14 @@ def symbolic_values(graph: Graph) -> dict[str, np.ndarray]:
         _assign(graph, node, out_types)
         for name, value in zip(node.outputs, out_values):
             if name and value is not None and np.size(value) <= MAX_SYMBOLIC_ELEMENTS:
-                known[name] = np.asarray(value)
+                known[name] = _as_array(value)
     return known
+
+
+def _as_array(value) -> np.ndarray:
+    """numpy turns a lone symbol picked out of an object array into a str; keep it an object array."""
+    array = np.asarray(value)
+    return array.astype(object) if array.dtype.kind in "USO" else array
 
 
 def _input_type(graph: Graph, value: str) -> TensorType | None:
