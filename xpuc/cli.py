@@ -31,12 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     imp = commands.add_parser("import", help="import, optimize and summarize a model")
-    imp.add_argument("model", nargs="?", default=str(DEFAULT_MODEL),
-                     help="ONNX file (default: the bundled tiny Llama)")
+    _model_arguments(imp)
     imp.add_argument("-o", "--output", help="write the optimized graph as ONNX to this file")
-    imp.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=DIMS",
-                     help="bind an input's shape, e.g. input_ids=1x128 (repeatable)")
-    imp.add_argument("--no-weights", action="store_true", help="read shapes and dtypes only; skip weight data")
     printing = imp.add_mutually_exclusive_group()
     printing.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
     printing.add_argument("--print-after", action="append", default=[], metavar="PASS",
@@ -45,18 +41,42 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--print-ir", action="store_true", help="print the final IR")
     imp.add_argument("--dot", metavar="FILE", help="write the final graph as Graphviz DOT")
     imp.add_argument("--json", action="store_true", help="print the summary as JSON")
-    imp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    targets = commands.add_parser("targets", help="list the bundled hardware targets, or show one")
+    targets.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    targets.add_argument("name", nargs="?", help="preset name or path to a .toml spec (with show)")
+
+    sched = commands.add_parser("schedule", help="schedule a model on a hardware target and show the plan")
+    _model_arguments(sched)
+    sched.add_argument("-t", "--target", required=True, help="preset name (see `xpuc targets`) or .toml path")
+    sched.add_argument("--json", metavar="FILE", help="write the schedule as JSON (schema: backends/report.py)")
+    sched.add_argument("--trace", metavar="FILE", help="write a Chrome trace (open in ui.perfetto.dev)")
+    sched.add_argument("--limit", type=int, default=40, help="show at most this many op rows (0: all)")
+    for sub in (imp, targets, sched):
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", default=str(DEFAULT_MODEL),
+                        help="ONNX file (default: the bundled tiny Llama)")
+    parser.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=DIMS",
+                        help="bind an input's shape, e.g. input_ids=1x128 (repeatable)")
+    parser.add_argument("--no-weights", action="store_true", help="read shapes and dtypes only; skip weight data")
+
+
+def _load(args):
+    from frontends import onnx as onnx_frontend
+
+    return onnx_frontend.load(args.model, input_shapes=dict(args.input_shape), weights=not args.no_weights)
 
 
 def _cmd_import(args) -> int:
     import ir
-    from frontends import onnx as onnx_frontend
-    from ir.passes import PassManager, optimize
-    from ir.passes import DEFAULT_PIPELINE, PASSES
+    from ir.passes import DEFAULT_PIPELINE, PASSES, PassManager, optimize
     from ir.summary import format_summary, summarize
 
-    graph = onnx_frontend.load(args.model, input_shapes=dict(args.input_shape), weights=not args.no_weights)
+    graph = _load(args)
     before = len(graph)
     timings = {}
     if not args.no_optimize:
@@ -83,7 +103,37 @@ def _cmd_import(args) -> int:
     return 0
 
 
-COMMANDS = {"import": _cmd_import}
+def _cmd_targets(args) -> int:
+    import backends
+
+    if args.action == "list":
+        for name in backends.list_targets():
+            target = backends.load_target(name)
+            print(f"{name:18} {target.family:14} {target.summary}")
+        return 0
+    if not args.name:
+        raise backends.TargetSpecError("`xpuc targets show` needs a preset name or a .toml path")
+    target = backends.load_target(args.name)
+    print(Path(target.path).read_text().rstrip())
+    return 0
+
+
+def _cmd_schedule(args) -> int:
+    import backends
+    from backends import report
+    from ir.passes import optimize
+
+    target = backends.load_target(args.target)
+    plan = backends.schedule(optimize(_load(args)), target)
+    print(report.format_table(plan, limit=args.limit or None))
+    if args.json:
+        Path(args.json).write_text(report.to_json(plan))
+    if args.trace:
+        Path(args.trace).write_text(json.dumps(report.to_chrome_trace(plan)))
+    return 0
+
+
+COMMANDS = {"import": _cmd_import, "targets": _cmd_targets, "schedule": _cmd_schedule}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,31 @@
+"""Probing a target with single-GEMM graphs, the way the calibration data was measured.
+
+``tests/test_calibration.py`` compares these predictions with published measurements
+(shared/calibration/*.csv); the fitted figures in the presets say which file they fit.
+"""
+
+from __future__ import annotations
+
+from ir.dtypes import DType
+from ir.graph import Graph
+from ir.passes.shape_inference import infer_shapes
+from ir.types import TensorType
+
+from .schedule import Schedule
+from .scheduler import schedule
+from .target import Target
+
+
+def matmul_graph(m: int, n: int, k: int, fmt: str = "f16") -> Graph:
+    """``Y = X @ W`` with X (m x k) an input and W (k x n) a weightless constant."""
+    dtype = DType.from_short(fmt)
+    graph = Graph(f"matmul_{m}x{n}x{k}")
+    graph.add_input("X", TensorType(dtype, (m, k)))
+    graph.add_value("W", TensorType(dtype, (k, n)), const=True)
+    graph.add_node("MatMul", ["X", "W"], ["Y"], name="matmul")
+    graph.outputs.append("Y")
+    return infer_shapes(graph)
+
+
+def gemm_schedule(target: Target, m: int, n: int, k: int, fmt: str = "f16") -> Schedule:
+    return schedule(matmul_graph(m, n, k, fmt), target)

@@ -1,0 +1,69 @@
+"""Looking at a schedule: a per-op table, JSON, and a Chrome trace that Perfetto opens.
+
+JSON schema (``to_json``)::
+
+    {"target": str, "family": "gpu" | "systolic" | "sram-dataflow",
+     "totals": {"latency_s": float, "energy_j": float, "cost_usd": float, "chips": int},
+     "utilization": {engine: fraction of peak over the run},
+     "peak_memory": {level: bytes on the fullest chip},
+     "ops": [{"name", "op", "engine", "chip", "start_s", "duration_s", "flops",
+              "bytes": {level: int}, "bound", "utilization", "format"}]}
+
+Trace (``to_chrome_trace``): the Trace Event Format's complete ("X") events in
+microseconds, one process per chip (pid = chip) and one thread per engine (tid), named
+with metadata events so Perfetto and chrome://tracing label the tracks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from .schedule import Schedule
+
+
+def to_dict(s: Schedule) -> dict:
+    return {"target": s.target, "family": s.family,
+            "totals": {"latency_s": s.latency_s, "energy_j": s.energy_j, "cost_usd": s.cost_usd, "chips": s.chips},
+            "utilization": s.utilization, "peak_memory": s.peak_memory, "ops": [asdict(o) for o in s.ops]}
+
+
+def to_json(s: Schedule) -> str:
+    return json.dumps(to_dict(s), indent=1)
+
+
+def format_table(s: Schedule, limit: int | None = None) -> str:
+    """Per-op rows (start order), then totals, utilization and peak memory."""
+    rows = sorted(s.ops, key=lambda o: (o.start_s, o.chip))
+    shown = rows if limit is None else rows[:limit]
+    levels = sorted({level for o in rows for level in o.bytes})
+    head = f"{'op':32} {'type':18} {'engine':12} {'chip':>4} {'start us':>10} {'dur us':>9} {'GFLOP':>8} " + \
+        " ".join(f"{level + ' MB':>10}" for level in levels) + f" {'bound':12} {'util':>5}"
+    lines = [f"schedule of {s.target} ({s.family}), {len(rows)} ops", head]
+    for o in shown:
+        lines.append(f"{o.name[:32]:32} {o.op[:18]:18} {o.engine[:12]:12} {o.chip:>4} {o.start_s * 1e6:>10.2f} "
+                     f"{o.duration_s * 1e6:>9.2f} {o.flops / 1e9:>8.3f} "
+                     + " ".join(f"{o.bytes.get(level, 0) / 1e6:>10.3f}" for level in levels)
+                     + f" {o.bound:12} {o.utilization:>5.2f}")
+    if len(shown) < len(rows):
+        lines.append(f"... {len(rows) - len(shown)} more ops")
+    lines.append(f"latency {s.latency_s * 1e3:.4f} ms, energy {s.energy_j:.4g} J, cost ${s.cost_usd:.4g}, "
+                 f"{s.chips} chip(s)")
+    lines.append("utilization: " + ", ".join(f"{k} {v:.1%}" for k, v in s.utilization.items()))
+    lines.append("peak memory: " + ", ".join(f"{k} {v / 1e6:,.2f} MB" for k, v in s.peak_memory.items()))
+    return "\n".join(lines)
+
+
+def to_chrome_trace(s: Schedule) -> dict:
+    tracks = sorted({(o.chip, o.engine) for o in s.ops})
+    tids = {track: i for i, track in enumerate(tracks)}
+    events = [{"ph": "M", "name": "process_name", "pid": chip, "args": {"name": f"{s.target} chip {chip}"}}
+              for chip in sorted({c for c, _ in tracks})]
+    events += [{"ph": "M", "name": "thread_name", "pid": chip, "tid": tids[(chip, engine)], "args": {"name": engine}}
+               for chip, engine in tracks]
+    events += [{"ph": "X", "name": o.name, "cat": o.bound, "pid": o.chip, "tid": tids[(o.chip, o.engine)],
+                "ts": o.start_s * 1e6, "dur": o.duration_s * 1e6,
+                "args": {"op": o.op, "flops": o.flops, "bytes": o.bytes, "bound": o.bound,
+                         "utilization": round(o.utilization, 4), "format": o.format}} for o in s.ops]
+    return {"traceEvents": events, "displayTimeUnit": "ns",
+            "otherData": {"target": s.target, "latency_s": s.latency_s, "energy_j": s.energy_j}}

@@ -1,0 +1,82 @@
+"""A schedule: where and when every op runs on a target, what it moves, and what it costs.
+
+The per-op records are what reports, traces and (later) code generation read; the totals
+are derived from them and the target in one place (:func:`finish`), so every family
+scheduler computes energy, cost and utilization the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .target import Target
+
+BOUNDS = ("compute", "memory", "launch", "interconnect", "host")
+
+
+@dataclass
+class Cost:
+    """What a family's model says one op costs on one chip."""
+
+    duration_s: float
+    bytes: dict[str, float]
+    bound: str
+    footprint: dict[str, float] = field(default_factory=dict)
+    """Bytes the op keeps resident at inner memory levels while it runs (tiles, buffers)."""
+
+
+@dataclass
+class OpSchedule:
+    name: str
+    op: str
+    engine: str
+    chip: int
+    start_s: float
+    duration_s: float
+    flops: int
+    bytes: dict[str, int]
+    bound: str
+    utilization: float
+    format: str = ""
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+
+@dataclass
+class Schedule:
+    target: str
+    family: str
+    ops: list[OpSchedule]
+    latency_s: float
+    energy_j: float
+    cost_usd: float
+    chips: int
+    utilization: dict[str, float]
+    peak_memory: dict[str, int]
+
+
+def finish(target: Target, ops: list[OpSchedule], chips: int, peak_memory: dict[str, int]) -> Schedule:
+    """Totals from the per-op records: latency, energy, cost and utilization per engine."""
+    latency = max((o.end_s for o in ops), default=0.0)
+    busy: dict[str, float] = {}
+    for o in ops:
+        if o.engine in target.engines and o.flops:
+            busy[o.engine] = busy.get(o.engine, 0.0) + o.flops / target.engines[o.engine].peak(o.format)
+    utilization = {name: busy.get(name, 0.0) / (latency * chips) if latency else 0.0 for name in target.engines}
+    energy = target.power.idle_w * chips * latency + sum(_dynamic_energy(target, o) for o in ops)
+    cost = target.price.usd_per_second() * chips * latency
+    return Schedule(target.name, target.family, ops, latency, energy, cost, chips, utilization, peak_memory)
+
+
+def _dynamic_energy(target: Target, o: OpSchedule) -> float:
+    """Energy above idle: TDP headroom scaled by activity, or per-MAC and per-byte energies."""
+    p = target.power
+    if p.energy_per_mac_j is not None:
+        per_byte = {m.name: m.energy_per_byte_j or 0.0 for m in target.memory}
+        return o.flops / 2 * p.energy_per_mac_j + sum(b * per_byte.get(level, 0.0) for level, b in o.bytes.items())
+    if not o.duration_s or o.engine not in target.engines:
+        return 0.0
+    activity = max([o.utilization] + [b / (target.bandwidth(level) * o.duration_s) for level, b in o.bytes.items()])
+    return (p.tdp_w - p.idle_w) * o.duration_s * min(1.0, activity)

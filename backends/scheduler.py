@@ -1,0 +1,152 @@
+"""The scheduling driver shared by every family: place, cost, order, total.
+
+A family module (``gpu``, ``systolic``, ``dataflow``) supplies only ``op_cost`` (what one op
+costs on one of its engines) and ``shared_stream`` (whether all engines of a chip take
+work from one queue, as a GPU stream does). Everything else is common:
+
+- placement onto chips and engines (``placement``), with unsupported ops sent to the host,
+  paying the host link both ways (engine ``host``, bound ``host``, ``host_link`` bytes);
+- list scheduling in topological order: an op starts when its inputs are ready and its
+  engine is free, so independent work on different engines or chips overlaps;
+- chip-to-chip transfers and tensor-parallel all-gathers as ``interconnect`` records;
+- peak memory per level (resident weights plus live activations at the outer level,
+  tile and buffer footprints at inner levels) and the totals in ``schedule.finish``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from ir.graph import Graph
+
+from . import dataflow, gpu, systolic
+from .placement import Placement, place, shard
+from .schedule import OpSchedule, Schedule, finish
+from .target import Target
+from .work import OpWork, graph_work, live_bytes
+
+FAMILY_MODELS = {"gpu": gpu, "systolic": systolic, "sram-dataflow": dataflow}
+
+
+def schedule(graph: Graph, target: Target) -> Schedule:
+    """Predict when and where every op of ``graph`` runs on ``target``, and what it costs."""
+    model = FAMILY_MODELS[target.family]
+    works = graph_work(graph)
+    live = live_bytes(graph, works)
+    placements, chips = place(works, target, reserve=max(live, default=0))
+    builder = _Timeline(graph, target, model)
+    for work, p in zip(works, placements):
+        if work.free:
+            builder.alias(work)
+        elif p.engine is None:
+            builder.run_on_host(work, p.chip)
+        else:
+            builder.run(work, p)
+    return finish(target, builder.records, chips, _peak_memory(works, placements, live, target, builder))
+
+
+class _Timeline:
+    def __init__(self, graph: Graph, target: Target, model):
+        self.graph, self.target, self.model = graph, target, model
+        self.records: list[OpSchedule] = []
+        self.free: dict[tuple[int, str], float] = defaultdict(float)
+        self.ready: dict[str, tuple[int | None, float]] = {}
+        self.copies: dict[tuple[str, int], float] = {}
+        self.footprint: dict[str, float] = defaultdict(float)
+
+    def alias(self, work: OpWork) -> None:
+        """A view or a folded op: its outputs live where and when its first input does."""
+        source = self.ready.get(work.node.inputs[0], (None, 0.0)) if work.node.inputs else (None, 0.0)
+        for out in work.node.outputs:
+            self.ready[out] = source
+
+    def run(self, work: OpWork, p: Placement) -> None:
+        lane = "stream" if self.model.shared_stream else p.engine.name
+        split = len(p.pieces) > 1
+        done = 0.0
+        for i, (chip, fraction) in enumerate(p.pieces):
+            piece = shard(work, fraction)
+            cost = self.model.op_cost(piece, p.engine, p.fmt, self.target)
+            for level, size in cost.footprint.items():
+                self.footprint[level] = max(self.footprint[level], size)
+            start = max(self._inputs_ready(work, chip), self.free[(chip, lane)])
+            util = piece.flops / (p.engine.peak(p.fmt) * cost.duration_s) if cost.duration_s else 0.0
+            self._record(OpSchedule(f"{work.name}[{i}]" if split else work.name, work.node.qualified_type,
+                                    p.engine.name, chip, start, cost.duration_s, piece.flops, _ints(cost.bytes),
+                                    cost.bound, util, p.fmt), lane)
+            done = max(done, start + cost.duration_s)
+        if split:
+            done = self._all_gather(work, p.pieces, done)
+        for out in work.node.outputs:
+            self.ready[out] = (p.pieces[-1][0], done)
+
+    def run_on_host(self, work: OpWork, chip: int) -> None:
+        host, moved = self.target.host, work.activation_bytes + work.weight_bytes + work.output_bytes
+        duration = 2 * host.latency_s + moved / host.bandwidth_bytes_per_s + work.flops / host.flops_per_s
+        start = max(self._inputs_ready(work, chip), self.free[(chip, "host")])
+        self._record(OpSchedule(work.name, work.node.qualified_type, "host", chip, start, duration, work.flops,
+                                {self.target.outer.name: moved, "host_link": moved}, "host", 0.0, work.fmt), "host")
+        for out in work.node.outputs:
+            self.ready[out] = (chip, start + duration)
+
+    def _inputs_ready(self, work: OpWork, chip: int) -> float:
+        """When all inputs are on ``chip``: producers' ends, plus transfers from other chips."""
+        t = 0.0
+        for value in work.node.inputs:
+            where, when = self.ready.get(value, (None, 0.0))
+            if where is not None and where != chip:
+                if (value, chip) not in self.copies:
+                    self.copies[(value, chip)] = self._transfer(value, where, chip, when)
+                when = self.copies[(value, chip)]
+            t = max(t, when)
+        return t
+
+    def _transfer(self, value: str, src: int, dst: int, after: float) -> float:
+        link = self.target.interconnect
+        size = self.graph.values[value].type.nbytes or 0
+        start = max(after, self.free[(src, "interconnect")])
+        duration = link.latency_s + size / link.bandwidth_bytes_per_s
+        self._record(OpSchedule(f"{value}->chip{dst}", "Transfer", "interconnect", src, start, duration, 0,
+                                {"interconnect": size}, "interconnect", 0.0), "interconnect")
+        return start + duration
+
+    def _all_gather(self, work: OpWork, pieces: list[tuple[int, float]], after: float) -> float:
+        """Ring all-gather of a column-split output: each chip receives the slices it lacks."""
+        link = self.target.interconnect
+        start = max([after] + [self.free[(chip, "interconnect")] for chip, _ in pieces])
+        end = start
+        for i, (chip, fraction) in enumerate(pieces):
+            size = int(work.output_bytes * (1 - fraction))
+            duration = (len(pieces) - 1) * link.latency_s + size / link.bandwidth_bytes_per_s
+            self._record(OpSchedule(f"{work.name}.allgather[{i}]", "AllGather", "interconnect", chip, start,
+                                    duration, 0, {"interconnect": size}, "interconnect", 0.0), "interconnect")
+            end = max(end, start + duration)
+        return end
+
+    def _record(self, record: OpSchedule, lane: str) -> None:
+        self.records.append(record)
+        self.free[(record.chip, lane)] = record.end_s
+
+
+def _peak_memory(works: list[OpWork], placements: list[Placement], live: list[int], target: Target,
+                 timeline: _Timeline) -> dict[str, int]:
+    """Outer level: the fullest chip's resident weights plus the activations live while it works;
+    inner levels: the largest tile or buffer footprint of any op."""
+    weights: dict[int, float] = defaultdict(float)
+    activations: dict[int, float] = defaultdict(float)
+    seen: set[str] = set()
+    for work, p, held in zip(works, placements, live):
+        for name, size in work.weights.items():
+            if name not in seen:
+                seen.add(name)
+                for chip, fraction in p.pieces:
+                    weights[chip] += size * fraction
+        for chip, _ in p.pieces:
+            activations[chip] = max(activations[chip], held)
+    peak = {m.name: int(timeline.footprint.get(m.name, 0)) for m in target.memory[:-1]}
+    peak[target.outer.name] = int(max(weights[c] + activations[c] for c in set(weights) | set(activations) | {0}))
+    return peak
+
+
+def _ints(sizes: dict[str, float]) -> dict[str, int]:
+    return {k: int(round(v)) for k, v in sizes.items()}

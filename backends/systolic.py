@@ -1,0 +1,81 @@
+"""Systolic-array family (TPU, Inferentia, teaching NPUs): matrix products on R x C arrays.
+
+A product is cut into *folds*, the pieces that fit the array; per fold, the streamed
+dimension flows through while the array fills and drains (R + C - 2 cycles of skew).
+Which dimensions fold and which stream depends on the stationary operand:
+
+- output-stationary (os): M x N folds, K streams;
+- weight-stationary (ws): K x N folds, M streams;
+- input-stationary (is): K x M folds, N streams.
+
+Cycles = ceil(batch * folds / arrays) * (streamed + R + C - 2) - 1. For os on one 128x128
+array this reproduces every SCALE-Sim count in shared/calibration/scalesim_os_128x128.csv
+exactly (consecutive folds overlap by one cycle: the -1). Operands come from an on-chip
+buffer, filled from HBM by double-buffered DMA, so only the first tile's load is exposed;
+panels are re-read from HBM when both operands do not fit half the buffer. Other ops run
+on the vector unit, streaming through the buffer.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ir.dtypes import DType
+
+from .roofline import operand_bytes, reread_bytes, slowest, streaming_bytes
+from .schedule import Cost
+from .target import Engine, Target
+from .work import Gemm, OpWork
+
+shared_stream = False
+
+_FOLDS = {
+    "os": lambda g, r, c: (math.ceil(g.m / r) * math.ceil(g.n / c), g.k),
+    "ws": lambda g, r, c: (math.ceil(g.k / r) * math.ceil(g.n / c), g.m),
+    "is": lambda g, r, c: (math.ceil(g.k / r) * math.ceil(g.m / c), g.n),
+}
+"""dataflow -> (folds, streamed length) of one product on an r x c array."""
+
+_FEEDS = {
+    "os": lambda g, r, c: (math.ceil(g.n / c), math.ceil(g.m / r), 1),
+    "ws": lambda g, r, c: (math.ceil(g.n / c), 1, math.ceil(g.k / r)),
+    "is": lambda g, r, c: (1, math.ceil(g.m / c), math.ceil(g.k / r)),
+}
+"""dataflow -> how many times A, B and C cross between buffer and array (the stationary one once)."""
+
+
+def gemm_cycles(g: Gemm, engine: Engine) -> int:
+    rows, cols = engine.array
+    folds, streamed = _FOLDS[engine.dataflow](g, rows, cols)
+    rounds = math.ceil(g.batch * folds / engine.count)
+    return rounds * (streamed + rows + cols - 2) - 1
+
+
+def op_cost(work: OpWork, engine: Engine, fmt: str, target: Target) -> Cost:
+    itemsize = DType.from_short(fmt).itemsize
+    buffer, hbm = target.memory[0], target.outer
+    first_tile, footprint = 0.0, {}
+    if engine.role == "matrix" and work.gemms:
+        cycles = sum(gemm_cycles(g, engine) for g in work.gemms)
+        compute = max(cycles / engine.clock_hz, work.flops / engine.peak(fmt))
+        sizes = {m.name: sum(_feed_bytes(g, engine, itemsize) for g in work.gemms) for m in target.memory[:-1]}
+        sizes[hbm.name] = work.io_bytes + reread_bytes(work, itemsize, buffer.capacity_bytes / 2)
+        first_tile = min(_tile_bytes(work.gemms[0], engine, itemsize), sizes[hbm.name])
+        footprint = {buffer.name: min(buffer.capacity_bytes, 2 * first_tile * engine.count)}
+    else:
+        compute = work.flops / (engine.peak(fmt) * engine.efficiency)
+        sizes = streaming_bytes(work, target)
+    busy, bound = slowest(compute, sizes, target)
+    return Cost(hbm.latency_s + first_tile / hbm.effective_bandwidth + busy, sizes, bound, footprint)
+
+
+def _feed_bytes(g: Gemm, engine: Engine, itemsize: float) -> float:
+    rows, cols = engine.array
+    reads = _FEEDS[engine.dataflow](g, rows, cols)
+    return sum(size * times for size, times in zip(operand_bytes(g, itemsize), reads))
+
+
+def _tile_bytes(g: Gemm, engine: Engine, itemsize: float) -> float:
+    """One fold's operands: the streamed slices of A and B that the first fold needs."""
+    rows, cols = engine.array
+    return (min(g.m, rows) * g.k + g.k * min(g.n, cols)) * itemsize

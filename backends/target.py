@@ -1,0 +1,308 @@
+"""Hardware targets as data: TOML spec files, validated on load into plain dataclasses.
+
+Every number in a spec names where it came from, as ``{value = 108, source = "datasheet"}``
+whose ``source`` is a key of the spec's ``[sources]`` table (a citation in words). The
+loader checks types, signs, unknown keys, families and number formats, and reports the
+first problem as one :class:`TargetSpecError` naming the file and the key path. After
+loading, numbers are plain floats on the dataclasses; ``Target.provenance`` maps each
+key path to its source id, so reports can show where a figure came from.
+
+The dataclass fields themselves are the schema: their annotations say which keys exist,
+which are sourced numbers, and which may be left out (those with defaults).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+from ir.dtypes import DType
+from ir.errors import XpucError
+
+TARGETS_DIR = Path(__file__).parent / "targets"
+FAMILIES = ("gpu", "systolic", "sram-dataflow")
+ROLES = ("matrix", "vector")
+DATAFLOWS = ("os", "ws", "is")
+
+Num = float
+"""A sourced, non-negative number: ``{value = ..., source = "<key of [sources]>"}``."""
+
+Dims = tuple[int, ...]
+"""A sourced list of positive integers (an array or tile shape)."""
+
+
+class TargetSpecError(XpucError):
+    """A target spec is missing, malformed, or names something xpuc does not know."""
+
+
+@dataclass
+class Engine:
+    """A kind of compute unit on a chip; ``count`` of them run in parallel.
+
+    ops: op families (ir.ops ``OpDef.family``: matmul, conv, attention, norm, elementwise,
+        reduce, pool, movement) or op types this engine runs.
+    peak_ops_per_cycle: per unit and number format (DType short names: f16, bf16, i8 ...);
+        its keys are the formats the engine runs.
+    auto_cast: formats the vendor compiler converts by default before running here
+        (e.g. f32 matmuls run as bf16 on a TPU's MXU).
+    array: rows x columns of a systolic array; dataflow: its stationary operand.
+    tile: a GPU thread block's output tile and K step (M, N, K).
+    efficiency: fraction of peak that well-shaped work reaches (fitted, says to what).
+    """
+
+    role: str
+    count: Num
+    clock_hz: Num
+    peak_ops_per_cycle: dict[str, Num]
+    ops: list[str]
+    auto_cast: dict[str, str] = field(default_factory=dict)
+    array: Dims | None = None
+    dataflow: str | None = None
+    tile: Dims | None = None
+    efficiency: Num = 1.0
+    name: str = field(default="", metadata={"internal": True})
+
+    @property
+    def formats(self) -> list[str]:
+        return list(self.peak_ops_per_cycle)
+
+    def peak(self, fmt: str) -> float:
+        """Operations per second of the whole chip's units in ``fmt``."""
+        return self.count * self.clock_hz * self.peak_ops_per_cycle[fmt]
+
+    def runs(self, family: str, op_type: str, fmt: str) -> str | None:
+        """The format this engine would run the op in, or None if it cannot run it."""
+        if family not in self.ops and op_type not in self.ops:
+            return None
+        fmt = self.auto_cast.get(fmt, fmt)
+        return fmt if fmt in self.peak_ops_per_cycle else None
+
+
+@dataclass
+class MemoryLevel:
+    """One level of the memory hierarchy, per chip, listed innermost first."""
+
+    name: str
+    capacity_bytes: Num
+    bandwidth_bytes_per_s: Num
+    latency_s: Num
+    efficiency: Num = 1.0
+    energy_per_byte_j: Num | None = None
+
+    @property
+    def effective_bandwidth(self) -> float:
+        return self.bandwidth_bytes_per_s * self.efficiency
+
+
+@dataclass
+class Link:
+    """A chip-to-chip interconnect, or the host link that fallbacks cross."""
+
+    bandwidth_bytes_per_s: Num
+    latency_s: Num
+    topology: str = "point-to-point"
+    flops_per_s: Num | None = None
+    max_chips: Num | None = None
+
+
+@dataclass
+class Power:
+    """Idle power always; then either TDP (dynamic power scales with activity) or energies."""
+
+    idle_w: Num
+    tdp_w: Num | None = None
+    energy_per_mac_j: Num | None = None
+
+
+@dataclass
+class Price:
+    usd_per_chip_hour: Num | None = None
+    purchase_usd: Num | None = None
+    amortization_years: Num | None = None
+
+    def usd_per_second(self) -> float:
+        if self.usd_per_chip_hour is not None:
+            return self.usd_per_chip_hour / 3600
+        return self.purchase_usd / (self.amortization_years * 365 * 24 * 3600)
+
+
+@dataclass
+class Target:
+    name: str
+    family: str
+    summary: str
+    sources: dict[str, str]
+    engines: dict[str, Engine]
+    memory: list[MemoryLevel]
+    interconnect: Link
+    host: Link
+    power: Power
+    price: Price
+    launch_overhead_s: Num = 0.0
+    path: str = field(default="", metadata={"internal": True})
+    provenance: dict[str, str] = field(default_factory=dict, metadata={"internal": True})
+
+    def level(self, name: str) -> MemoryLevel:
+        return next(m for m in self.memory if m.name == name)
+
+    @property
+    def outer(self) -> MemoryLevel:
+        """The level that holds the model's tensors (HBM, or on-chip SRAM when there is none)."""
+        return self.memory[-1]
+
+    def bandwidth(self, level: str) -> float:
+        """Bytes per second of a memory level, the interconnect, or the host link."""
+        links = {"interconnect": self.interconnect, "host_link": self.host}
+        return links[level].bandwidth_bytes_per_s if level in links else self.level(level).effective_bandwidth
+
+
+# ------------------------------------------------------------------------------- loading
+def list_targets() -> list[str]:
+    """Names of the bundled presets."""
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
+
+
+def load_target(name_or_path: str | Path) -> Target:
+    """A bundled preset by name, or a spec file by path."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = TARGETS_DIR / f"{name_or_path}.toml"
+        if not path.exists():
+            raise TargetSpecError(f"unknown target {name_or_path!r}; presets: {', '.join(list_targets())} "
+                                  "(or give a path to a .toml spec)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise TargetSpecError(f"target spec {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise TargetSpecError(f"{path}: not valid TOML: {exc}") from None
+    return parse_target(data, str(path))
+
+
+def parse_target(data: dict, origin: str = "<spec>") -> Target:
+    """Validate a spec already read into a dict (as tomllib returns it)."""
+    sources = data.get("sources")
+    if not isinstance(sources, dict) or not sources or not all(isinstance(v, str) for v in sources.values()):
+        raise TargetSpecError(f"{origin}: needs a [sources] table of citations (id = \"text\") that numbers refer to")
+    reader = _Reader(origin, sources)
+    target = reader.build(Target, data, "")
+    target.path, target.provenance = origin, reader.provenance
+    _check_semantics(target, origin)
+    return target
+
+
+class _Reader:
+    """Builds dataclasses from TOML tables, driven by the dataclasses' type annotations."""
+
+    def __init__(self, origin: str, sources: dict[str, str]):
+        self.origin, self.sources, self.provenance = origin, sources, {}
+
+    def fail(self, path: str, message: str) -> typing.NoReturn:
+        raise TargetSpecError(f"{self.origin}: {path or 'top level'}: {message}")
+
+    def build(self, cls, table, path: str):
+        if not isinstance(table, dict):
+            self.fail(path, f"expected a table, got {type(table).__name__}")
+        hints = typing.get_type_hints(cls)
+        schema = [f for f in fields(cls) if not f.metadata.get("internal")]
+        unknown = sorted(set(table) - {f.name for f in schema})
+        if unknown:
+            self.fail(path, f"unknown key(s) {', '.join(unknown)}; known: {', '.join(f.name for f in schema)}")
+        kwargs = {}
+        for f in schema:
+            if f.name not in table:
+                if f.default is MISSING and f.default_factory is MISSING:
+                    self.fail(_join(path, f.name), "is required")
+                continue
+            kwargs[f.name] = self.value(hints[f.name], table[f.name], _join(path, f.name))
+        return cls(**kwargs)
+
+    def value(self, hint, raw, path: str):
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin in (types.UnionType, typing.Union):  # X | None
+            return self.value(next(a for a in args if a is not type(None)), raw, path)
+        if hint is float:
+            return float(self.sourced(raw, path, lambda v: _number(v) and v >= 0, "a non-negative number"))
+        if hint == Dims:
+            value = self.sourced(raw, path, lambda v: isinstance(v, list) and v and all(
+                isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v), "a list of positive integers")
+            return tuple(value)
+        if hint is str:
+            if not isinstance(raw, str):
+                self.fail(path, f"expected text, got {_kind(raw)}")
+            return raw
+        if origin is list:
+            if not isinstance(raw, list):
+                self.fail(path, f"expected a list, got {_kind(raw)}")
+            return [self.value(args[0], x, f"{path}[{i}]") for i, x in enumerate(raw)]
+        if origin is dict:
+            if not isinstance(raw, dict):
+                self.fail(path, f"expected a table, got {_kind(raw)}")
+            out = {k: self.value(args[1], v, _join(path, k)) for k, v in raw.items()}
+            for k, v in out.items():
+                if isinstance(v, Engine):
+                    v.name = k
+            return out
+        return self.build(hint, raw, path)
+
+    def sourced(self, raw, path: str, ok, what: str):
+        if not isinstance(raw, dict) or set(raw) != {"value", "source"}:
+            self.fail(path, f"give {{value = ..., source = \"...\"}}: every number names its source, got {raw!r}")
+        if not ok(raw["value"]):
+            self.fail(path, f"value must be {what}, got {raw['value']!r}")
+        if raw["source"] not in self.sources:
+            self.fail(path, f"source {raw['source']!r} is not in [sources] ({', '.join(self.sources)})")
+        self.provenance[path] = raw["source"]
+        return raw["value"]
+
+
+def _check_semantics(t: Target, origin: str) -> None:
+    """Rules that span fields: known family, roles, formats, what each family needs."""
+
+    def fail(message: str) -> typing.NoReturn:
+        raise TargetSpecError(f"{origin}: {message}")
+
+    if t.family not in FAMILIES:
+        fail(f"unknown family {t.family!r}; known: {', '.join(FAMILIES)}")
+    if not t.engines:
+        fail("needs at least one [engines.NAME] table")
+    if not t.memory:
+        fail("needs at least one [[memory]] level")
+    for e in t.engines.values():
+        if e.role not in ROLES:
+            fail(f"engines.{e.name}.role: unknown role {e.role!r}; known: {', '.join(ROLES)}")
+        for fmt in [*e.peak_ops_per_cycle, *e.auto_cast.keys(), *e.auto_cast.values()]:
+            try:
+                DType.from_short(fmt)
+            except ValueError as exc:
+                fail(f"engines.{e.name}: unknown number format: {exc}")
+        if t.family == "systolic" and e.role == "matrix" and (e.array is None or len(e.array) != 2
+                                                               or e.dataflow not in DATAFLOWS):
+            fail(f"engines.{e.name}: a systolic matrix engine needs array = [rows, cols] and dataflow "
+                 f"one of {', '.join(DATAFLOWS)}")
+        if t.family == "gpu" and e.role == "matrix" and (e.tile is None or len(e.tile) != 3):
+            fail(f"engines.{e.name}: a GPU matrix engine needs tile = [M, N, K] (thread-block tile)")
+        if not 0 < e.efficiency <= 1:
+            fail(f"engines.{e.name}.efficiency must be in (0, 1], got {e.efficiency}")
+    if t.power.tdp_w is None and t.power.energy_per_mac_j is None:
+        fail("power needs tdp_w or energy_per_mac_j (with energy_per_byte_j on memory levels)")
+    if t.price.usd_per_chip_hour is None and (t.price.purchase_usd is None or not t.price.amortization_years):
+        fail("price needs usd_per_chip_hour, or purchase_usd with amortization_years")
+    if t.host.flops_per_s is None:
+        fail("host needs flops_per_s: the rate fallbacks run at")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _kind(v) -> str:
+    return type(v).__name__
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key

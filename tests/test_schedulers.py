@@ -1,0 +1,192 @@
+"""Schedulers on every preset: fixture transformers and the onnx-shipped CNNs, checked
+against physics (rooflines, idle energy, compulsory traffic), plus placement and fallback."""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+import backends
+from backends import report
+from backends.calibration import matmul_graph
+from backends.schedule import BOUNDS
+from backends.systolic import gemm_cycles
+from backends.work import Gemm, graph_work
+from frontends import onnx as onnx_frontend
+from ir.dtypes import DType
+from ir.graph import Graph
+from ir.passes import optimize
+from ir.passes.shape_inference import infer_shapes
+from ir.types import TensorType
+
+from conftest import LIGHT_CNNS, MODELS
+
+PRESETS = backends.list_targets()
+TRANSFORMERS = sorted(p.name for p in Path(MODELS).glob("*.onnx"))
+CNNS = [os.path.basename(p) for p in LIGHT_CNNS]
+
+
+@functools.lru_cache(maxsize=None)
+def model(name: str) -> Graph:
+    if name in CNNS:
+        return optimize(onnx_frontend.load(LIGHT_CNNS[CNNS.index(name)]))
+    return optimize(onnx_frontend.load(MODELS / name, input_shapes={"input_ids": (1, 16)}))
+
+
+@functools.lru_cache(maxsize=None)
+def target(name: str):
+    return backends.load_target(name)
+
+
+def test_fixture_models_are_present():
+    assert len(TRANSFORMERS) >= 10 and len(CNNS) == 9
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("name", TRANSFORMERS + CNNS)
+def test_schedule_obeys_physics(preset, name):
+    graph, t = model(name), target(preset)
+    s = backends.schedule(graph, t)
+    assert s.ops and s.latency_s > 0 and s.chips >= 1 and s.family == t.family
+    for o in s.ops:
+        assert o.bound in BOUNDS
+        assert o.duration_s >= _roofline(o, t) * (1 - 1e-9), o
+        assert o.start_s >= 0 and 0 <= o.utilization <= 1 + 1e-9
+    assert s.energy_j >= s.latency_s * t.power.idle_w * s.chips
+    assert s.cost_usd > 0
+    assert all(0 <= u <= 1 + 1e-9 for u in s.utilization.values())
+    for level, needed in _compulsory_bytes(graph, s, t).items():
+        assert sum(o.bytes.get(level, 0) for o in s.ops) >= needed * (1 - 1e-6), level
+    assert s.peak_memory[t.outer.name] >= sum(v.type.nbytes or 0 for v in graph.initializers()) / s.chips
+
+
+def _roofline(o, t) -> float:
+    """The least time the op could take: its FLOPs at peak, and each level's bytes at full bandwidth."""
+    bound = max([size / t.bandwidth(level) for level, size in o.bytes.items()], default=0.0)
+    if o.engine in t.engines:
+        bound = max(bound, o.flops / t.engines[o.engine].peak(o.format))
+    elif o.engine == "host":
+        bound = max(bound, o.flops / t.host.flops_per_s)
+    return bound
+
+
+def _compulsory_bytes(graph, s, t) -> dict[str, float]:
+    """Weights must reach the engine that uses them through every level on its path, in the
+    format that engine runs; outputs of the graph are written to the outer level."""
+    scheduled = {o.name.split("[")[0]: o for o in s.ops}
+    need = {m.name: 0.0 for m in t.memory}
+    for work in graph_work(graph):
+        record = scheduled.get(work.name)
+        if record is None or not work.weight_bytes:
+            continue
+        stored = DType.from_short(work.fmt).itemsize
+        levels = [t.outer.name] if record.engine == "host" else list(need)
+        for level in levels:
+            scale = 1 if level == t.outer.name else DType.from_short(record.format).itemsize / stored
+            need[level] += work.weight_bytes * scale
+    need[t.outer.name] += sum(graph.values[v].type.nbytes or 0 for v in graph.outputs
+                              if graph.producer(v) is not None and graph.producer(v).name in scheduled)
+    return need
+
+
+def test_schedules_are_deterministic():
+    graph, t = model(TRANSFORMERS[0]), target("groq-lpu")
+    assert report.to_json(backends.schedule(graph, t)) == report.to_json(backends.schedule(graph, t))
+
+
+def test_gpu_kernels_are_labelled_by_what_limits_them():
+    t = target("a100-80gb")
+    bounds = {shape: backends.schedule(matmul_graph(*shape), t).ops[0].bound
+              for shape in [(8192, 8192, 8192), (16, 12288, 12288), (64, 64, 64)]}
+    assert bounds == {(8192, 8192, 8192): "compute", (16, 12288, 12288): "memory", (64, 64, 64): "launch"}
+
+
+def test_wave_quantization_makes_one_more_tile_cost_a_wave():
+    t = target("a100-80gb")
+    tm, tn, _ = t.engines["tensor"].tile
+    sms = int(t.engines["tensor"].count)
+    full = backends.schedule(matmul_graph(tm * sms, tn, 4096), t).latency_s
+    spill = backends.schedule(matmul_graph(tm * sms + 1, tn, 4096), t).latency_s
+    assert spill > 1.8 * (full - t.launch_overhead_s)
+
+
+@pytest.mark.parametrize("dataflow, tall_vs_wide", [("os", 0), ("ws", -1), ("is", 1)])
+def test_systolic_dataflow_decides_which_dimension_streams(dataflow, tall_vs_wide):
+    """os folds M x N (tall and wide cost the same); ws streams M (tall is cheap); is streams N."""
+    engine = dataclasses.replace(target("systolic-generic").engines["array"], dataflow=dataflow)
+    tall, wide = gemm_cycles(Gemm(1, 4096, 128, 128), engine), gemm_cycles(Gemm(1, 128, 4096, 128), engine)
+    assert (tall > wide) - (tall < wide) == tall_vs_wide
+
+
+def test_unsupported_formats_fall_back_to_the_host_visibly():
+    graph = Graph("int64_cumsum")
+    graph.add_input("x", TensorType(DType.INT64, (1, 1024)))
+    graph.add_value("axis", TensorType(DType.INT64, ()), const=True)
+    graph.add_node("CumSum", ["x", "axis"], ["y"], name="positions")
+    graph.outputs.append("y")
+    s = backends.schedule(infer_shapes(graph), target("systolic-generic"))
+    (op,) = s.ops
+    assert (op.engine, op.bound) == ("host", "host")
+    assert op.bytes["host_link"] >= 2 * 1024 * 8
+    link = target("systolic-generic").host
+    assert op.duration_s >= 2 * link.latency_s + op.bytes["host_link"] / link.bandwidth_bytes_per_s
+
+
+def test_groq_chip_count_follows_from_sram_capacity():
+    from frontends.synthetic import LLAMA3_70B, llama_onnx
+    graph = onnx_frontend.load(llama_onnx(LLAMA3_70B, batch=1, seq=16), weights=False)
+    t = target("groq-lpu")
+    weights = sum(v.type.nbytes for v in graph.initializers())
+    s = backends.schedule(graph, t)
+    minimum = math.ceil(weights / t.outer.capacity_bytes)
+    assert minimum > 600
+    assert minimum <= s.chips <= 1.1 * minimum
+    assert {o.chip for o in s.ops} == set(range(s.chips))
+    assert any(o.engine == "interconnect" for o in s.ops)
+    assert s.peak_memory["sram"] <= t.outer.capacity_bytes
+
+
+def test_large_op_is_split_across_chips_with_an_all_gather():
+    t = target("dataflow-generic")
+    s = backends.schedule(matmul_graph(16, 16384, 4096, "f16"), t)  # 134 MB of weights, 64 MB chips
+    assert s.chips == 3
+    assert sorted(o.chip for o in s.ops if o.op == "MatMul") == [0, 1, 2]
+    assert sum(o.flops for o in s.ops if o.op == "MatMul") == pytest.approx(2 * 16 * 16384 * 4096, rel=1e-6)
+    assert any(o.op == "AllGather" for o in s.ops)
+
+
+def test_an_op_that_cannot_be_split_is_a_clear_error():
+    """A 128 MB one-column table on 64 MB chips: no column split exists."""
+    graph = Graph("narrow_table")
+    graph.add_input("ids", TensorType(DType.INT64, (1, 16)))
+    graph.add_value("table", TensorType(DType.FLOAT16, (64_000_000, 1)), const=True)
+    graph.add_node("Gather", ["table", "ids"], ["rows"], name="lookup")
+    graph.outputs.append("rows")
+    with pytest.raises(backends.ScheduleError, match="cannot be cut into 3 column slices"):
+        backends.schedule(infer_shapes(graph), target("dataflow-generic"))
+
+
+def test_activations_larger_than_a_chip_are_a_clear_error():
+    with pytest.raises(backends.ScheduleError, match="live activations .* alone exceed"):
+        backends.schedule(matmul_graph(1, 1, 64_000_000, "f16"), target("dataflow-generic"))
+
+
+def test_report_json_table_and_trace():
+    s = backends.schedule(model(TRANSFORMERS[0]), target("tpu-v4"))
+    data = json.loads(report.to_json(s))
+    assert set(data["totals"]) == {"latency_s", "energy_j", "cost_usd", "chips"}
+    assert {"name", "op", "engine", "chip", "start_s", "duration_s", "flops", "bytes", "bound"} <= set(data["ops"][0])
+    assert len(data["ops"]) == len(s.ops)
+    table = report.format_table(s)
+    assert s.ops[0].name[:32] in table and "latency" in table
+    trace = report.to_chrome_trace(s)
+    spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert len(spans) == len(s.ops)
+    assert {e["pid"] for e in spans} == {o.chip for o in s.ops}
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"}
+    assert {names[(e["pid"], e["tid"])] for e in spans} == {o.engine for o in s.ops}
+    json.dumps(trace)

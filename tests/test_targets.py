@@ -1,0 +1,110 @@
+"""Target specs: every preset loads with sourced numbers; bad specs give one clear error."""
+
+import re
+import tomllib
+
+import pytest
+
+import backends
+from backends.target import TARGETS_DIR, TargetSpecError, parse_target
+from ir.errors import XpucError
+
+PRESETS = ["a100-80gb", "h100-sxm", "h200", "tpu-v4", "tpu-v5e", "inferentia2", "groq-lpu", "cerebras-wse3",
+           "gpu-generic", "systolic-generic", "dataflow-generic"]
+
+
+def test_every_required_preset_is_bundled():
+    assert set(PRESETS) <= set(backends.list_targets())
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_loads_and_every_number_has_a_known_source(name):
+    target = backends.load_target(name)
+    assert target.name == name and target.family in ("gpu", "systolic", "sram-dataflow")
+    raw = tomllib.loads((TARGETS_DIR / f"{name}.toml").read_text())
+    numbers = list(_sourced_numbers(raw))
+    assert numbers and len(numbers) == len(target.provenance)
+    assert set(target.provenance.values()) <= set(target.sources)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_peaks_are_positive_and_the_outer_level_is_largest(name):
+    target = backends.load_target(name)
+    for engine in target.engines.values():
+        assert all(engine.peak(fmt) > 0 for fmt in engine.formats)
+    assert target.outer.capacity_bytes == max(m.capacity_bytes for m in target.memory)
+
+
+def test_published_peaks_are_reproduced_from_per_cycle_figures():
+    """The clock x units x ops/cycle decomposition must give back the datasheet peaks (chips.md)."""
+    peaks = {"a100-80gb": ("tensor", "f16", 312e12), "h100-sxm": ("tensor", "f16", 989e12),
+             "tpu-v4": ("mxu", "bf16", 275e12), "tpu-v5e": ("mxu", "bf16", 197e12),
+             "groq-lpu": ("mxm", "f16", 188e12)}
+    for name, (engine, fmt, published) in peaks.items():
+        assert backends.load_target(name).engines[engine].peak(fmt) == pytest.approx(published, rel=0.02)
+
+
+def test_family_specific_memory_hierarchies():
+    assert [m.name for m in backends.load_target("a100-80gb").memory] == ["smem", "l2", "hbm"]
+    assert [m.name for m in backends.load_target("tpu-v4").memory] == ["vmem", "hbm"]
+    assert [m.name for m in backends.load_target("groq-lpu").memory] == ["sram"]
+
+
+def test_load_target_accepts_a_path(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text((TARGETS_DIR / "gpu-generic.toml").read_text().replace('name = "gpu-generic"', 'name = "mine"'))
+    assert backends.load_target(path).name == "mine"
+
+
+def _spec() -> dict:
+    return tomllib.loads((TARGETS_DIR / "systolic-generic.toml").read_text())
+
+
+def _broken(edit):
+    spec = _spec()
+    edit(spec)
+    return spec
+
+
+BAD_SPECS = {
+    "missing number": (lambda s: s["memory"][1].pop("bandwidth_bytes_per_s"), "memory[1].bandwidth_bytes_per_s: is required"),
+    "negative number": (lambda s: s["power"].update(idle_w={"value": -5, "source": "teaching"}), "non-negative"),
+    "unsourced number": (lambda s: s["power"].update(idle_w=5), "every number names its source"),
+    "unknown source": (lambda s: s["power"].update(idle_w={"value": 5, "source": "blog"}), "source 'blog' is not in"),
+    "unknown family": (lambda s: s.update(family="quantum"), "unknown family 'quantum'"),
+    "unknown format": (lambda s: s["engines"]["array"]["peak_ops_per_cycle"].update(
+        f12={"value": 1, "source": "teaching"}), "unknown number format"),
+    "wrong type": (lambda s: s["engines"]["array"].update(ops="matmul"), "expected a list"),
+    "unknown key": (lambda s: s["interconnect"].update(bandwith_bytes_per_s=1), "unknown key(s) bandwith_bytes_per_s"),
+    "systolic without array": (lambda s: s["engines"]["array"].pop("array"), "needs array = [rows, cols]"),
+    "no power model": (lambda s: s["power"].pop("energy_per_mac_j"), "power needs tdp_w or energy_per_mac_j"),
+    "no price": (lambda s: s.update(price={}), "price needs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_bad_specs_give_one_clear_error(case):
+    edit, message = BAD_SPECS[case]
+    with pytest.raises(TargetSpecError, match=re.escape(message)):
+        parse_target(_broken(edit), "bad.toml")
+
+
+def test_bad_files_and_names_are_xpuc_errors(tmp_path):
+    garbled = tmp_path / "garbled.toml"
+    garbled.write_text("name = [unclosed")
+    for source, message in [("no-such-chip", "unknown target 'no-such-chip'"), (garbled, "not valid TOML"),
+                            (tmp_path / "absent.toml", "does not exist")]:
+        with pytest.raises(XpucError, match=message):
+            backends.load_target(source)
+
+
+def _sourced_numbers(table):
+    if isinstance(table, dict):
+        if set(table) == {"value", "source"}:
+            yield table
+            return
+        for value in table.values():
+            yield from _sourced_numbers(value)
+    elif isinstance(table, list):
+        for value in table:
+            yield from _sourced_numbers(value)
