@@ -5,7 +5,11 @@ For every model *family* (llama, mistral, qwen2, gemma, phi, gpt2, bert, olmo,
 mamba, bitnet) this script
 
 1. builds a tiny ``transformers`` model from a config (no hub access, no
-   ``from_pretrained``) with a fixed ``torch.manual_seed``;
+   ``from_pretrained``) with a fixed ``torch.manual_seed`` and re-draws every
+   parameter with O(1) scales (see ``randomize_``: HF's default init leaves norm
+   weights at 1 and biases at 0 and makes attention nearly uniform, which would
+   let broken rewrites pass numerically).  The bitnet decoder weights are also
+   ternarized offline (b1.58 absmean rule);
 2. exports it twice to ONNX:
 
    * ``<family>_dynamo.onnx`` -- ``torch.onnx.export(..., dynamo=True)`` at the
@@ -13,7 +17,9 @@ mamba, bitnet) this script
      (fallbacks: dynamic batch only, then fully static);
    * ``<family>_legacy.onnx`` -- the TorchScript exporter
      (``dynamo=False, opset_version=17``) with ``dynamic_axes`` for
-     batch/sequence (same fallbacks);
+     batch/sequence (same fallbacks).  Current transformers needs two custom
+     symbolics there (``aten::diff``, ``aten::cumsum`` on bool), see
+     ``LEGACY_CUSTOM_SYMBOLICS``;
 
    Every file is a single self-contained ``.onnx`` (no external-data sidecar),
    its per-node debug metadata (stack traces, FX node dumps) is stripped to keep
@@ -39,11 +45,14 @@ Usage::
     python scripts/export_fixtures.py                     # everything
     python scripts/export_fixtures.py --only llama        # both llama files
     python scripts/export_fixtures.py --only gpt2_legacy,bert
-    python scripts/export_fixtures.py --out /tmp/fixtures --keep-going
+    python scripts/export_fixtures.py --out /tmp/fixtures --threads 2
+    python scripts/export_fixtures.py --list
 
 Requires the ``export`` extra (torch, transformers, onnxscript) plus onnx and
 onnxruntime.  With ``--only`` the existing MANIFEST.json is updated in place
-(entries for the re-exported fixtures are replaced, others kept).
+(entries for the re-exported fixtures are replaced, others kept).  Exit status
+is 1 if any selected fixture could not be produced (it is then listed under
+``failures`` in the manifest), 0 otherwise.
 """
 
 from __future__ import annotations
@@ -92,6 +101,7 @@ class Family:
     forward_kwargs: dict[str, Any] = field(default_factory=lambda: {"use_cache": False})
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra ctor kwargs
     has_attention: bool = True
+    post_init: str | None = None  # name of a function in this module applied after randomize_()
     notes: str = ""
 
 
@@ -113,8 +123,9 @@ FAMILIES: dict[str, Family] = {
                dict(_DECODER, tie_word_embeddings=False),
                notes="RMSNorm, RoPE, GQA (4 q heads / 2 kv heads), SwiGLU MLP."),
         Family("mistral", "MistralForCausalLM", "MistralConfig",
-               dict(_DECODER, head_dim=HD, sliding_window=None, tie_word_embeddings=False),
-               notes="sliding_window=None (as in Mistral-7B-v0.2/v0.3); otherwise Llama-like."),
+               dict(_DECODER, head_dim=HD, sliding_window=8, tie_word_embeddings=False),
+               notes="Llama-like plus a sliding-window causal mask; sliding_window=8 (Mistral-7B-v0.1 "
+                     "uses 4096) so the window is actually exercised at the verified seq lengths 16/32."),
         Family("qwen2", "Qwen2ForCausalLM", "Qwen2Config",
                dict(_DECODER, tie_word_embeddings=False),
                notes="Llama-like with q/k/v projection biases."),
@@ -152,10 +163,15 @@ FAMILIES: dict[str, Family] = {
                      "sequence, so the sequence length is baked into the graph (unrolled)."),
         Family("bitnet", "BitNetForCausalLM", "BitNetConfig",
                dict(_DECODER, hidden_act="relu2", tie_word_embeddings=False),
+               post_init="ternarize_decoder_linears_",
                notes="BitNet b1.58 architecture (extra attn_sub_norm / ffn_sub_norm RMSNorms, "
                      "squared-ReLU GLU). Built from config without a BitNetQuantConfig, so the "
-                     "projections are plain float nn.Linear (the ternary BitLinear/AutoBitLinear "
-                     "modules are only swapped in by the quantizer at from_pretrained time)."),
+                     "projections are plain float nn.Linear (the BitLinear/AutoBitLinear modules, "
+                     "which use @torch.compile + autograd.Function, are only swapped in by the "
+                     "quantizer at from_pretrained time). The decoder q/k/v/o/gate/up/down weights "
+                     "are ternarized offline with the b1.58 absmean rule (W = s*T, T in {-1,0,1}, one "
+                     "scale per matrix), so the stored float weights take 3 values each; embeddings "
+                     "and lm_head stay float. No activation (int8 absmax) fake-quant in the graph."),
     ]
 }
 
@@ -198,15 +214,62 @@ def build_model(fam: Family, attn: str | None) -> tuple[torch.nn.Module, Any]:
     cfg_cls = getattr(transformers, fam.config_class)
     model_cls = getattr(transformers, fam.hf_class)
     cfg = cfg_cls(**fam.config)
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id"):  # keep special ids inside tiny vocab
+        tok = getattr(cfg, attr, None)
+        if isinstance(tok, int) and tok >= cfg.vocab_size:
+            setattr(cfg, attr, cfg.vocab_size - 1)
     torch.manual_seed(SEED)
     kwargs = dict(fam.model_kwargs)
     if attn is not None:
         cfg._attn_implementation = attn  # noqa: SLF001 (public setter in transformers 5)
     model = model_cls(cfg, **kwargs).eval()
+    randomize_(model)
+    if fam.post_init:
+        globals()[fam.post_init](model)
     if attn is not None and model.config._attn_implementation != attn:  # noqa: SLF001
         raise RuntimeError(f"model ignored attn_implementation={attn!r} "
                            f"(got {model.config._attn_implementation!r})")  # noqa: SLF001
     return model, cfg
+
+
+INIT_DESCRIPTION = (
+    "HF init, then every parameter is re-drawn (torch.manual_seed(SEED) + model construction order): "
+    "embedding matrices ~ N(0, 0.5^2); other >=2-D weights ~ N(0, (1/sqrt(hidden))^2); 1-D '*bias' ~ N(0, 0.1^2); "
+    "other 1-D params (norm weights, Mamba D) ~ 1 + N(0, 0.1^2); Mamba A_log += N(0, 0.1^2). "
+    "This avoids HF's all-ones/all-zeros norm weights and biases (which hide bugs and which the dynamo "
+    "exporter would deduplicate into one shared initializer) and makes attention non-uniform. "
+    "Buffers (rotary inv_freq, BERT position_ids/token_type_ids) are untouched."
+)
+
+
+@torch.no_grad()
+def randomize_(model: torch.nn.Module) -> None:
+    """Deterministically re-draw all parameters with O(1) scales (see INIT_DESCRIPTION)."""
+    hidden = model.config.hidden_size
+    g = torch.Generator().manual_seed(SEED)
+    for name, p in model.named_parameters():  # shared (tied) params are visited once
+        noise = torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype)
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf == "A_log":
+            p.add_(0.1 * noise)
+        elif p.ndim >= 2 and ("embed" in name or name.endswith(("wte.weight", "wpe.weight"))):
+            p.copy_(0.5 * noise)
+        elif p.ndim >= 2:
+            p.copy_(noise / hidden**0.5)
+        elif leaf == "bias":
+            p.copy_(0.1 * noise)
+        else:
+            p.copy_(1.0 + 0.1 * noise)
+
+
+@torch.no_grad()
+def ternarize_decoder_linears_(model: torch.nn.Module) -> None:
+    """BitNet b1.58 offline weight quantization (transformers.integrations.bitnet.WeightQuant)."""
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and ".layers." in name:
+            w = mod.weight.float()
+            scale = 1.0 / w.abs().mean().clamp(min=1e-5)
+            mod.weight.copy_(((w * scale).round().clamp(-1, 1) / scale).to(mod.weight.dtype))
 
 
 def make_ids(vocab: int, shape: tuple[int, int], salt: int) -> torch.Tensor:
@@ -245,6 +308,20 @@ def strip_metadata(model: onnx.ModelProto) -> None:
     model.graph.doc_string = ""
 
 
+def pin_output_dims(model: onnx.ModelProto, dyn: dict[int, str]) -> None:
+    """Name/pin the output's [batch, seq] dims like the input's (the legacy exporter invents names
+    such as 'Castlogits_dim_1' for dims that are not in dynamic_axes)."""
+    for out in model.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        for axis in (0, 1):
+            if axis < len(dims):
+                dims[axis].Clear()
+                if axis in dyn:
+                    dims[axis].dim_param = dyn[axis]
+                else:
+                    dims[axis].dim_value = PRIMARY_SHAPE[axis]
+
+
 def export_dynamo(wrapper, ids, path: Path, dyn: dict[int, str]) -> None:
     dynamic_shapes = None
     if dyn:
@@ -259,6 +336,7 @@ def export_dynamo(wrapper, ids, path: Path, dyn: dict[int, str]) -> None:
     )
     model = prog.model_proto
     strip_metadata(model)
+    pin_output_dims(model, dyn)
     onnx.save(model, str(path), save_as_external_data=False)
 
 
@@ -316,6 +394,7 @@ def export_legacy(wrapper, ids, path: Path, dyn: dict[int, str]) -> None:
     )
     model = onnx.load(str(path))  # legacy never writes external data for < 2 GB
     strip_metadata(model)
+    pin_output_dims(model, dyn)
     onnx.save(model, str(path), save_as_external_data=False)
 
 
@@ -330,7 +409,7 @@ def dtype_of(vi: onnx.ValueInfoProto) -> str:
     return onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
 
 
-def verify(path: Path, wrapper, vocab: int, mode: str, salt: int) -> dict[str, float]:
+def verify(path: Path, wrapper, vocab: int, mode: str, salt: int) -> tuple[dict[str, float], str]:
     """Check the file and compare onnxruntime with torch; raise on mismatch."""
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
@@ -340,8 +419,10 @@ def verify(path: Path, wrapper, vocab: int, mode: str, salt: int) -> dict[str, f
     model = onnx.load(str(path))
     try:
         onnx.checker.check_model(model, full_check=True)
-    except Exception:  # strict shape inference can be pickier than the checker
+        checker = "check_model(full_check=True)"
+    except Exception as e:  # noqa: BLE001 -- strict shape inference can be pickier than the checker
         onnx.checker.check_model(model)
+        checker = f"check_model() (full_check failed: {short_err(e, 200)})"
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 4  # failures surface as exceptions anyway
@@ -358,7 +439,7 @@ def verify(path: Path, wrapper, vocab: int, mode: str, salt: int) -> dict[str, f
         if not np.allclose(got, ref, rtol=RTOL, atol=ATOL):
             raise RuntimeError(f"shape {shape}: mismatch, max abs diff {diff:.3e}")
         diffs[f"{shape[0]}x{shape[1]}"] = diff
-    return diffs
+    return diffs, checker
 
 
 def probe_seq1(path: Path, wrapper, vocab: int, salt: int) -> bool:
@@ -435,7 +516,7 @@ def export_one(fam: Family, exporter: str, out_dir: Path, log) -> dict[str, Any]
                     with torch.no_grad():
                         (export_dynamo if exporter == "dynamo" else export_legacy)(wrapper, ids, path, dyn)
                 stage = "verify"
-                diffs = verify(path, wrapper, cfg.vocab_size, mode, salt)
+                diffs, checker = verify(path, wrapper, cfg.vocab_size, mode, salt)
             except Exception as e:  # noqa: BLE001
                 attempts.append({"attn_implementation": attn, "dynamic": mode, "stage": stage,
                                  "error": short_err(e)})
@@ -475,14 +556,18 @@ def export_one(fam: Family, exporter: str, out_dir: Path, log) -> dict[str, Any]
                 max_position_embeddings=getattr(cfg, "max_position_embeddings", None),
                 max_seq_len=getattr(cfg, "max_position_embeddings", None) if "seq" in dyn.values() else PRIMARY_SHAPE[1],
                 seed=SEED,
+                init=INIT_DESCRIPTION,
                 config_overrides=fam.config,
                 model_kwargs=fam.model_kwargs,
                 config=cfg_dict,
+                onnx_checker=checker,
+                verified_with="onnxruntime CPUExecutionProvider, graph optimizations disabled",
                 verified_shapes=list(diffs),
                 max_abs_diff=max(diffs.values()),
                 max_abs_diff_by_shape=diffs,
                 tolerance={"rtol": RTOL, "atol": ATOL},
                 notes=fam.notes,
+                post_init=fam.post_init,
                 legacy_custom_symbolics=LEGACY_CUSTOM_SYMBOLICS if exporter == "legacy" else {},
                 fallback_attempts=attempts,
                 **info,
