@@ -34,6 +34,10 @@ CANONICAL_OPSET = 23
 MAX_TENSOR_BYTES = 1 << 40
 """Refuse to materialise any single tensor larger than this (1 TiB): a hostile file's claim."""
 
+SMALL_TENSOR_BYTES = 4096
+"""Embedded initializers up to this size (shape vectors, scalars) load even with weights=False:
+shape inference needs them, and they are not weights."""
+
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 
 
@@ -44,7 +48,7 @@ def load(model: ModelSource, *, input_shapes: Mapping[str, Sequence[Dim] | str] 
     input_shapes: bind graph inputs to shapes, e.g. ``{"input_ids": (1, 128)}`` or ``"1x128"``;
         symbolic dims of the same name elsewhere are bound too.
     weights: when False, initializers keep only shape and dtype (external data files need
-        not exist), so very large models can be scheduled.
+        not exist), so very large models can be scheduled; small embedded ones still load.
     base_dir: folder that external data paths are relative to, when ``model`` is not a path.
     """
     proto, base = _read(model, base_dir)
@@ -92,6 +96,18 @@ def _check_header(proto: onnx.ModelProto) -> None:
         raise ModelLoadError("the model imports no version of the default ONNX domain")
     if default > newest:
         raise ModelLoadError(f"the model uses opset {default}, newer than the installed onnx supports ({newest})")
+    _check_text(proto.graph)
+
+
+def _check_text(g: onnx.GraphProto) -> None:
+    """Protobuf hands back ``bytes`` for strings that are not UTF-8; refuse them by name."""
+    for i, node in enumerate(g.node):
+        for text in (node.op_type, node.domain, node.name, *node.input, *node.output):
+            if isinstance(text, bytes):
+                raise ModelLoadError(f"node #{i} has a name or op type that is not valid UTF-8: {text!r}")
+    for item in (*g.initializer, *g.input, *g.output):
+        if isinstance(item.name, bytes):
+            raise ModelLoadError(f"graph value name {item.name!r} is not valid UTF-8")
 
 
 def _default_opset(proto: onnx.ModelProto) -> int | None:
@@ -191,7 +207,9 @@ def _tensor_type(tensor: onnx.TensorProto) -> TensorType:
 
 def _add_initializer(graph: ir.Graph, tensor: onnx.TensorProto, base: Path | None, weights: bool) -> None:
     ttype = _tensor_type(tensor)
-    data = _tensor_data(tensor, base) if weights else None
+    small = (not external_data_helper.uses_external_data(tensor)
+             and math.prod(ttype.shape) * ttype.dtype.itemsize <= SMALL_TENSOR_BYTES)
+    data = _tensor_data(tensor, base) if weights or small else None
     graph.add_value(tensor.name, ttype, const=True, data=data)
 
 
@@ -263,7 +281,11 @@ def parse_shape(text: str) -> tuple[Dim, ...]:
     """``"1x128"`` -> (1, 128); a non-numeric part stays a symbol; ``""`` or ``"scalar"`` is rank 0."""
     if text in ("", "scalar"):
         return ()
-    return tuple(int(p) if p.isdigit() else p for p in text.lower().split("x"))
+    parts = text.lower().split("x")
+    for p in parts:
+        if not (p.lstrip("-").isdigit() or p.isidentifier()):
+            raise ShapeError(f"bad dimension {p!r} in shape {text!r}: expected an integer or a symbol name")
+    return tuple(int(p) if p.lstrip("-").isdigit() else p for p in parts)
 
 
 def bind_input_shapes(graph: ir.Graph, shapes: Mapping[str, Sequence[Dim] | str]) -> None:
