@@ -2,6 +2,9 @@
 
 ``tests/test_calibration.py`` compares these predictions with published measurements
 (shared/calibration/*.csv); the fitted figures in the presets say which file they fit.
+A measurement also times a fixed overhead the model never pays in a graph (one synchronized
+launch, the timer): ``measured_latency`` adds the preset's
+``calibration.measurement_overhead_s`` so predictions and measurements compare like for like.
 """
 
 from __future__ import annotations
@@ -29,3 +32,8 @@ def matmul_graph(m: int, n: int, k: int, fmt: str = "f16") -> Graph:
 
 def gemm_schedule(target: Target, m: int, n: int, k: int, fmt: str = "f16") -> Schedule:
     return schedule(matmul_graph(m, n, k, fmt), target)
+
+
+def measured_latency(target: Target, m: int, n: int, k: int, fmt: str = "f16") -> float:
+    """What a benchmark timing one GEMM would report: the schedule plus the measurement overhead."""
+    return gemm_schedule(target, m, n, k, fmt).latency_s + target.calibration.measurement_overhead_s

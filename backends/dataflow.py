@@ -24,8 +24,9 @@ def op_cost(work: OpWork, engine: Engine, fmt: str, target: Target) -> Cost:
     flops = work.flops
     if engine.role == "matrix" and work.gemms and engine.array:
         flops = max(flops, sum(_padded_flops(g, engine) for g in work.gemms))
-    busy, bound = slowest(flops / (engine.peak(fmt) * engine.efficiency), streaming_bytes(work, target), target)
-    return Cost(target.outer.latency_s + busy, streaming_bytes(work, target), bound)
+    sizes = streaming_bytes(work, target)
+    busy, bound = slowest(flops / (engine.peak(fmt) * engine.efficiency), sizes, target)
+    return Cost(target.outer.latency_s + busy, sizes, bound)
 
 
 def _padded_flops(g: Gemm, engine: Engine) -> int:

@@ -13,8 +13,9 @@ goes to the host.
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ir.errors import XpucError
 
@@ -93,9 +94,12 @@ def shard(work: OpWork, fraction: float) -> OpWork:
     """A slice of an op holding ``fraction`` of its output columns (tensor parallelism)."""
     if fraction >= 1.0:
         return work
-    return replace(work, flops=int(work.flops * fraction), weight_bytes=math.ceil(work.weight_bytes * fraction),
-                   output_bytes=math.ceil(work.output_bytes * fraction),
-                   gemms=[Gemm(g.batch, g.m, math.ceil(g.n * fraction), g.k) for g in work.gemms])
+    piece = copy.copy(work)  # not dataclasses.replace: 3x slower, and SRAM chips cut ~10^4 slices per 70B model
+    piece.flops = int(work.flops * fraction)
+    piece.weight_bytes = math.ceil(work.weight_bytes * fraction)
+    piece.output_bytes = math.ceil(work.output_bytes * fraction)
+    piece.gemms = [Gemm(g.batch, g.m, math.ceil(g.n * fraction), g.k) for g in work.gemms]
+    return piece
 
 
 def _new_weight_bytes(work: OpWork, seen: set[str]) -> int:

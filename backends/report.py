@@ -37,12 +37,12 @@ def format_table(s: Schedule, limit: int | None = None) -> str:
     rows = sorted(s.ops, key=lambda o: (o.start_s, o.chip))
     shown = rows if limit is None else rows[:limit]
     levels = sorted({level for o in rows for level in o.bytes})
-    head = f"{'op':32} {'type':18} {'engine':12} {'chip':>4} {'start us':>10} {'dur us':>9} {'GFLOP':>8} " + \
+    head = f"{'op':32} {'type':18} {'engine':12} {'chip':>4} {'start us':>10} {'dur us':>9} {'MFLOP':>10} " + \
         " ".join(f"{level + ' MB':>10}" for level in levels) + f" {'bound':12} {'util':>5}"
     lines = [f"schedule of {s.target} ({s.family}), {len(rows)} ops", head]
     for o in shown:
-        lines.append(f"{o.name[:32]:32} {o.op[:18]:18} {o.engine[:12]:12} {o.chip:>4} {o.start_s * 1e6:>10.2f} "
-                     f"{o.duration_s * 1e6:>9.2f} {o.flops / 1e9:>8.3f} "
+        lines.append(f"{short_name(o.name):32} {o.op[:18]:18} {o.engine[:12]:12} {o.chip:>4} "
+                     f"{o.start_s * 1e6:>10.2f} {o.duration_s * 1e6:>9.2f} {o.flops / 1e6:>10.3f} "
                      + " ".join(f"{o.bytes.get(level, 0) / 1e6:>10.3f}" for level in levels)
                      + f" {o.bound:12} {o.utilization:>5.2f}")
     if len(shown) < len(rows):
@@ -52,6 +52,11 @@ def format_table(s: Schedule, limit: int | None = None) -> str:
     lines.append("utilization: " + ", ".join(f"{k} {v:.1%}" for k, v in s.utilization.items()))
     lines.append("peak memory: " + ", ".join(f"{k} {v / 1e6:,.2f} MB" for k, v in s.peak_memory.items()))
     return "\n".join(lines)
+
+
+def short_name(name: str, width: int = 32) -> str:
+    """A record name cut to ``width`` from the middle: the end says which slice or companion it is."""
+    return name if len(name) <= width else name[:width // 2 - 1] + "~" + name[-(width // 2):]
 
 
 def to_chrome_trace(s: Schedule) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .target import Target
+from .target import Engine, Target
 
 BOUNDS = ("compute", "memory", "launch", "interconnect", "host")
 
@@ -23,6 +23,20 @@ class Cost:
     bound: str
     footprint: dict[str, float] = field(default_factory=dict)
     """Bytes the op keeps resident at inner memory levels while it runs (tiles, buffers)."""
+    flops: int | None = None
+    """FLOPs of this part when the op is shared with a companion; None: all of the op's."""
+    companion: Companion | None = None
+
+
+@dataclass
+class Companion:
+    """Part of an op that runs at the same time on another engine of the chip, such as fused
+    attention's softmax on a systolic chip's vector unit while the array multiplies."""
+
+    label: str
+    engine: Engine
+    fmt: str
+    cost: Cost
 
 
 @dataclass
@@ -65,18 +79,22 @@ def finish(target: Target, ops: list[OpSchedule], chips: int, peak_memory: dict[
         if o.engine in target.engines and o.flops:
             busy[o.engine] = busy.get(o.engine, 0.0) + o.flops / target.engines[o.engine].peak(o.format)
     utilization = {name: busy.get(name, 0.0) / (latency * chips) if latency else 0.0 for name in target.engines}
-    energy = target.power.idle_w * chips * latency + sum(_dynamic_energy(target, o) for o in ops)
+    energy = target.power.idle_w * chips * latency + _dynamic_energy(target, ops)
     cost = target.price.usd_per_second() * chips * latency
     return Schedule(target.name, target.family, ops, latency, energy, cost, chips, utilization, peak_memory)
 
 
-def _dynamic_energy(target: Target, o: OpSchedule) -> float:
-    """Energy above idle: TDP headroom scaled by activity, or per-MAC and per-byte energies."""
+def _dynamic_energy(target: Target, ops: list[OpSchedule]) -> float:
+    """Energy above idle: per-MAC and per-byte energies, or TDP headroom scaled by each op's activity."""
     p = target.power
     if p.energy_per_mac_j is not None:
         per_byte = {m.name: m.energy_per_byte_j or 0.0 for m in target.memory}
-        return o.flops / 2 * p.energy_per_mac_j + sum(b * per_byte.get(level, 0.0) for level, b in o.bytes.items())
-    if not o.duration_s or o.engine not in target.engines:
-        return 0.0
-    activity = max([o.utilization] + [b / (target.bandwidth(level) * o.duration_s) for level, b in o.bytes.items()])
-    return (p.tdp_w - p.idle_w) * o.duration_s * min(1.0, activity)
+        return sum(o.flops / 2 * p.energy_per_mac_j + sum(b * per_byte.get(level, 0.0) for level, b in o.bytes.items())
+                   for o in ops)
+    bandwidth = {level: target.bandwidth(level) for level in {level for o in ops for level in o.bytes}}
+    headroom = 0.0
+    for o in ops:
+        if o.duration_s and o.engine in target.engines:
+            activity = max([o.utilization] + [b / (bandwidth[level] * o.duration_s) for level, b in o.bytes.items()])
+            headroom += o.duration_s * min(1.0, activity)
+    return (p.tdp_w - p.idle_w) * headroom

@@ -7,7 +7,8 @@ work from one queue, as a GPU stream does). Everything else is common:
 - placement onto chips and engines (``placement``), with unsupported ops sent to the host,
   paying the host link both ways (engine ``host``, bound ``host``, ``host_link`` bytes);
 - list scheduling in topological order: an op starts when its inputs are ready and its
-  engine is free, so independent work on different engines or chips overlaps;
+  engine is free, so independent work on different engines or chips overlaps; a cost's
+  ``companion`` (work the op hands to a second engine) is a second record that starts with it;
 - chip-to-chip transfers and tensor-parallel all-gathers as ``interconnect`` records;
 - peak memory per level (resident weights plus live activations at the outer level,
   tile and buffer footprints at inner levels) and the totals in ``schedule.finish``.
@@ -22,8 +23,8 @@ from ir.graph import Graph
 from . import dataflow, gpu, systolic
 from .placement import Placement, place, shard
 from .schedule import OpSchedule, Schedule, finish
-from .target import Target
-from .work import OpWork, graph_work, live_bytes
+from .target import Engine, Target
+from .work import OpWork, graph_work, live_bytes, value_bytes
 
 FAMILY_MODELS = {"gpu": gpu, "systolic": systolic, "sram-dataflow": dataflow}
 
@@ -31,10 +32,11 @@ FAMILY_MODELS = {"gpu": gpu, "systolic": systolic, "sram-dataflow": dataflow}
 def schedule(graph: Graph, target: Target) -> Schedule:
     """Predict when and where every op of ``graph`` runs on ``target``, and what it costs."""
     model = FAMILY_MODELS[target.family]
-    works = graph_work(graph)
-    live = live_bytes(graph, works)
+    sizes = value_bytes(graph)
+    works = graph_work(graph, sizes)
+    live = live_bytes(graph, works, sizes)
     placements, chips = place(works, target, reserve=max(live, default=0))
-    builder = _Timeline(graph, target, model)
+    builder = _Timeline(sizes, target, model)
     for work, p in zip(works, placements):
         if work.free:
             builder.alias(work)
@@ -46,8 +48,8 @@ def schedule(graph: Graph, target: Target) -> Schedule:
 
 
 class _Timeline:
-    def __init__(self, graph: Graph, target: Target, model):
-        self.graph, self.target, self.model = graph, target, model
+    def __init__(self, sizes: dict[str, int], target: Target, model):
+        self.sizes, self.target, self.model = sizes, target, model
         self.records: list[OpSchedule] = []
         self.free: dict[tuple[int, str], float] = defaultdict(float)
         self.ready: dict[str, tuple[int | None, float]] = {}
@@ -61,7 +63,6 @@ class _Timeline:
             self.ready[out] = source
 
     def run(self, work: OpWork, p: Placement) -> None:
-        lane = "stream" if self.model.shared_stream else p.engine.name
         split = len(p.pieces) > 1
         done = 0.0
         for i, (chip, fraction) in enumerate(p.pieces):
@@ -69,16 +70,25 @@ class _Timeline:
             cost = self.model.op_cost(piece, p.engine, p.fmt, self.target)
             for level, size in cost.footprint.items():
                 self.footprint[level] = max(self.footprint[level], size)
-            start = max(self._inputs_ready(work, chip), self.free[(chip, lane)])
-            util = piece.flops / (p.engine.peak(p.fmt) * cost.duration_s) if cost.duration_s else 0.0
-            self._record(OpSchedule(f"{work.name}[{i}]" if split else work.name, work.node.qualified_type,
-                                    p.engine.name, chip, start, cost.duration_s, piece.flops, _ints(cost.bytes),
-                                    cost.bound, util, p.fmt), lane)
-            done = max(done, start + cost.duration_s)
+            name = f"{work.name}[{i}]" if split else work.name
+            parts = [(name, p.engine, p.fmt, cost)]
+            if cost.companion:  # both engines start together: the op's tiles pipeline between them
+                c = cost.companion
+                parts.append((f"{name}.{c.label}", c.engine, c.fmt, c.cost))
+            start = max([self._inputs_ready(work, chip)] + [self.free[(chip, self._lane(e))] for _, e, _, _ in parts])
+            for label, engine, fmt, part in parts:
+                flops = piece.flops if part.flops is None else part.flops
+                util = flops / (engine.peak(fmt) * part.duration_s) if part.duration_s else 0.0
+                self._record(OpSchedule(label, work.node.qualified_type, engine.name, chip, start, part.duration_s,
+                                        flops, _ints(part.bytes), part.bound, util, fmt), self._lane(engine))
+                done = max(done, start + part.duration_s)
         if split:
             done = self._all_gather(work, p.pieces, done)
         for out in work.node.outputs:
             self.ready[out] = (p.pieces[-1][0], done)
+
+    def _lane(self, engine: Engine) -> str:
+        return "stream" if self.model.shared_stream else engine.name
 
     def run_on_host(self, work: OpWork, chip: int) -> None:
         host, moved = self.target.host, work.activation_bytes + work.weight_bytes + work.output_bytes
@@ -103,7 +113,7 @@ class _Timeline:
 
     def _transfer(self, value: str, src: int, dst: int, after: float) -> float:
         link = self.target.interconnect
-        size = self.graph.values[value].type.nbytes or 0
+        size = self.sizes[value]
         start = max(after, self.free[(src, "interconnect")])
         duration = link.latency_s + size / link.bandwidth_bytes_per_s
         self._record(OpSchedule(f"{value}->chip{dst}", "Transfer", "interconnect", src, start, duration, 0,

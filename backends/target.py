@@ -131,6 +131,18 @@ class Price:
 
 
 @dataclass
+class Calibration:
+    """How the preset's calibration data was measured, as opposed to how a model runs.
+
+    measurement_overhead_s: fixed time per measurement beyond the kernel itself (timer,
+        synchronization, first launch); added only when comparing with that data
+        (``backends.calibration``), never charged to a schedule.
+    """
+
+    measurement_overhead_s: Num = 0.0
+
+
+@dataclass
 class Target:
     name: str
     family: str
@@ -143,6 +155,8 @@ class Target:
     power: Power
     price: Price
     launch_overhead_s: Num = 0.0
+    """Per kernel, charged by the scheduler (GPU: each fused op is one launch on a stream)."""
+    calibration: Calibration = field(default_factory=Calibration)
     path: str = field(default="", metadata={"internal": True})
     provenance: dict[str, str] = field(default_factory=dict, metadata={"internal": True})
 

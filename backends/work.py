@@ -70,36 +70,40 @@ class OpWork:
         return self.activation_bytes + self.weight_bytes + self.output_bytes
 
 
-def op_work(graph: Graph, node: Node, constants: set[str] | frozenset = frozenset()) -> OpWork:
-    """The work of one op; ``constants`` names values computed from constants only (weights too)."""
+def value_bytes(graph: Graph) -> dict[str, int]:
+    """Bytes of every value (0 while symbolic), computed once: scheduling a 70B graph asks for
+    them tens of thousands of times, and each ``TensorType.nbytes`` re-checks the shape."""
+    return {name: v.type.nbytes or 0 for name, v in graph.values.items()}
+
+
+def op_work(graph: Graph, node: Node, sizes: dict[str, int], constants: set[str] | frozenset = frozenset()) -> OpWork:
+    """The work of one op; ``sizes`` is :func:`value_bytes` of the graph; ``constants`` names
+    values computed from constants only (weights too)."""
     opdef = ops.lookup(node.op_type, node.domain)
     ins = [graph.values[v] if v else None for v in node.inputs]
     outs = [graph.values[o] for o in node.outputs if o]
-    weights = {v.name: _nbytes(v) for v in ins if v is not None and (v.const or v.name in constants)}
-    activations = sum(_nbytes(v) for v in ins if v is not None and v.name not in weights)
+    weights = {v.name: sizes[v.name] for v in ins if v is not None and (v.const or v.name in constants)}
+    activations = sum(sizes[v.name] for v in ins if v is not None and v.name not in weights)
     gemm_rule = _GEMMS.get(node.op_type)
     gemms = gemm_rule(graph, node) if gemm_rule else []
     return OpWork(node, opdef.family, _format(ins, outs), node_flops(graph, node) or 0, activations,
-                  sum(weights.values()), sum(_nbytes(v) for v in outs), [g for g in gemms if g is not None],
+                  sum(weights.values()), sum(sizes[v.name] for v in outs), [g for g in gemms if g is not None],
                   weights, _static(graph, node.outputs[0]) if node.outputs and node.outputs[0] else None)
 
 
-def graph_work(graph: Graph) -> list[OpWork]:
+def graph_work(graph: Graph, sizes: dict[str, int] | None = None) -> list[OpWork]:
     """Work of every op in topological order, marking ops that only compute from constants."""
+    sizes = value_bytes(graph) if sizes is None else sizes
     constants: set[str] = set()
     works = []
     for node in graph.nodes:
-        work = op_work(graph, node, constants)
+        work = op_work(graph, node, sizes, constants)
         inputs = [v for v in node.inputs if v]
         if inputs and all(v in work.weights for v in inputs):
             work.compile_time = True
             constants.update(o for o in node.outputs if o)
         works.append(work)
     return works
-
-
-def _nbytes(value) -> int:
-    return value.type.nbytes or 0
 
 
 def _format(ins, outs) -> str:
@@ -160,9 +164,10 @@ def _attention(graph: Graph, node: Node) -> list[Gemm | None]:
 _GEMMS = {"MatMul": _matmul, "FusedMatMul": _matmul, "Gemm": _gemm, "Conv": _conv, "Attention": _attention}
 
 
-def live_bytes(graph: Graph, works: list[OpWork]) -> list[int]:
+def live_bytes(graph: Graph, works: list[OpWork], sizes: dict[str, int] | None = None) -> list[int]:
     """Activation bytes held while each op runs: every value already produced (or fed in)
     that this op or a later one still reads. Views alias their input and add nothing."""
+    sizes = value_bytes(graph) if sizes is None else sizes
     index = {w.name: i for i, w in enumerate(works)}
     last_use: dict[str, int] = {}
     for i, w in enumerate(works):
@@ -178,7 +183,7 @@ def live_bytes(graph: Graph, works: list[OpWork]) -> list[int]:
     delta = [0] * (len(works) + 1)
     for v, start in born.items():
         end = max(start, last_use.get(v, start))
-        size = graph.values[v].type.nbytes or 0
+        size = sizes[v]
         delta[start] += size
         delta[end + 1] -= size
     live, running = [], 0

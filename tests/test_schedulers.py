@@ -109,9 +109,11 @@ def test_wave_quantization_makes_one_more_tile_cost_a_wave():
     t = target("a100-80gb")
     tm, tn, _ = t.engines["tensor"].tile
     sms = int(t.engines["tensor"].count)
-    full = backends.schedule(matmul_graph(tm * sms, tn, 4096), t).latency_s
-    spill = backends.schedule(matmul_graph(tm * sms + 1, tn, 4096), t).latency_s
-    assert spill > 1.8 * (full - t.launch_overhead_s)
+    rows, cols = 12, sms // 12  # one full wave of tiles, square enough to be compute-bound
+    full = backends.schedule(matmul_graph(tm * rows, tn * cols, 4096), t).ops[0]
+    spill = backends.schedule(matmul_graph(tm * rows + 1, tn * cols, 4096), t).ops[0]
+    assert full.bound == spill.bound == "compute"
+    assert spill.duration_s - t.launch_overhead_s > 1.8 * (full.duration_s - t.launch_overhead_s)
 
 
 @pytest.mark.parametrize("dataflow, tall_vs_wide", [("os", 0), ("ws", -1), ("is", 1)])
@@ -182,7 +184,7 @@ def test_report_json_table_and_trace():
     assert {"name", "op", "engine", "chip", "start_s", "duration_s", "flops", "bytes", "bound"} <= set(data["ops"][0])
     assert len(data["ops"]) == len(s.ops)
     table = report.format_table(s)
-    assert s.ops[0].name[:32] in table and "latency" in table
+    assert all(report.short_name(o.name) in table for o in s.ops) and "latency" in table
     trace = report.to_chrome_trace(s)
     spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     assert len(spans) == len(s.ops)
@@ -190,3 +192,21 @@ def test_report_json_table_and_trace():
     names = {(e["pid"], e["tid"]): e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"}
     assert {names[(e["pid"], e["tid"])] for e in spans} == {o.engine for o in s.ops}
     json.dumps(trace)
+
+
+@pytest.mark.parametrize("preset", ["systolic-generic", "tpu-v4", "inferentia2"])
+def test_systolic_attention_runs_its_softmax_on_the_vector_unit(preset):
+    """The array does the two products; scale, mask, exp, sum and divide go to the vector unit at the same time."""
+    graph, t = model("llama_dynamo.onnx"), target(preset)
+    s = backends.schedule(graph, t)
+    attention = [w for w in graph_work(graph) if w.node.op_type == "Attention"]
+    assert attention
+    matrix, vector = ({e.role: e.name for e in t.engines.values()}[role] for role in ("matrix", "vector"))
+    for work in attention:
+        records = {o.engine: o for o in s.ops if o.name.split(".")[0] == work.name and o.op == "Attention"}
+        assert set(records) == {matrix, vector}
+        scores = work.gemms[0]
+        assert records[vector].flops == 5 * scores.batch * scores.m * scores.n
+        assert records[matrix].flops + records[vector].flops == work.flops
+        assert records[matrix].start_s == records[vector].start_s
+    assert s.utilization[vector] > 0
