@@ -46,6 +46,35 @@ def random_feeds(graph, seed: int = 0, int_high: int = 16) -> dict[str, np.ndarr
     return feeds
 
 
+FIXTURE_MODELS = sorted(MODELS.glob("*.onnx"))
+
+
+def fixture_feeds(path: Path, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Valid random inputs for a fixture model with its ``batch``/``seq`` symbols bound.
+
+    Names, dtypes and the token range come from MANIFEST.json; a model it does not describe
+    gets int64 token ids in [0, 32), its first symbolic dim read as batch and the others as seq.
+    """
+    entry = next((f for f in manifest().get("fixtures", []) if f.get("file") == path.name), None)
+    if entry is not None:
+        inputs = [(i["name"], np.dtype(i["dtype"]), i["shape"]) for i in entry["inputs"]]
+        high = entry.get("vocab_size") or 32
+    else:
+        graph = onnx.load(path, load_external_data=False).graph
+        weights = {t.name for t in graph.initializer}
+        inputs = [(i.name, np.dtype(np.int64), [d.dim_value if d.HasField("dim_value") else d.dim_param
+                                                 for d in i.type.tensor_type.shape.dim])
+                  for i in graph.input if i.name not in weights]
+        high = 32
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, dtype, dims in inputs:
+        shape = [d if isinstance(d, int) else {"batch": batch, "seq": seq}.get(d, batch if k == 0 else seq)
+                 for k, d in enumerate(dims)]
+        feeds[name] = rng.integers(0, high, shape).astype(dtype)
+    return feeds
+
+
 @pytest.fixture(scope="session")
 def fixtures_manifest() -> dict:
     return manifest()

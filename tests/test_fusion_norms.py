@@ -47,7 +47,7 @@ EXPECTED = {
     "gemma": {"RMSNormalization": (2, 1), "xpuc.FusedMatMul[GeluTanh]": (1, 0)},  # GeGLU gate
     "olmo": {"LayerNormalization": (2, 1), "xpuc.SwiGLU": (1, 0)},
     "phi": {"LayerNormalization": (1, 1), "xpuc.FusedMatMul[GeluTanh]": (1, 0)},  # parallel attn + MLP
-    "gpt2": {"LayerNormalization": (2, 1), "Gelu[tanh]": (1, 0)},  # Conv1D = Gemm + Reshape, then gelu_new
+    "gpt2": {"LayerNormalization": (2, 1), "xpuc.FusedMatMul[GeluTanh]": (1, 0)},  # Conv1D Gemm -> MatMul, gelu_new
     "bert": {"LayerNormalization": (2, 1), "xpuc.FusedMatMul[Gelu]": (1, 0)},  # embeddings LN + 2 per layer
     "mamba": {"RMSNormalization": (1, 1), "xpuc.SiLU": (1, 0), "xpuc.SwiGLU": (1, 0)},  # y * silu(z) gate
     "bitnet": {"RMSNormalization": (4, 1), "xpuc.FusedMatMul[Relu]": (1, 0)},  # + attn / MLP sub-norms

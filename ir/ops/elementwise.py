@@ -50,29 +50,28 @@ def _variadic(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(present[0]), broadcast(ctx, [ctx.shape(i) for i in present]))]
 
 
+def _symbolic_operands(ctx: InferContext) -> list[np.ndarray] | None:
+    """The inputs' values when all are known and at least one holds symbols (concrete ones are
+    evaluated by shape inference itself)."""
+    values = [ctx.value(i) for i in range(len(ctx.types)) if ctx.has(i)]
+    if any(v is None for v in values) or all(symbolic.is_concrete(v) for v in values):
+        return None
+    return values
+
+
 def _propagate_binary(ctx: InferContext) -> list[np.ndarray | None]:
-    a, b = ctx.value(0), ctx.value(1)
-    if a is None or b is None or (a.dtype != object and b.dtype != object):
+    values = _symbolic_operands(ctx)
+    if values is None:
         return [None]
-    return [symbolic.apply_binary(ctx.node.op_type, a, b)]
+    result = values[0]
+    for v in values[1:]:  # Max and Min are variadic
+        result = symbolic.apply_binary(ctx.node.op_type, result, v)
+    return [result]
 
 
-def _propagate_equal(ctx: InferContext) -> list[np.ndarray | None]:
-    """Equal on shape values: a dim symbol is never negative, and equals itself."""
-    a, b = ctx.value(0), ctx.value(1)
-    if a is None or b is None or (a.dtype != object and b.dtype != object):
-        return [None]
-    a, b = np.broadcast_arrays(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
-    out = np.empty(a.shape, dtype=bool)
-    for idx in np.ndindex(a.shape):
-        x, y = a[idx], b[idx]
-        if symbolic.is_int(x) and symbolic.is_int(y) or x == y:
-            out[idx] = x == y
-        elif (symbolic.is_int(x) and x < 0) or (symbolic.is_int(y) and y < 0):
-            out[idx] = False
-        else:
-            return [None]
-    return [out]
+def _propagate_comparison(ctx: InferContext) -> list[np.ndarray | None]:
+    values = _symbolic_operands(ctx)
+    return [None if values is None else symbolic.apply_comparison(ctx.node.op_type, *values)]
 
 
 for _op, _cost in UNARY_FLOPS.items():
@@ -82,11 +81,13 @@ for _op, _cost in PREDICATES.items():
 for _op, _cost in BINARY_FLOPS.items():
     register(_op, "elementwise", flops=per_output_element(_cost),
              propagate=_propagate_binary if _op in symbolic.BINARY else None)(_binary)
-for _op, _cost in {**COMPARISONS, **LOGICAL_BINARY}.items():
-    register(_op, "elementwise", flops=per_output_element(_cost),
-             propagate=_propagate_equal if _op == "Equal" else None)(_compare)
+for _op, _cost in COMPARISONS.items():
+    register(_op, "elementwise", flops=per_output_element(_cost), propagate=_propagate_comparison)(_compare)
+for _op, _cost in LOGICAL_BINARY.items():
+    register(_op, "elementwise", flops=per_output_element(_cost))(_compare)
 for _op, _cost in VARIADIC_FLOPS.items():
-    register(_op, "elementwise", flops=per_output_element(_cost))(_variadic)
+    register(_op, "elementwise", flops=per_output_element(_cost),
+             propagate=_propagate_binary if _op in symbolic.BINARY else None)(_variadic)
 
 
 @register("Where", "elementwise", flops=per_output_element(1),
@@ -97,7 +98,7 @@ def _where(ctx: InferContext) -> list[TensorType]:
 
 def _propagate_where(ctx: InferContext) -> list[np.ndarray | None]:
     cond, a, b = ctx.const(0), ctx.value(1), ctx.value(2)
-    if cond is None or a is None or b is None or (a.dtype != object and b.dtype != object):
+    if cond is None or a is None or b is None or (symbolic.is_concrete(a) and symbolic.is_concrete(b)):
         return [None]
     cond, a, b = np.broadcast_arrays(cond.astype(bool), np.asarray(a, dtype=object), np.asarray(b, dtype=object))
     return [np.where(cond, a, b)]
@@ -109,7 +110,8 @@ def _clip(ctx: InferContext) -> list[TensorType]:
 
 
 @register("Cast", "elementwise", flops=per_output_element(1),
-          propagate=lambda ctx: [ctx.value(0) if ctx.value(0) is not None and ctx.value(0).dtype == object else None])
+          propagate=lambda ctx: [ctx.value(0) if ctx.value(0) is not None and not symbolic.is_concrete(ctx.value(0))
+                                 else None])
 def _cast(ctx: InferContext) -> list[TensorType]:
     return [TensorType(DType.from_onnx(ctx.attr("to")), ctx.shape(0))]
 

@@ -39,7 +39,7 @@ def _shape_value(ctx: InferContext) -> list[np.ndarray | None]:
 def _shape(ctx: InferContext) -> list[TensorType]:
     shape = ctx.shape(0)
     if shape is None:
-        return [TensorType(DType.INT64, (f"rank({ctx.node.inputs[0]})",))]
+        return [TensorType(DType.INT64, (symbolic.fresh(ctx.node.name, "rank"),))]
     start, end = _shape_slice(ctx, len(shape))
     return [TensorType(DType.INT64, (max(0, end - start),))]
 
@@ -77,39 +77,48 @@ def constant_value(attrs: dict) -> np.ndarray:
 
 # ---------------------------------------------------------------- reshaping
 def _reshape_target(ctx: InferContext) -> list[Dim] | None:
+    """The output shape: 0 copies the input dim (unless allowzero), -1 takes what is left."""
     target = ctx.value(1)
     if target is None:
         return None
     in_shape = ctx.shape(0)
-    dims: list[Dim] = [int(d) if symbolic.is_int(d) else d for d in target.reshape(-1)]
-    allowzero = ctx.attr("allowzero", 0)
-    for i, d in enumerate(dims):
-        if d == 0 and not allowzero:
-            if in_shape is None or i >= len(in_shape):
-                return None
-            dims[i] = in_shape[i]
+    dims: list[Dim] = [symbolic.canonical(d) for d in target.reshape(-1)]
+    if not ctx.attr("allowzero", 0):
+        for i, d in enumerate(dims):
+            if d == 0:
+                if in_shape is None or i >= len(in_shape):
+                    return None
+                dims[i] = in_shape[i]
+    if dims.count(-1) > 1:
+        ctx.fail(f"the target shape {dims} has more than one -1")
     if -1 in dims:
+        rest = dims.index(-1)
         if in_shape is None:
-            return [d if d != -1 else f"{ctx.node.name}_dim" for d in dims]
-        known = symbolic.product([d for d in dims if d != -1])
-        dims[dims.index(-1)] = symbolic.div(symbolic.product(in_shape), known)
+            dims[rest] = symbolic.fresh(ctx.node.name, f"d{rest}")
+        else:
+            dims[rest] = symbolic.floordiv(symbolic.product(in_shape), symbolic.product(d for d in dims if d != -1))
     return dims
 
 
-@register("Reshape", "movement", propagate=lambda ctx: [None if ctx.value(0) is None or ctx.const(1) is None
-                                                       else ctx.value(0).reshape(_reshape_target(ctx))],
-          flops=_NO_FLOPS)
+def _reshape_value(ctx: InferContext) -> list[np.ndarray | None]:
+    data, dims = ctx.value(0), _reshape_target(ctx)
+    if data is None or dims is None or not all(map(symbolic.is_int, dims)):
+        return [None]
+    return [data.reshape(dims)]
+
+
+@register("Reshape", "movement", propagate=_reshape_value, flops=_NO_FLOPS)
 def _reshape(ctx: InferContext) -> list[TensorType]:
     dims = _reshape_target(ctx)
     if dims is None:
         rank = ctx.shape(1)
-        return [TensorType(ctx.dtype(0), tuple(f"{ctx.node.name}_d{i}" for i in range(rank[0]))
+        return [TensorType(ctx.dtype(0), tuple(symbolic.fresh(ctx.node.name, f"d{i}") for i in range(rank[0]))
                            if rank and symbolic.is_int(rank[0]) else None)]
     in_shape = ctx.shape(0)
     out = tuple(dims)
-    if in_shape is not None and all(map(symbolic.is_int, in_shape)) and all(map(symbolic.is_int, out)):
-        if np.prod(in_shape, dtype=np.int64) != np.prod(out, dtype=np.int64):
-            ctx.fail(f"cannot reshape {tuple(in_shape)} into {out}")
+    if in_shape is not None and symbolic.is_int(symbolic.product(in_shape)) \
+            and symbolic.is_int(symbolic.product(out)) and symbolic.product(in_shape) != symbolic.product(out):
+        ctx.fail(f"cannot reshape {tuple(in_shape)} into {out}")
     return [TensorType(ctx.dtype(0), out)]
 
 
@@ -118,7 +127,10 @@ def _flatten(ctx: InferContext) -> list[TensorType]:
     shape = ctx.shape(0)
     if shape is None:
         return [TensorType(ctx.dtype(0), None)]
-    a = axis(ctx, ctx.attr("axis", 1), len(shape) + 1)
+    a = ctx.attr("axis", 1)
+    if not -len(shape) <= a <= len(shape):
+        ctx.fail(f"axis {a} is out of range for rank {len(shape)}")
+    a += len(shape) if a < 0 else 0
     return [TensorType(ctx.dtype(0), (symbolic.product(shape[:a]), symbolic.product(shape[a:])))]
 
 
@@ -132,8 +144,8 @@ def _axes_input(ctx: InferContext, index: int) -> list[int] | None:
 def _squeeze_axes(ctx: InferContext) -> list[int] | None:
     shape = ctx.shape(0)
     axes = _axes_input(ctx, 1)
-    if axes is None:
-        return None if shape is None else [i for i, d in enumerate(shape) if d == 1]
+    if axes is None:  # all size-1 axes, unless an axes input exists whose contents are unknown
+        return None if shape is None or ctx.has(1) else [i for i, d in enumerate(shape) if d == 1]
     return sorted(axis(ctx, a, len(shape)) for a in axes) if shape is not None else None
 
 
@@ -205,7 +217,7 @@ def _concat(ctx: InferContext) -> list[TensorType]:
     shapes = [ctx.shape(i) for i in range(len(ctx.types)) if ctx.has(i)]
     known = [s for s in shapes if s is not None]
     if len(known) < len(shapes):
-        return [TensorType(ctx.dtype(0), None if not known else tuple(f"{ctx.node.name}_d{i}"
+        return [TensorType(ctx.dtype(0), None if not known else tuple(symbolic.fresh(ctx.node.name, f"d{i}")
                                                                          for i in range(len(known[0]))))]
     rank = len(known[0])
     a = axis(ctx, ctx.attr("axis"), rank)
@@ -224,21 +236,19 @@ def _concat(ctx: InferContext) -> list[TensorType]:
 
 
 def _split_sizes(ctx: InferContext) -> list[Dim] | None:
+    """Sizes from the ``split`` input, else equal parts (the last one smaller, as ``num_outputs`` allows)."""
     shape = ctx.shape(0)
     if shape is None:
         return None
-    a = axis(ctx, ctx.attr("axis", 0), len(shape))
+    total = shape[axis(ctx, ctx.attr("axis", 0), len(shape))]
     n = len(ctx.node.outputs)
-    sizes = ctx.ints(1) if ctx.has(1) else ctx.attr("split")
-    if sizes is not None:
-        if symbolic.is_int(shape[a]) and sum(sizes) != shape[a]:
-            ctx.fail(f"split sizes {sizes} do not add up to dim {shape[a]}")
+    if ctx.has(1):
+        sizes = ctx.ints(1)
+        if sizes is not None and symbolic.is_int(total) and sum(sizes) != total:
+            ctx.fail(f"split sizes {sizes} do not add up to dim {total}")
         return sizes
-    total = shape[a]
-    if not symbolic.is_int(total):
-        return [symbolic.div(total, n)] * n
-    chunk = -(-total // n)
-    return [chunk] * (n - 1) + [total - chunk * (n - 1)]
+    chunk = symbolic.ceildiv(total, n)
+    return [chunk] * (n - 1) + [symbolic.sub(total, symbolic.mul(chunk, n - 1))]
 
 
 @register("Split", "movement", flops=_NO_FLOPS)
@@ -286,65 +296,91 @@ def _scatter(ctx: InferContext) -> list[TensorType]:
     return same_as_input(ctx)
 
 
+BIG = 2 ** 31
+"""Slice bounds at least this large mean "to the end" (exporters write INT64_MAX or INT32_MAX)."""
+
+
 def _slice_params(ctx: InferContext):
-    shape = ctx.shape(0)
-    starts, ends = ctx.ints(1), ctx.ints(2)
+    """(shape, starts, ends, axes, steps); starts and ends may hold dim symbols."""
+    shape, starts, ends = ctx.shape(0), ctx.value(1), ctx.value(2)
     if shape is None or starts is None or ends is None:
         return None
+    starts, ends = ([symbolic.canonical(i) for i in bounds.reshape(-1)] for bounds in (starts, ends))
     axes = ctx.ints(3) if ctx.has(3) else list(range(len(starts)))
     steps = ctx.ints(4) if ctx.has(4) else [1] * len(starts)
     if axes is None or steps is None:
         return None
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        ctx.fail(f"starts, ends, axes and steps differ in length: "
+                 f"{len(starts)}, {len(ends)}, {len(axes)}, {len(steps)}")
+    if 0 in steps:
+        ctx.fail("slice step cannot be 0")
     return shape, starts, ends, [axis(ctx, a, len(shape)) for a in axes], steps
 
 
-def _slice_dim(ctx: InferContext, dim: Dim, start: int, end: int, step: int) -> Dim:
-    if step == 0:
-        ctx.fail("slice step cannot be 0")
-    if not symbolic.is_int(dim):
-        big = 2 ** 62
-        if start == 0 and step == 1 and end >= big:
-            return dim
-        if start >= 0 and end >= 0 and end < big and step == 1:
-            return max(0, end - start)  # assumes dim >= end, as exporters guarantee for static slices
-        if step == 1 and start < 0 and end >= big:
-            return -start
-        return f"{ctx.node.name}_len"
-    return len(range(*slice(start, end, step).indices(dim)))
+def _clamp(index: Dim, dim: Dim, step: int) -> Dim:
+    """ONNX's normalisation of one slice bound: negative counts from the end, then clamp into range."""
+    lo, hi = (0, dim) if step > 0 else (-1, symbolic.sub(dim, 1))
+    if symbolic.is_int(index) and index >= BIG:
+        return hi
+    if symbolic.is_int(index) and index <= -BIG:
+        return lo
+    if symbolic.is_int(index) and index < 0:
+        return symbolic.sub(dim, symbolic.minimum(-index, symbolic.sub(dim, lo)))  # max(dim + index, lo)
+    return symbolic.minimum(index, hi)
 
 
-@register("Slice", "movement", flops=_NO_FLOPS,
-          propagate=lambda ctx: [_slice_value(ctx)])
+def _slice_dim(dim: Dim, start: Dim, end: Dim, step: int) -> Dim:
+    if all(map(symbolic.is_int, (dim, start, end))):
+        return len(range(*slice(start, end, step).indices(dim)))
+    start, end = _clamp(start, dim, step), _clamp(end, dim, step)
+    span = symbolic.sub(end, start) if step > 0 else symbolic.sub(start, end)
+    return symbolic.maximum(symbolic.ceildiv(span, abs(step)), 0)
+
+
+@register("Slice", "movement", flops=_NO_FLOPS, propagate=lambda ctx: [_slice_value(ctx)])
 def _slice(ctx: InferContext) -> list[TensorType]:
     params = _slice_params(ctx)
     if params is None:
         shape = ctx.shape(0)
         return [TensorType(ctx.dtype(0), None if shape is None else
-                           tuple(f"{ctx.node.name}_d{i}" for i in range(len(shape))))]
+                           tuple(symbolic.fresh(ctx.node.name, f"d{i}") for i in range(len(shape))))]
     shape, starts, ends, axes, steps = params
     out = list(shape)
     for s, e, a, st in zip(starts, ends, axes, steps):
-        out[a] = _slice_dim(ctx, shape[a], s, e, st)
+        out[a] = _slice_dim(shape[a], s, e, st)
     return [TensorType(ctx.dtype(0), tuple(out))]
 
 
 def _slice_value(ctx: InferContext) -> np.ndarray | None:
     data, params = ctx.value(0), _slice_params(ctx)
-    if data is None or params is None or data.dtype != object:
+    if data is None or params is None or not all(map(symbolic.is_int, params[1] + params[2])):
         return None
     index = [slice(None)] * data.ndim
-    for s, e, a, st in zip(params[1], params[2], params[3], params[4]):
+    for s, e, a, st in zip(*params[1:]):
         index[a] = slice(s, e, st)
     return data[tuple(index)]
 
 
-@register("Expand", "movement", flops=_NO_FLOPS)
+def _expand_shape(ctx: InferContext):
+    target = _shape_from_value(ctx, 1)
+    return None if target is None else broadcast(ctx, [ctx.shape(0), target])
+
+
+def _expand_value(ctx: InferContext) -> list[np.ndarray | None]:
+    data, shape = ctx.value(0), _expand_shape(ctx)
+    if data is None or shape is None or not all(map(symbolic.is_int, shape)):
+        return [None]
+    return [np.broadcast_to(data, shape)]
+
+
+@register("Expand", "movement", propagate=_expand_value, flops=_NO_FLOPS)
 def _expand(ctx: InferContext) -> list[TensorType]:
-    target = ctx.value(1)
-    if target is None:
-        return [TensorType(ctx.dtype(0), None)]
-    dims = [int(d) if symbolic.is_int(d) else d for d in target.reshape(-1)]
-    return [TensorType(ctx.dtype(0), broadcast(ctx, [ctx.shape(0), tuple(dims)]))]
+    shape = _expand_shape(ctx)
+    if shape is None and ctx.has(1) and ctx.shape(1) and symbolic.is_int(ctx.shape(1)[0]) and ctx.shape(0) is not None:
+        rank = max(ctx.shape(1)[0], len(ctx.shape(0)))
+        shape = tuple(symbolic.fresh(ctx.node.name, f"d{i}") for i in range(rank))
+    return [TensorType(ctx.dtype(0), shape)]
 
 
 @register("Tile", "movement", flops=_NO_FLOPS)
@@ -352,7 +388,8 @@ def _tile(ctx: InferContext) -> list[TensorType]:
     shape, reps = ctx.shape(0), ctx.value(1)
     if shape is None or reps is None:
         return [TensorType(ctx.dtype(0), None)]
-    return [TensorType(ctx.dtype(0), tuple(symbolic.mul(d, r) for d, r in zip(shape, reps.reshape(-1))))]
+    return [TensorType(ctx.dtype(0), tuple(symbolic.mul(d, symbolic.canonical(r))
+                                          for d, r in zip(shape, reps.reshape(-1))))]
 
 
 @register("Pad", "movement", flops=_NO_FLOPS)
@@ -381,7 +418,7 @@ def _cumsum(ctx: InferContext) -> list[TensorType]:
 # ------------------------------------------------------------------ creation
 def _shape_from_value(ctx: InferContext, index: int) -> tuple[Dim, ...] | None:
     v = ctx.value(index)
-    return None if v is None else tuple(int(d) if symbolic.is_int(d) else d for d in v.reshape(-1))
+    return None if v is None else tuple(symbolic.canonical(d) for d in v.reshape(-1))
 
 
 @register("ConstantOfShape", "movement", flops=_NO_FLOPS)
@@ -390,23 +427,35 @@ def _constant_of_shape(ctx: InferContext) -> list[TensorType]:
     dtype = DType.FLOAT32 if value is None else DType.from_numpy(np.asarray(value).dtype)
     shape = _shape_from_value(ctx, 0)
     if shape is None and ctx.shape(0) is not None and symbolic.is_int(ctx.shape(0)[0]):
-        shape = tuple(f"{ctx.node.name}_d{i}" for i in range(ctx.shape(0)[0]))
+        shape = tuple(symbolic.fresh(ctx.node.name, f"d{i}") for i in range(ctx.shape(0)[0]))
     return [TensorType(dtype, shape)]
 
 
 @register("Range", "movement", flops=_NO_FLOPS)
 def _range(ctx: InferContext) -> list[TensorType]:
-    start, limit, delta = ctx.const(0), ctx.const(1), ctx.const(2)
-    if start is None or limit is None or delta is None:
-        v_start, v_limit, v_delta = ctx.value(0), ctx.value(1), ctx.value(2)
-        if v_start is not None and v_delta is not None and v_limit is not None and v_start.item() == 0 \
-                and v_delta.item() == 1:
-            return [TensorType(ctx.dtype(0), (v_limit.item(),))]
-        return [TensorType(ctx.dtype(0), (f"{ctx.node.name}_len",))]
+    """max(ceil((limit - start) / delta), 0) elements; symbolic when the bounds are shape values."""
+    start, limit, delta = (ctx.value(i) for i in range(3))
+    if start is None or limit is None or delta is None or delta.dtype == object:
+        return [TensorType(ctx.dtype(0), (symbolic.fresh(ctx.node.name, "len"),))]
     if delta.item() == 0:
         ctx.fail("Range delta cannot be 0")
-    n = int(max(np.ceil((limit.item() - start.item()) / delta.item()), 0))
-    return [TensorType(ctx.dtype(0), (n,))]
+    if start.dtype != object and limit.dtype != object:
+        n = int(max(np.ceil((limit.item() - start.item()) / delta.item()), 0))
+        return [TensorType(ctx.dtype(0), (n,))]
+    span, step = symbolic.sub(symbolic.canonical(limit.item()), symbolic.canonical(start.item())), int(delta.item())
+    length = symbolic.ceildiv(span, step) if step > 0 else symbolic.ceildiv(symbolic.neg(span), -step)
+    return [TensorType(ctx.dtype(0), (symbolic.maximum(length, 0),))]
+
+
+@register(["RandomNormalLike", "RandomUniformLike"], "movement", flops=_NO_FLOPS)
+def _random_like(ctx: InferContext) -> list[TensorType]:
+    dtype = ctx.attr("dtype")
+    return [TensorType(DType.from_onnx(dtype) if dtype is not None else ctx.dtype(0), ctx.shape(0))]
+
+
+@register(["RandomNormal", "RandomUniform"], "movement", flops=_NO_FLOPS)
+def _random(ctx: InferContext) -> list[TensorType]:
+    return [TensorType(DType.from_onnx(ctx.attr("dtype", DType.FLOAT32.onnx)), tuple(ctx.attr("shape")))]
 
 
 @register(["EyeLike"], "movement", flops=_NO_FLOPS)

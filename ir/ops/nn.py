@@ -18,17 +18,17 @@ def _window_output(ctx: InferContext, spatial, kernel, *, ceil_mode: bool = Fals
     auto_pad = ctx.attr("auto_pad", "NOTSET")
     out = []
     for i, d in enumerate(spatial):
-        if not symbolic.is_int(d):
-            out.append(f"{ctx.node.name}_d{i}")
-            continue
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            out.append(-(-d // strides[i]))
+            out.append(symbolic.ceildiv(d, strides[i]))
             continue
         begin, end = (0, 0) if auto_pad == "VALID" else (pads[i], pads[i + n])
-        span = d + begin + end - dilations[i] * (kernel[i] - 1) - 1
-        if span < 0:
+        span = symbolic.sub(symbolic.add(d, begin + end), dilations[i] * (kernel[i] - 1) + 1)
+        if symbolic.is_int(span) and span < 0:
             ctx.fail(f"window {kernel} does not fit input spatial dims {tuple(spatial)}")
-        out.append((-(-span // strides[i]) if ceil_mode else span // strides[i]) + 1)
+        positions = (symbolic.ceildiv if ceil_mode else symbolic.floordiv)(span, strides[i])
+        if ceil_mode and symbolic.is_int(positions) and positions * strides[i] >= symbolic.add(d, begin):
+            positions -= 1  # the last window may not start in the end padding
+        out.append(symbolic.add(positions, 1))
     return out
 
 

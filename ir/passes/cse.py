@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph
+from .shape_inference import NEVER_EVALUATE
 
 MAX_DEDUP_ELEMENTS = 4096
 """Constants up to this size are compared by content (exporters repeat small ones a lot)."""
@@ -19,6 +20,8 @@ def _hashable(value):
 
 
 def eliminate_common_subexpressions(graph: Graph) -> Graph:
+    """Readers of a duplicate op or small constant read the first copy; duplicate ops are removed,
+    duplicate constants are left for DCE."""
     canonical: dict = {}
     for value in list(graph.initializers()):
         if value.data is not None and value.data.size <= MAX_DEDUP_ELEMENTS and value.name not in graph.outputs:
@@ -27,6 +30,8 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
             if first != value.name:
                 graph.replace_uses(value.name, first)
     for node in graph.nodes:
+        if node.op_type in NEVER_EVALUATE:  # two random draws are not one
+            continue
         key = (node.domain, node.op_type, tuple(node.inputs), len(node.outputs),
                tuple(sorted((k, _hashable(v)) for k, v in node.attrs.items())))
         first = canonical.setdefault(key, node)

@@ -1,21 +1,35 @@
 """Shape and dtype inference with xpuc's own per-op rules (``ir.ops``).
 
-Walks the graph in topological order, asks each op's rule for its output types, and
-evaluates shape arithmetic symbolically so dynamic exports get exact shapes. Types the
-model declares for its outputs are checked against what the graph computes.
+Walks the graph in topological order, asks each op's rule for its output types, and tracks
+the contents of small integer tensors so shape arithmetic (Shape -> Gather -> Concat ->
+Reshape) gives exact shapes. Two sources of contents:
+
+- concrete inputs: the op is evaluated with ``onnx.reference`` (any op, no hand-written
+  interpreter), when its outputs are small;
+- inputs holding dim symbols: the op's ``propagate`` rule computes on symbolic arrays.
+
+Types the model declares for its outputs are checked against what the graph computes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .. import ops
+from .. import ops, symbolic
 from ..errors import ShapeError, XpucError
 from ..graph import Graph, Node
+from ..reference import run_nodes
 from ..types import TensorType
 
 MAX_SYMBOLIC_ELEMENTS = 64
-"""Only small integer tensors (shapes, indices) are evaluated symbolically."""
+"""Only small tensors (shapes, indices, masks of shape values) have their contents tracked."""
+
+MAX_EVALUATED_INPUT_ELEMENTS = 1 << 16
+"""Ops reading bigger constants (weights) are left to their rules, to keep inference cheap."""
+
+NEVER_EVALUATE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                  "Bernoulli"}
+"""Ops whose result is not a function of their inputs."""
 
 
 def infer_shapes(graph: Graph) -> Graph:
@@ -25,7 +39,7 @@ def infer_shapes(graph: Graph) -> Graph:
 
 
 def symbolic_values(graph: Graph) -> dict[str, np.ndarray]:
-    """Infer all types and return the symbolically known contents of small integer values.
+    """Infer all types and return the known contents of small values.
 
     The result maps value names to arrays (object arrays when they hold dim symbols); the
     constant folder turns fully concrete ones into constants.
@@ -35,11 +49,13 @@ def symbolic_values(graph: Graph) -> dict[str, np.ndarray]:
         opdef = ops.lookup(node.op_type, node.domain)
         if opdef is None:
             raise ShapeError(f"{node.name}: no shape rule for op {node.qualified_type}")
-        ctx = ops.InferContext(node, [_input_type(graph, v) for v in node.inputs],
-                               [_input_value(graph, known, v) for v in node.inputs], graph.opset)
+        inputs = [_input_value(graph, known, v) for v in node.inputs]
+        ctx = ops.InferContext(node, [_input_type(graph, v) for v in node.inputs], inputs, graph.opset)
         try:
             out_types = opdef.infer(ctx)
-            out_values = opdef.propagate(ctx) if opdef.propagate else []
+            out_values = _evaluate_small(graph, node, ctx, out_types)
+            if out_values is None:
+                out_values = opdef.propagate(ctx) if opdef.propagate else []
         except XpucError:
             raise
         except Exception as exc:  # a malformed model must give a clear error, not a traceback
@@ -49,6 +65,25 @@ def symbolic_values(graph: Graph) -> dict[str, np.ndarray]:
             if name and value is not None and np.size(value) <= MAX_SYMBOLIC_ELEMENTS:
                 known[name] = _as_array(value)
     return known
+
+
+def _evaluate_small(graph: Graph, node: Node, ctx: ops.InferContext,
+                    out_types: list[TensorType]) -> list[np.ndarray] | None:
+    """Run an op whose inputs are all concrete and whose outputs are small; None if it is not one."""
+    if node.domain or node.op_type in NEVER_EVALUATE or not any(node.outputs):
+        return None
+    present = [i for i, v in enumerate(node.inputs) if v]
+    if any(ctx.values[i] is None or ctx.values[i].size > MAX_EVALUATED_INPUT_ELEMENTS or ctx.types[i].dtype is None
+           or not symbolic.is_concrete(ctx.values[i]) for i in present):
+        return None
+    if any(t.numel is None or t.numel > MAX_SYMBOLIC_ELEMENTS for t in out_types):
+        return None
+    feeds = {node.inputs[i]: np.asarray(ctx.values[i]).astype(ctx.types[i].dtype.numpy) for i in present}
+    try:
+        results = run_nodes([node], feeds, [o for o in node.outputs if o], graph.opset)
+        return [results.get(o) for o in node.outputs]
+    except Exception:  # noqa: BLE001  the reference evaluator lacks some ops and types: fall back to the rules
+        return None
 
 
 def _as_array(value) -> np.ndarray:
