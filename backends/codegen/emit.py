@@ -1,0 +1,314 @@
+"""Builder helpers shared by every lowering rule: types, loops, loads and stores.
+
+A kernel is one LLVM function ``void name(i8** args, i64 begin, i64 end)``: ``args`` holds
+one pointer per buffer it touches, and ``[begin, end)`` is the slice of its parallel outer
+loop this call runs, so the executor can split a kernel across threads.
+
+Values inside a kernel live in a *compute type*: narrow floats (f16, bf16) widen to the
+schedule's compute format on load and round back on store; bool computes as ``i1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+from llvmlite import ir
+
+from ir.dtypes import DType
+from ir.errors import XpucError
+
+I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
+F16, F32, F64 = ir.HalfType(), ir.FloatType(), ir.DoubleType()
+VOID_PTR = I8.as_pointer()
+KERNEL_TYPE = ir.FunctionType(ir.VoidType(), [VOID_PTR.as_pointer(), I64, I64])
+
+STORAGE: dict[DType, ir.Type] = {
+    DType.FLOAT32: F32, DType.FLOAT64: F64, DType.FLOAT16: F16, DType.BFLOAT16: I16,
+    DType.INT8: I8, DType.INT16: I16, DType.INT32: I32, DType.INT64: I64,
+    DType.UINT8: I8, DType.UINT16: I16, DType.UINT32: I32, DType.UINT64: I64, DType.BOOL: I8,
+    DType.FLOAT8E4M3: I8, DType.FLOAT8E5M2: I8,
+}
+"""How each dtype is laid out in memory (bf16 and float8 as their raw bits)."""
+
+
+@dataclass(frozen=True)
+class Float8:
+    """An 8-bit float format: mantissa bits, exponent bias, its largest finite code, the code a
+    non-saturating overflow gives, and whether its top exponent holds inf/NaN as in IEEE
+    (e5m2) or only S.1111.111 is NaN (e4m3fn, which has no infinity)."""
+
+    mantissa: int
+    bias: int
+    max_code: int
+    overflow_code: int
+    ieee: bool
+
+    def largest(self, dtype: DType) -> float:
+        return float(np.array(self.max_code, np.uint8).view(dtype.numpy))
+
+
+FLOAT8 = {DType.FLOAT8E4M3: Float8(3, 7, 0x7E, 0x7F, ieee=False), DType.FLOAT8E5M2: Float8(2, 15, 0x7B, 0x7C, ieee=True)}
+
+UNSIGNED = {DType.UINT8, DType.UINT16, DType.UINT32, DType.UINT64}
+
+
+class CodegenError(XpucError):
+    """A graph cannot be lowered: an op, dtype or attribute combination codegen lacks."""
+
+
+def compute_type(dtype: DType) -> ir.Type:
+    """The type a value of ``dtype`` is computed in."""
+    if dtype is DType.BOOL:
+        return I1
+    if dtype in (DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32) or dtype in FLOAT8:
+        return F32
+    if dtype not in STORAGE:
+        raise CodegenError(f"element type {dtype} is not supported by CPU code generation")
+    return STORAGE[dtype]
+
+
+def is_float(t: ir.Type) -> bool:
+    return isinstance(t, (ir.FloatType, ir.DoubleType, ir.HalfType))
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A tensor in memory as a kernel sees it: which argument, its dtype, shape and strides."""
+
+    arg: int
+    dtype: DType
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+
+    @staticmethod
+    def contiguous(arg: int, dtype: DType, shape: Sequence[int]) -> "Buffer":
+        strides, step = [], 1
+        for d in reversed(shape):
+            strides.append(step)
+            step *= d
+        return Buffer(arg, dtype, tuple(shape), tuple(reversed(strides)))
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+class Kernel:
+    """One function under construction, with loop, index and memory helpers."""
+
+    def __init__(self, module: ir.Module, name: str):
+        self.module = module
+        self.fn = ir.Function(module, KERNEL_TYPE, name)
+        self.fn.args[0].add_attribute("noalias")
+        self.args, self.begin, self.end = self.fn.args
+        self.entry = self.fn.append_basic_block("entry")
+        body = self.fn.append_basic_block("body")
+        self.b = ir.IRBuilder(body)
+        self._ptrs: dict[tuple[int, str], ir.Value] = {}
+        self._entry_builder = ir.IRBuilder(self.entry)
+
+    def finish(self) -> ir.Function:
+        self.b.ret_void()
+        self._entry_builder.branch(self.fn.blocks[1])
+        return self.fn
+
+    # ------------------------------------------------------------- constants
+    @staticmethod
+    def i64(v: int) -> ir.Constant:
+        return ir.Constant(I64, int(v))
+
+    def const(self, t: ir.Type, v) -> ir.Constant:
+        if is_float(t):
+            return ir.Constant(t, float(v))
+        if t == I1:
+            return ir.Constant(I1, int(bool(v)))
+        return ir.Constant(t, int(v))
+
+    # ---------------------------------------------------------------- memory
+    def base(self, buf: Buffer, t: ir.Type | None = None) -> ir.Value:
+        """Typed base pointer of an argument, loaded once in the entry block."""
+        t = t or STORAGE[buf.dtype]
+        key = (buf.arg, str(t))
+        if key not in self._ptrs:
+            e = self._entry_builder
+            raw = e.load(e.gep(self.args, [self.i64(buf.arg)], inbounds=True))
+            self._ptrs[key] = e.bitcast(raw, t.as_pointer())
+        return self._ptrs[key]
+
+    def offset(self, buf: Buffer, idx: Sequence[ir.Value]) -> ir.Value:
+        """Linear element offset of ``idx`` (aligned to the buffer's trailing dims; size-1 dims broadcast)."""
+        idx = list(idx)[len(idx) - len(buf.shape):] if buf.shape else []
+        total = self.i64(0)
+        for i, size, stride in zip(idx, buf.shape, buf.strides):
+            if size != 1 and stride != 0:
+                total = self.b.add(total, self.b.mul(i, self.i64(stride)) if stride != 1 else i)
+        return total
+
+    def addr(self, buf: Buffer, idx: Sequence[ir.Value], t: ir.Type | None = None) -> ir.Value:
+        return self.b.gep(self.base(buf, t), [self.offset(buf, idx)], inbounds=True)
+
+    def load(self, buf: Buffer, idx: Sequence[ir.Value]) -> ir.Value:
+        return self.widen(self.b.load(self.addr(buf, idx)), buf.dtype)
+
+    def store(self, buf: Buffer, idx: Sequence[ir.Value], value: ir.Value) -> None:
+        self.b.store(self.narrow(value, buf.dtype), self.addr(buf, idx))
+
+    def widen(self, raw: ir.Value, dtype: DType) -> ir.Value:
+        """Storage -> compute type (works on scalars and vectors)."""
+        b = self.b
+        vec = raw.type.count if isinstance(raw.type, ir.VectorType) else None
+        shaped = (lambda t: ir.VectorType(t, vec)) if vec else (lambda t: t)
+        if dtype is DType.FLOAT16:
+            return b.fpext(raw, shaped(F32))
+        if dtype is DType.BFLOAT16:
+            bits = b.shl(b.zext(raw, shaped(I32)), ir.Constant(shaped(I32), 16))
+            return b.bitcast(bits, shaped(F32))
+        if dtype is DType.BOOL:
+            return b.icmp_unsigned("!=", raw, ir.Constant(shaped(I8), 0))
+        if dtype in FLOAT8:
+            if vec:
+                raise CodegenError(f"vectorized {dtype} loads are not supported by CPU code generation")
+            return self._from_float8(raw, FLOAT8[dtype])
+        return raw
+
+    def narrow(self, value: ir.Value, dtype: DType) -> ir.Value:
+        """Compute -> storage type: round f32 to f16 / bf16 (nearest even, NaN kept), bool to a byte."""
+        b = self.b
+        if dtype is DType.FLOAT16:
+            return b.fptrunc(value, F16)
+        if dtype is DType.BFLOAT16:
+            bits = b.bitcast(value, I32)
+            lsb = b.and_(b.lshr(bits, self.const(I32, 16)), self.const(I32, 1))
+            rounded = b.lshr(b.add(bits, b.add(lsb, self.const(I32, 0x7FFF))), self.const(I32, 16))
+            quiet = b.or_(b.lshr(bits, self.const(I32, 16)), self.const(I32, 0x40))
+            isnan = b.fcmp_unordered("uno", value, value)
+            return b.trunc(b.select(isnan, quiet, rounded), I16)
+        if dtype is DType.BOOL:
+            return b.zext(value, I8)
+        if dtype in FLOAT8:
+            return self._to_float8(value, FLOAT8[dtype])
+        return value
+
+    def _from_float8(self, raw: ir.Value, f: Float8) -> ir.Value:
+        """Decode a float8 code: normals rebias into f32 bits, subnormals are mantissa * 2**min_exponent."""
+        b, c = self.b, (lambda v: self.const(I32, v))
+        code = b.zext(raw, I32)
+        top = (1 << (7 - f.mantissa)) - 1
+        e = b.and_(b.lshr(code, c(f.mantissa)), c(top))
+        m = b.and_(code, c((1 << f.mantissa) - 1))
+        m_bits = b.shl(m, c(23 - f.mantissa))
+        normal = b.bitcast(b.or_(b.shl(b.add(e, c(127 - f.bias)), c(23)), m_bits), F32)
+        tiny = b.fmul(b.uitofp(m, F32), self.const(F32, 2.0 ** (1 - f.bias - f.mantissa)))
+        value = b.select(b.icmp_unsigned("==", e, c(0)), tiny, normal)
+        if f.ieee:
+            special, special_value = b.icmp_unsigned("==", e, c(top)), b.bitcast(b.or_(c(0x7F800000), m_bits), F32)
+        else:
+            special, special_value = b.icmp_unsigned("==", b.and_(code, c(0x7F)), c(0x7F)), self.const(F32, math.nan)
+        value = b.bitcast(b.select(special, special_value, value), I32)
+        return b.bitcast(b.or_(value, b.shl(b.and_(code, c(0x80)), c(24))), F32)
+
+    def _to_float8(self, x: ir.Value, f: Float8) -> ir.Value:
+        """Round f32 to the nearest float8 code, ties to even; past the largest finite value it
+        overflows as IEEE does (callers that saturate clamp first).
+
+        With ``e`` the binary exponent of ``|x|`` raised to the smallest normal exponent,
+        ``q = roundeven(|x| * 2**(mantissa - e))`` counts ulps, and the code is
+        ``(e + bias - 1) << mantissa`` plus ``q``: subnormals, normals and a round-up into the
+        next binade all come out right from that one sum.
+        """
+        b = self.b
+        bits = b.bitcast(x, I32)
+        sign = b.trunc(b.lshr(bits, self.const(I32, 24)), I8)
+        sign = b.and_(sign, self.const(I8, 0x80))
+        ceiling = float(2.0 ** (f.max_code >> f.mantissa) * 2 ** (2 - f.bias))  # beyond any finite code
+        a = self.intrinsic("llvm.minnum", [self.intrinsic("llvm.fabs", [x]), self.const(F32, ceiling)])
+        exponent = b.sub(b.lshr(b.bitcast(a, I32), self.const(I32, 23)), self.const(I32, 127))
+        smallest = self.const(I32, 1 - f.bias)
+        exponent = b.select(b.icmp_signed("<", exponent, smallest), smallest, exponent)
+        scale = b.bitcast(b.shl(b.sub(self.const(I32, 127 + f.mantissa), exponent), self.const(I32, 23)), F32)
+        q = b.fptoui(self.intrinsic("llvm.roundeven", [b.fmul(a, scale)]), I32)
+        code = b.add(b.shl(b.add(exponent, self.const(I32, f.bias - 1)), self.const(I32, f.mantissa)), q)
+        code = b.select(b.icmp_unsigned(">", code, self.const(I32, f.max_code)), self.const(I32, f.overflow_code), code)
+        code = b.select(b.fcmp_unordered("uno", x, x), self.const(I32, 0x7F), code)
+        return b.or_(b.trunc(code, I8), sign)
+
+    # ----------------------------------------------------------------- loops
+    @contextlib.contextmanager
+    def loop(self, start, stop, step: int = 1, name: str = "i") -> Iterator[ir.Value]:
+        """``for (i = start; i < stop; i += step)``; start/stop are ints or i64 values."""
+        b = self.b
+        start = self.i64(start) if isinstance(start, int) else start
+        stop = self.i64(stop) if isinstance(stop, int) else stop
+        pre = b.block
+        head = b.append_basic_block(f"{name}.head")
+        body = b.append_basic_block(f"{name}.body")
+        exit_ = b.append_basic_block(f"{name}.exit")
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64, name)
+        i.add_incoming(start, pre)
+        b.cbranch(b.icmp_signed("<", i, stop), body, exit_)
+        b.position_at_end(body)
+        yield i
+        nxt = b.add(i, self.i64(step), flags=["nsw"])
+        i.add_incoming(nxt, b.block)
+        b.branch(head)
+        b.position_at_end(exit_)
+
+    @contextlib.contextmanager
+    def nest(self, shape: Sequence[int], name: str = "d") -> Iterator[list[ir.Value]]:
+        """Loops over every index of ``shape`` (row-major, last dim innermost)."""
+        with contextlib.ExitStack() as stack:
+            yield [stack.enter_context(self.loop(0, n, name=f"{name}{k}")) for k, n in enumerate(shape)]
+
+    @contextlib.contextmanager
+    def parallel_rows(self, shape: Sequence[int], inner: int = 1) -> Iterator[list[ir.Value]]:
+        """The standard parallel loop: ``[begin, end)`` over the product of all dims but the last
+        ``inner`` ones, delinearized into indices; the trailing dims loop inside. Extent:
+        :func:`row_extent`."""
+        outer, rest = list(shape[:len(shape) - inner]), list(shape[len(shape) - inner:])
+        with self.loop(self.begin, self.end, name="row") as row:
+            idx = self.delinearize(row, outer)
+            with self.nest(rest, name="c") as inner_idx:
+                yield idx + inner_idx
+
+    def delinearize(self, flat: ir.Value, shape: Sequence[int]) -> list[ir.Value]:
+        idx = []
+        for k, n in enumerate(shape):
+            below = math.prod(shape[k + 1:])
+            q = self.b.udiv(flat, self.i64(below)) if below != 1 else flat
+            idx.append(self.b.urem(q, self.i64(n)) if k else q)
+        return idx
+
+    # ------------------------------------------------------------- intrinsics
+    def intrinsic(self, name: str, args: Sequence[ir.Value]) -> ir.Value:
+        """An LLVM intrinsic whose result has its operands' type (``llvm.fma.v8f32`` ...)."""
+        t = args[0].type
+        suffix = f"v{t.count}{_suffix(t.element)}" if isinstance(t, ir.VectorType) else _suffix(t)
+        symbol = f"{name}.{suffix}"
+        fn = self.module.globals.get(symbol) or ir.Function(self.module, ir.FunctionType(t, [t] * len(args)), symbol)
+        return self.b.call(fn, list(args))
+
+    def libm(self, name: str, args: Sequence[ir.Value]) -> ir.Value:
+        """A C math-library call (``tanhf``, ``erff``): compute type f32 gets the ``f`` suffix."""
+        t = args[0].type
+        symbol = name + ("f" if t == F32 else "")
+        fn = self.module.globals.get(symbol) or ir.Function(self.module, ir.FunctionType(t, [t] * len(args)), symbol)
+        return self.b.call(fn, list(args))
+
+    def alloca(self, t: ir.Type, count: int) -> ir.Value:
+        """Scratch memory for one call (allocated once, in the entry block)."""
+        return self._entry_builder.alloca(t, size=self.i64(count))
+
+
+def _suffix(t: ir.Type) -> str:
+    return {F16: "f16", F32: "f32", F64: "f64"}.get(t) or f"i{t.width}"
+
+
+def row_extent(shape: Sequence[int], inner: int = 1) -> int:
+    """Number of parallel iterations of :meth:`Kernel.parallel_rows`."""
+    return math.prod(shape[:len(shape) - inner]) if len(shape) > inner else 1

@@ -1,0 +1,104 @@
+"""Run compiled kernels in order over statically planned buffers.
+
+Every value a kernel touches resolves to storage: a graph input, a constant, an output
+array of this run, or a slot in the arena (aliases such as Reshape share their source's
+storage). Kernels whose parallel loop has more than one iteration and enough work are
+split into ``[begin, end)`` chunks on a thread pool; ctypes releases the GIL for the call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from backends.codegen import Lowered
+from ir.graph import Graph
+
+from .jit import Library
+from .memory_plan import MemoryPlan, plan_memory
+
+KERNEL_CFUNC = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64, ctypes.c_int64)
+
+
+class Executor:
+    def __init__(self, graph: Graph, lowered: Lowered, library: Library, *, threads: int, min_parallel_work: int):
+        self.graph, self.lowered, self.library = graph, lowered, library
+        self.threads = max(1, threads)
+        self.min_parallel_work = min_parallel_work
+        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.kernels = [(KERNEL_CFUNC(library.address(k.name)), k) for k in lowered.kernels]
+        self.constants = {name: np.ascontiguousarray(v.data) for name, v in graph.values.items()
+                          if v.const and v.data is not None}
+        self.constants.update(lowered.constants)
+        self._output_roots = {self.root(o) for o in graph.outputs}
+        self.plan = self._plan()
+
+    def root(self, name: str) -> str:
+        while name in self.lowered.aliases:
+            name = self.lowered.aliases[name]
+        return name
+
+    def _external(self, root: str) -> bool:
+        return root in self.graph.inputs or root in self.constants or root in self._output_roots
+
+    def _plan(self) -> MemoryPlan:
+        lifetimes: dict[str, list[int]] = {}
+        for i, (_, spec) in enumerate(self.kernels):
+            for name in spec.args:
+                root = self.root(name)
+                if not self._external(root):
+                    span = lifetimes.setdefault(root, [i, i])
+                    span[0], span[1] = min(span[0], i), max(span[1], i)
+        sizes = {name: self._nbytes(name) for name in lifetimes}
+        return plan_memory(sizes, {n: (s, e) for n, (s, e) in lifetimes.items()})
+
+    def _nbytes(self, name: str) -> int:
+        t = self.graph.type_of(name)
+        return math.ceil(math.prod(t.shape) * t.dtype.itemsize)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Feeds are already validated: C-contiguous, aligned, of the bound dtypes and shapes."""
+        arena = np.empty(max(self.plan.peak_bytes, 1), dtype=np.uint8)
+        base = arena.ctypes.data
+        outputs = {root: np.empty(self.graph.type_of(root).shape, self.graph.type_of(root).dtype.numpy)
+                   for root in self._output_roots if root not in feeds and root not in self.constants}
+        keep = [arena]
+        addresses: dict[str, int] = {}
+        for table in (feeds, self.constants, outputs):
+            for name, array in table.items():
+                addresses[name] = array.ctypes.data if array.size else arena.ctypes.data
+        for name, offset in self.plan.offsets.items():
+            addresses[name] = base + offset
+        for fn, spec in self.kernels:
+            args = (ctypes.c_void_p * max(len(spec.args), 1))(*[addresses[self.root(a)] for a in spec.args])
+            keep.append(args)
+            self._call(fn, args, spec.extent, spec.work)
+        results, seen = [], set()
+        for name in self.graph.outputs:
+            root = self.root(name)
+            source = outputs.get(root)
+            if source is None:
+                source = feeds[root] if root in feeds else self.constants[root]
+            array = source.reshape(self.graph.type_of(name).shape)
+            results.append(array.copy() if root in seen or source is not outputs.get(root) else array)
+            seen.add(root)
+        return results
+
+    def _call(self, fn, args, extent: int, work: int) -> None:
+        if extent <= 0:
+            return
+        chunks = min(self.threads, extent) if self._pool and work >= self.min_parallel_work else 1
+        if chunks == 1:
+            fn(args, 0, extent)
+            return
+        bounds = [extent * c // chunks for c in range(chunks + 1)]
+        futures = [self._pool.submit(fn, args, lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+        for f in futures:
+            f.result()
+
+    def close(self) -> None:
+        if self._pool:
+            self._pool.shutdown(wait=False)
