@@ -15,6 +15,8 @@ from . import __version__
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "tiny-llama.onnx"
 """The bundled model that commands use when none is given: a 2-layer Llama-architecture export."""
+DEFAULT_INPUT_SHAPES = {"input_ids": "1x128"}
+"""Input shapes for the bundled model when none are given: one sequence of 128 tokens."""
 
 
 def _input_shape(text: str) -> tuple[str, str]:
@@ -22,6 +24,13 @@ def _input_shape(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=DIMS such as input_ids=1x128, got {text!r}")
     return name, shape
+
+
+def _input_file(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE.npy such as input_ids=ids.npy, got {text!r}")
+    return name, path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,14 +61,24 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--json", metavar="FILE", help="write the schedule as JSON (schema: backends/report.py)")
     sched.add_argument("--trace", metavar="FILE", help="write a Chrome trace (open in ui.perfetto.dev)")
     sched.add_argument("--limit", type=int, default=40, help="show at most this many op rows (0: all)")
-    for sub in (imp, targets, sched):
+    run = commands.add_parser("run", help="compile a model for this CPU, run it, and summarize the outputs")
+    run.add_argument("model", nargs="?", default=str(DEFAULT_MODEL), help="ONNX file (default: the bundled tiny Llama)")
+    run.add_argument("--input", action="append", type=_input_file, default=[], metavar="NAME=FILE.npy",
+                     help="feed an input from a .npy file (repeatable)")
+    run.add_argument("--random", action="store_true", help="feed inputs not given by --input with random values")
+    run.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
+    run.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=DIMS",
+                     help="bind an input's shape, e.g. input_ids=1x128 (repeatable)")
+    run.add_argument("--target", default="cpu", help="where to run (default: cpu, the only one)")
+    run.add_argument("-o", "--output-dir", metavar="OUTDIR", help="save each output as OUTDIR/<name>.npy")
+    for sub in (imp, targets, sched, run):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", default=str(DEFAULT_MODEL),
-                        help="ONNX file (default: the bundled tiny Llama)")
+                        help="ONNX file (default: the bundled tiny Llama, with input_ids=1x128)")
     parser.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=DIMS",
                         help="bind an input's shape, e.g. input_ids=1x128 (repeatable)")
     parser.add_argument("--no-weights", action="store_true", help="read shapes and dtypes only; skip weight data")
@@ -68,7 +87,10 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 def _load(args):
     from frontends import onnx as onnx_frontend
 
-    return onnx_frontend.load(args.model, input_shapes=dict(args.input_shape), weights=not args.no_weights)
+    shapes = dict(args.input_shape)
+    if not shapes and Path(args.model) == DEFAULT_MODEL:
+        shapes = DEFAULT_INPUT_SHAPES
+    return onnx_frontend.load(args.model, input_shapes=shapes, weights=not args.no_weights)
 
 
 def _cmd_import(args) -> int:
@@ -133,7 +155,24 @@ def _cmd_schedule(args) -> int:
     return 0
 
 
-COMMANDS = {"import": _cmd_import, "targets": _cmd_targets, "schedule": _cmd_schedule}
+def _cmd_run(args) -> int:
+    import runtime
+    from runtime import feeds as io
+
+    compiled = runtime.compile(args.model, args.target, input_shapes=dict(args.input_shape))
+    feeds = io.load_feeds(dict(args.input))
+    if args.random:
+        feeds = io.random_feeds(compiled, feeds, seed=args.seed)
+    outputs = compiled.run(feeds)
+    for name, array in zip(compiled.output_names, outputs):
+        print(io.describe(name, array))
+    if args.output_dir:
+        paths = io.save_outputs(args.output_dir, compiled.output_names, outputs)
+        print(f"saved {len(paths)} output(s) to {args.output_dir}")
+    return 0
+
+
+COMMANDS = {"import": _cmd_import, "targets": _cmd_targets, "schedule": _cmd_schedule, "run": _cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:
