@@ -121,11 +121,42 @@ def _canonicalize(proto: onnx.ModelProto) -> onnx.ModelProto:
     if _default_opset(proto) < CANONICAL_OPSET:
         _check_supported(proto)
         try:
-            proto = onnx.version_converter.convert_version(proto, CANONICAL_OPSET)
+            proto = _convert_without_payloads(proto)
         except Exception as exc:  # onnx raises several types; the message says which adapter failed
             raise ModelLoadError(f"cannot upgrade the model from opset {_default_opset(proto)} to "
                                  f"{CANONICAL_OPSET}: {exc}") from None
     return proto
+
+
+DETACHED = "xpuc-detached-payload"
+"""Marks initializers whose bytes stay out of the version converter."""
+
+
+def _convert_without_payloads(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``onnx.version_converter`` serializes and copies every weight byte (13 s for GPT-2 small)
+    although its adapters only read small constants: large payloads travel as external-data
+    stubs and are put back, by name, into both the converted and the caller's model."""
+    payloads = {}
+    for tensor in proto.graph.initializer:
+        if len(tensor.raw_data) > SMALL_TENSOR_BYTES and not external_data_helper.uses_external_data(tensor):
+            payloads[tensor.name] = tensor.raw_data
+            tensor.ClearField("raw_data")
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            tensor.external_data.add(key="location", value=DETACHED)
+    try:
+        converted = onnx.version_converter.convert_version(proto, CANONICAL_OPSET)
+    finally:
+        _reattach(proto, payloads)
+    _reattach(converted, payloads)
+    return converted
+
+
+def _reattach(proto: onnx.ModelProto, payloads: dict[str, bytes]) -> None:
+    for tensor in proto.graph.initializer:
+        if tensor.name in payloads and any(e.value == DETACHED for e in tensor.external_data):
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            tensor.raw_data = payloads[tensor.name]
 
 
 def _check_supported(proto: onnx.ModelProto) -> None:

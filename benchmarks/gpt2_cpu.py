@@ -1,0 +1,134 @@
+"""GPT-2-small-shaped model on the CPU: xpuc vs onnxruntime with the same thread count.
+
+Reports, never asserts:
+- end-to-end latency of ``CompiledModel.run`` over onnxruntime's (goal <= 2),
+- the kernels that dominate a run (each kernel timed by wrapping the executor's dispatch),
+- compile time cold (fresh cache dir) and warm (same dir, new process state), split into
+  import + optimize, lowering to LLVM IR, and LLVM optimization + codegen (goal: warm < 1 s),
+- peak arena bytes of the executor's memory plan vs the sum of all intermediates, for this
+  model and for the largest light CNN shipped with onnx.
+
+    python benchmarks/gpt2_cpu.py [--threads N] [--layers 12] [--seq 128] [--top 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import runtime  # noqa: E402
+from backends.codegen import host_schedule, lower  # noqa: E402
+from frontends import onnx as onnx_frontend  # noqa: E402
+from gpt2_model import gpt2_onnx  # noqa: E402
+from ir.passes import optimize  # noqa: E402
+from machine import best_seconds, describe  # noqa: E402
+from runtime.jit import compile_module  # noqa: E402
+
+
+def compile_phases(path: str, cache_dir: str) -> dict[str, float]:
+    """What ``runtime.compile`` does, phase by phase, with ``cache_dir`` as the object cache."""
+    os.environ["XPUC_CACHE_DIR"] = cache_dir
+    times = {}
+    start = time.perf_counter()
+    graph = optimize(onnx_frontend.load(path))
+    times["import+optimize"] = time.perf_counter() - start
+    start = time.perf_counter()
+    lowered = lower(graph, host_schedule())
+    times["lower (LLVM IR)"] = time.perf_counter() - start
+    library = compile_module(lowered.module)
+    times["llvm opt+codegen" + (" (cache hit)" if library.cached else "")] = library.seconds
+    times["total"] = sum(times.values())
+    return times
+
+
+def kernel_profile(compiled, feeds, runs: int = 3) -> list[tuple[float, str]]:
+    """Seconds per kernel over ``runs`` runs, by wrapping the executor's per-kernel dispatch."""
+    executor = compiled._last
+    specs = {id(fn): spec for fn, spec in executor.kernels}
+    seconds: collections.Counter = collections.Counter()
+    dispatch = executor._call
+
+    def timed(fn, args, extent, work):
+        start = time.perf_counter()
+        dispatch(fn, args, extent, work)
+        spec = specs[id(fn)]
+        seconds[f"{spec.name} ({', '.join(spec.ops[:3])}{' ...' if len(spec.ops) > 3 else ''})"] += \
+            time.perf_counter() - start
+
+    executor._call = timed
+    try:
+        for _ in range(runs):
+            compiled.run(feeds)
+    finally:
+        del executor._call
+    return sorted(((s / runs, name) for name, s in seconds.items()), reverse=True)
+
+
+def by_op_type(profile) -> dict[str, float]:
+    kinds: collections.Counter = collections.Counter()
+    for seconds, name in profile:
+        kinds[name.split("_", 1)[1].split(" ")[0]] += seconds
+    return dict(kinds.most_common())
+
+
+def memory_line(label: str, compiled) -> str:
+    peak, total = compiled.peak_bytes, compiled.intermediate_bytes
+    return (f"{label}: plan peak {peak / 2**20:.1f} MiB, all intermediates {total / 2**20:.1f} MiB, "
+            f"ratio {peak / total:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--top", type=int, default=12)
+    args = parser.parse_args()
+    print(f"{describe()}; {args.threads} threads; GPT-2 small shape, {args.layers} layers, seq {args.seq}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "gpt2.onnx")
+        onnx.save(gpt2_onnx(layers=args.layers, seq=args.seq), path)
+        cache = os.path.join(tmp, "cache")
+        for label in ("cold", "warm"):
+            phases = compile_phases(path, cache)
+            print(f"compile {label}: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
+        compiled = runtime.compile(path, threads=args.threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        feeds = {"input_ids": np.random.default_rng(0).integers(0, 50257, (1, args.seq), dtype=np.int64)}
+        ours, ref = compiled.run(feeds)[0], session.run(None, feeds)[0]
+        print(f"max |xpuc - onnxruntime| = {np.abs(ours - ref).max():.2e}")
+        t_ours = best_seconds(lambda: compiled.run(feeds), repeat=5)
+        t_ref = best_seconds(lambda: session.run(None, feeds), repeat=5)
+        print(f"latency: xpuc {t_ours * 1e3:.1f} ms, onnxruntime {t_ref * 1e3:.1f} ms, "
+              f"ratio {t_ours / t_ref:.2f} (goal <= 2)")
+        profile = kernel_profile(compiled, feeds)
+        total = sum(s for s, _ in profile)
+        print(f"kernels: {len(profile)}, {total * 1e3:.1f} ms summed; by op type:")
+        for kind, seconds in by_op_type(profile).items():
+            print(f"  {kind:24} {seconds * 1e3:8.1f} ms {seconds / total:6.1%}")
+        print(f"top {args.top} kernels:")
+        for seconds, name in profile[:args.top]:
+            print(f"  {seconds * 1e3:8.2f} ms  {name}")
+        print(memory_line("memory gpt2", compiled))
+    cnns = sorted(glob.glob(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light/*.onnx")),
+                  key=os.path.getsize)
+    if cnns:
+        print(memory_line(f"memory {Path(cnns[-1]).stem}", runtime.compile(cnns[-1], threads=args.threads)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The packed-panel MatMul kernel at its edges: ragged row blocks, column blocks and panels,
+B packed at compile time vs inside the kernel, batched and broadcast B, narrow floats, and
+a non-default schedule. Every case is checked against onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import runtime
+from backends.codegen import CpuSchedule, host_schedule
+from conftest import ort_session
+
+RNG = np.random.default_rng(1)
+SMALL = CpuSchedule(vector_width=host_schedule().vector_width, mr=3, nr_vectors=1, mc=6, nc=24)
+
+
+def matmul_model(a_shape, b_shape, dtype, weight=None):
+    inputs = [helper.make_tensor_value_info("a", dtype, a_shape)]
+    if weight is None:
+        inputs.append(helper.make_tensor_value_info("b", dtype, b_shape))
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "mm", inputs,
+                              [helper.make_tensor_value_info("y", dtype, None)],
+                              [] if weight is None else [numpy_helper.from_array(weight, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)], ir_version=10)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XPUC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("schedule", [None, SMALL], ids=["host", "small"])
+@pytest.mark.parametrize("constant", [False, True], ids=["b_input", "b_constant"])
+@pytest.mark.parametrize("a_shape,b_shape", [((150, 70), (70, 300)), ((1, 64), (64, 40)), ((2, 13, 9), (9, 35)),
+                                             ((2, 3, 7, 20), (3, 20, 18)), ((2, 5, 16), (1, 16, 16)),
+                                             ((1, 48), (48, 150)), ((2, 2, 30), (2, 30, 100))])
+def test_matmul_matches_onnxruntime(a_shape, b_shape, constant, schedule):
+    a = RNG.standard_normal(a_shape, np.float32)
+    b = RNG.standard_normal(b_shape, np.float32)
+    m = matmul_model(a_shape, b_shape, TensorProto.FLOAT, b if constant else None)
+    feeds = {"a": a} if constant else {"a": a, "b": b}
+    ours = runtime.compile(m, schedule=schedule).run(feeds)[0]
+    np.testing.assert_allclose(ours, ort_session(m).run(None, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("constant", [False, True], ids=["b_input", "b_constant"])
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT16, TensorProto.BFLOAT16], ids=["f16", "bf16"])
+def test_narrow_float_matmul_widens_to_float32(dtype, constant):
+    """onnxruntime has no bfloat16 MatMul on the CPU, so the reference is numpy in float32."""
+    storage = helper.tensor_dtype_to_np_dtype(dtype)
+    a = RNG.standard_normal((20, 33)).astype(storage)
+    b = RNG.standard_normal((33, 41)).astype(storage)
+    m = matmul_model(a.shape, b.shape, dtype, b if constant else None)
+    feeds = {"a": a} if constant else {"a": a, "b": b}
+    ours = runtime.compile(m).run(feeds)[0]
+    assert ours.dtype == storage
+    expected = a.astype(np.float32) @ b.astype(np.float32)
+    np.testing.assert_allclose(ours.astype(np.float32), expected, rtol=2e-2, atol=2e-2)
