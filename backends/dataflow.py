@@ -10,25 +10,31 @@ the same order and times. A matrix engine with an ``array`` shape pads K and N t
 
 from __future__ import annotations
 
-import math
-
 from .roofline import slowest, streaming_bytes
 from .schedule import Cost
 from .target import Engine, Target
+from .tiles import GemmCounts, Tiling, dense_counts, skipped_flops
 from .work import Gemm, OpWork
 
 shared_stream = False
 
 
-def op_cost(work: OpWork, engine: Engine, fmt: str, target: Target) -> Cost:
-    flops = work.flops
+def op_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
+    """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense."""
+    flops = padded = work.flops
     if engine.role == "matrix" and work.gemms and engine.array:
-        flops = max(flops, sum(_padded_flops(g, engine) for g in work.gemms))
+        counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
+        flops -= skipped_flops(work.gemms, counts)
+        padded = max(flops, sum(c.work for c in counts))
     sizes = streaming_bytes(work, target)
-    busy, bound = slowest(flops / (engine.peak(fmt) * engine.efficiency), sizes, target)
-    return Cost(target.outer.latency_s + busy, sizes, bound)
+    busy, bound = slowest(padded / (engine.peak(fmt) * engine.efficiency), sizes, target)
+    return Cost(target.outer.latency_s + busy, sizes, bound, flops=flops)
 
 
-def _padded_flops(g: Gemm, engine: Engine) -> int:
+def tiling(g: Gemm, engine: Engine) -> Tiling | None:
+    """Array-sized blocks of the weights (K rows by N columns) with all of M streaming through;
+    each costs its padded FLOPs. None: an engine without an array has no tiles to count."""
+    if not engine.array:
+        return None
     rows, cols = engine.array
-    return 2 * g.batch * g.m * math.ceil(g.k / rows) * rows * math.ceil(g.n / cols) * cols
+    return Tiling(None, cols, rows, scaled=2 * g.m * rows * cols)

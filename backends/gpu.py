@@ -16,20 +16,25 @@ import math
 
 from ir.dtypes import DType
 
-from .roofline import operand_bytes, reread_bytes, slowest, streaming_bytes
+from .roofline import reread_bytes, slowest, streaming_bytes
 from .schedule import Cost
 from .target import Engine, Target
+from .tiles import GemmCounts, Tiling, dense_counts, rounds_work, skipped_flops
 from .work import Gemm, OpWork
 
 shared_stream = True
 
 
-def op_cost(work: OpWork, engine: Engine, fmt: str, target: Target) -> Cost:
+def op_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
+    """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense."""
     itemsize = DType.from_short(fmt).itemsize
+    flops = work.flops
     if engine.role == "matrix" and work.gemms:
-        compute = max(sum(tile_time(g, engine, fmt) for g in work.gemms), work.flops / engine.peak(fmt))
+        counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
+        flops -= skipped_flops(work.gemms, counts)
+        compute = max(sum(tile_time(c, engine, fmt) for c in counts), flops / engine.peak(fmt))
         l2, hbm = target.memory[-2], target.outer
-        on_chip = sum(_tile_traffic(g, engine, itemsize) for g in work.gemms)
+        on_chip = sum(c.elements for c in counts) * itemsize
         sizes = {m.name: on_chip for m in target.memory[:-1]}
         sizes[hbm.name] = work.io_bytes + reread_bytes(work, itemsize, l2.capacity_bytes / 2)
         footprint = {target.memory[0].name: _tile_footprint(work.gemms, engine, itemsize),
@@ -39,23 +44,20 @@ def op_cost(work: OpWork, engine: Engine, fmt: str, target: Target) -> Cost:
         sizes, footprint = streaming_bytes(work, target), {}
     busy, bound = slowest(compute, sizes, target)
     launch = target.launch_overhead_s
-    return Cost(busy + launch, sizes, "launch" if launch > busy else bound, footprint)
+    return Cost(busy + launch, sizes, "launch" if launch > busy else bound, footprint, flops)
 
 
-def tile_time(g: Gemm, engine: Engine, fmt: str) -> float:
-    """Seconds for one product: waves of padded thread-block tiles, one tile per SM at a time."""
+def tiling(g: Gemm, engine: Engine) -> Tiling:
+    """Thread-block tiles over all of K; each costs its padded FLOPs (K rounded up to the K step).
+    Summed over tiles, their A, B and C slices are the L2 -> shared-memory traffic: A once per
+    column of tiles, B once per row of tiles, C once."""
     tm, tn, tk = engine.tile
-    tiles = g.batch * math.ceil(g.m / tm) * math.ceil(g.n / tn)
-    waves = math.ceil(tiles / engine.count)
-    flops_per_tile = 2 * tm * tn * math.ceil(g.k / tk) * tk
-    return waves * flops_per_tile / (engine.clock_hz * engine.peak_ops_per_cycle[fmt] * engine.efficiency)
+    return Tiling(tm, tn, None, scaled=2 * tm * tn * math.ceil(g.k / tk) * tk)
 
 
-def _tile_traffic(g: Gemm, engine: Engine, itemsize: float) -> float:
-    """L2 -> shared-memory bytes: A once per column of tiles, B once per row of tiles, C once."""
-    tm, tn, _ = engine.tile
-    a, b, c = operand_bytes(g, itemsize)
-    return a * math.ceil(g.n / tn) + b * math.ceil(g.m / tm) + c
+def tile_time(c: GemmCounts, engine: Engine, fmt: str) -> float:
+    """Seconds for one product: waves of tiles, one tile per SM at a time."""
+    return rounds_work(c, engine.count) / (engine.clock_hz * engine.peak_ops_per_cycle[fmt] * engine.efficiency)
 
 
 def _tile_footprint(gemms: list[Gemm], engine: Engine, itemsize: float) -> float:

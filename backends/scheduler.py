@@ -24,19 +24,23 @@ from . import dataflow, gpu, systolic
 from .placement import Placement, place, shard
 from .schedule import OpSchedule, Schedule, finish
 from .target import Engine, Target
+from .tiles import GemmCounts
 from .work import OpWork, graph_work, live_bytes, value_bytes
 
 FAMILY_MODELS = {"gpu": gpu, "systolic": systolic, "sram-dataflow": dataflow}
 
 
-def schedule(graph: Graph, target: Target) -> Schedule:
-    """Predict when and where every op of ``graph`` runs on ``target``, and what it costs."""
+def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] | None = None) -> Schedule:
+    """Predict when and where every op of ``graph`` runs on ``target``, and what it costs.
+
+    counts: matrix ops' tile counts measured by generated code, by op name (``backends.tiles``);
+    ops without them (and slices of split ops) are costed with dense weights."""
     model = FAMILY_MODELS[target.family]
     sizes = value_bytes(graph)
     works = graph_work(graph, sizes)
     live = live_bytes(graph, works, sizes)
     placements, chips = place(works, target, reserve=max(live, default=0))
-    builder = _Timeline(sizes, target, model)
+    builder = _Timeline(sizes, target, model, counts or {})
     for work, p in zip(works, placements):
         if work.free:
             builder.alias(work)
@@ -48,8 +52,8 @@ def schedule(graph: Graph, target: Target) -> Schedule:
 
 
 class _Timeline:
-    def __init__(self, sizes: dict[str, int], target: Target, model):
-        self.sizes, self.target, self.model = sizes, target, model
+    def __init__(self, sizes: dict[str, int], target: Target, model, counts: dict[str, list[GemmCounts]]):
+        self.sizes, self.target, self.model, self.counts = sizes, target, model, counts
         self.records: list[OpSchedule] = []
         self.free: dict[tuple[int, str], float] = defaultdict(float)
         self.ready: dict[str, tuple[int | None, float]] = {}
@@ -67,7 +71,7 @@ class _Timeline:
         done = 0.0
         for i, (chip, fraction) in enumerate(p.pieces):
             piece = shard(work, fraction)
-            cost = self.model.op_cost(piece, p.engine, p.fmt, self.target)
+            cost = self.model.op_cost(piece, p.engine, p.fmt, self.target, None if split else self.counts.get(work.name))
             for level, size in cost.footprint.items():
                 self.footprint[level] = max(self.footprint[level], size)
             name = f"{work.name}[{i}]" if split else work.name

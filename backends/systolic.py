@@ -10,7 +10,8 @@ Which dimensions fold and which stream depends on the stationary operand:
 
 Cycles = ceil(batch * folds / arrays) * (streamed + R + C - 2) - 1. For os on one 128x128
 array this reproduces every SCALE-Sim count in shared/calibration/scalesim_os_128x128.csv
-exactly (consecutive folds overlap by one cycle: the -1). Operands come from an on-chip
+exactly (consecutive folds overlap by one cycle: the -1). Folds are the tiles of
+``backends.tiles``; with ``zero_skipping`` a fold's streamed part shrinks with its zero weights. Operands come from an on-chip
 buffer, filled from HBM by double-buffered DMA, so only the first tile's load is exposed;
 panels are re-read from HBM when both operands do not fit half the buffer. Other ops run
 on the vector unit, streaming through the buffer; so does fused attention's softmax, as a
@@ -27,43 +28,44 @@ from ir.dtypes import DType
 from .roofline import operand_bytes, reread_bytes, slowest, streaming_bytes
 from .schedule import Companion, Cost
 from .target import Engine, Target
+from .tiles import GemmCounts, Tiling, dense_counts, rounds_work, skipped_flops
 from .work import Gemm, OpWork
 
 shared_stream = False
 _SOFTMAX_FAMILY = ops.lookup("Softmax").family
 
-_FOLDS = {
-    "os": lambda g, r, c: (math.ceil(g.m / r) * math.ceil(g.n / c), g.k),
-    "ws": lambda g, r, c: (math.ceil(g.k / r) * math.ceil(g.n / c), g.m),
-    "is": lambda g, r, c: (math.ceil(g.k / r) * math.ceil(g.m / c), g.n),
+_TILES = {
+    "os": lambda g, r, c: ((r, c, None), g.k),
+    "ws": lambda g, r, c: ((None, c, r), g.m),
+    "is": lambda g, r, c: ((c, None, r), g.n),
 }
-"""dataflow -> (folds, streamed length) of one product on an r x c array."""
-
-_FEEDS = {
-    "os": lambda g, r, c: (math.ceil(g.n / c), math.ceil(g.m / r), 1),
-    "ws": lambda g, r, c: (math.ceil(g.n / c), 1, math.ceil(g.k / r)),
-    "is": lambda g, r, c: (1, math.ceil(g.m / c), math.ceil(g.k / r)),
-}
-"""dataflow -> how many times A, B and C cross between buffer and array (the stationary one once)."""
+"""dataflow -> (the fold's (tm, tn, tk) on an r x c array, the streamed length)."""
 
 
-def gemm_cycles(g: Gemm, engine: Engine) -> int:
+def tiling(g: Gemm, engine: Engine) -> Tiling:
+    """Folds: the streamed length shrinks with skipped zeros, the fill and drain do not."""
     rows, cols = engine.array
-    folds, streamed = _FOLDS[engine.dataflow](g, rows, cols)
-    rounds = math.ceil(g.batch * folds / engine.count)
-    return rounds * (streamed + rows + cols - 2) - 1
+    (tm, tn, tk), streamed = _TILES[engine.dataflow](g, rows, cols)
+    return Tiling(tm, tn, tk, scaled=streamed, fixed=rows + cols - 2)
 
 
-def op_cost(work: OpWork, engine: Engine, fmt: str, target: Target) -> Cost:
+def gemm_cycles(g: Gemm, engine: Engine, counts: GemmCounts | None = None) -> float:
+    """Rounds of ``count`` folds at a time; consecutive folds overlap by one cycle (the -1)."""
+    return rounds_work(counts or dense_counts(g, tiling(g, engine)), engine.count) - 1
+
+
+def op_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
+    """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense."""
     itemsize = DType.from_short(fmt).itemsize
     buffer, hbm = target.memory[0], target.outer
     first_tile, footprint, flops, companion = 0.0, {}, None, None
     if engine.role == "matrix" and work.gemms:
-        cycles = sum(gemm_cycles(g, engine) for g in work.gemms)
+        counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
+        cycles = sum(gemm_cycles(g, engine, c) for g, c in zip(work.gemms, counts))
         companion = _softmax_on_vector(work, target)
-        flops = work.flops - companion.cost.flops if companion else None  # None: the array does it all
-        compute = max(cycles / engine.clock_hz, (work.flops if flops is None else flops) / engine.peak(fmt))
-        sizes = {m.name: sum(_feed_bytes(g, engine, itemsize) for g in work.gemms) for m in target.memory[:-1]}
+        flops = work.flops - skipped_flops(work.gemms, counts) - (companion.cost.flops if companion else 0)
+        compute = max(cycles / engine.clock_hz, flops / engine.peak(fmt))
+        sizes = {m.name: sum(c.elements for c in counts) * itemsize for m in target.memory[:-1]}
         sizes[hbm.name] = work.io_bytes + reread_bytes(work, itemsize, buffer.capacity_bytes / 2)
         first_tile = min(_tile_bytes(work.gemms[0], engine, itemsize), sizes[hbm.name])
         footprint = {buffer.name: min(buffer.capacity_bytes, 2 * first_tile * engine.count)}
@@ -91,12 +93,6 @@ def _softmax_on_vector(work: OpWork, target: Target) -> Companion | None:
     sizes = {target.memory[0].name: 2 * scores.batch * scores.m * scores.n * DType.from_short(fmt).itemsize}
     busy, bound = slowest(rest / (vector.peak(fmt) * vector.efficiency), sizes, target)
     return Companion("softmax", vector, fmt, Cost(busy, sizes, bound, flops=rest))
-
-
-def _feed_bytes(g: Gemm, engine: Engine, itemsize: float) -> float:
-    rows, cols = engine.array
-    reads = _FEEDS[engine.dataflow](g, rows, cols)
-    return sum(size * times for size, times in zip(operand_bytes(g, itemsize), reads))
 
 
 def _tile_bytes(g: Gemm, engine: Engine, itemsize: float) -> float:

@@ -51,6 +51,8 @@ class Engine:
         (e.g. f32 matmuls run as bf16 on a TPU's MXU).
     array: rows x columns of a systolic array; dataflow: its stationary operand.
     tile: a GPU thread block's output tile and K step (M, N, K).
+    zero_skipping: a matrix engine that skips multiplications by zero weights; schedules
+        assume dense weights, and code compiled for the target counts what it skipped.
     efficiency: fraction of peak that well-shaped work reaches (fitted, says to what).
     """
 
@@ -63,6 +65,7 @@ class Engine:
     array: Dims | None = None
     dataflow: str | None = None
     tile: Dims | None = None
+    zero_skipping: bool = False
     efficiency: Num = 1.0
     name: str = field(default="", metadata={"internal": True})
 
@@ -245,6 +248,10 @@ class _Reader:
             value = self.sourced(raw, path, lambda v: isinstance(v, list) and v and all(
                 isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v), "a list of positive integers")
             return tuple(value)
+        if hint is bool:
+            if not isinstance(raw, bool):
+                self.fail(path, f"expected true or false, got {_kind(raw)}")
+            return raw
         if hint is str:
             if not isinstance(raw, str):
                 self.fail(path, f"expected text, got {_kind(raw)}")
@@ -300,6 +307,8 @@ def _check_semantics(t: Target, origin: str) -> None:
                  f"one of {', '.join(DATAFLOWS)}")
         if t.family == "gpu" and e.role == "matrix" and (e.tile is None or len(e.tile) != 3):
             fail(f"engines.{e.name}: a GPU matrix engine needs tile = [M, N, K] (thread-block tile)")
+        if e.zero_skipping and e.role != "matrix":
+            fail(f"engines.{e.name}.zero_skipping: only a matrix engine skips zero weights")
         if not 0 < e.efficiency <= 1:
             fail(f"engines.{e.name}.efficiency must be in (0, 1], got {e.efficiency}")
     if t.power.tdp_w is None and t.power.energy_per_mac_j is None:

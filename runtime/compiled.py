@@ -19,11 +19,13 @@ import onnx
 
 import ir
 from backends.codegen import CpuSchedule, host_schedule, lower, value_inputs
+from backends.target import Target
 from frontends import onnx as onnx_frontend
 from ir.errors import ShapeError, XpucError
 from ir.passes import optimize
 from ir.types import Dim
 
+from . import cost
 from .executor import Executor
 from .jit import compile_module
 
@@ -37,6 +39,8 @@ class Options:
     cache: bool
     schedule: CpuSchedule
     optimize: bool
+    target: Target | None = None
+    """A hardware target to emulate: each run then counts its cost on it (``last_cost``)."""
 
 
 class CompiledModel:
@@ -50,6 +54,9 @@ class CompiledModel:
         self.value_inputs = value_inputs(graph)
         self._specs: dict[tuple, Executor] = {}
         self._lock = threading.Lock()
+        self._emulations: dict[Executor, cost.Emulation] = {}
+        self.last_cost = None
+        """With a hardware target: the ``backends.Schedule`` of the latest run, from counted tiles."""
         if all(graph.type_of(n).is_static for n in graph.inputs) and not self.value_inputs:
             self._specialize({n: tuple(graph.type_of(n).shape) for n in graph.inputs}, {})
 
@@ -71,7 +78,11 @@ class CompiledModel:
         arrays = self._validate(feeds)
         executor = self._specialize({n: a.shape for n, a in arrays.items()},
                                     {n: arrays[n] for n in self.value_inputs})
-        return executor.run(arrays)
+        emulation = self._emulations.get(executor)
+        if emulation is None:
+            return executor.run(arrays)
+        outputs, self.last_cost = emulation.run(executor, arrays)
+        return outputs
 
     def _specialize(self, shapes: dict[str, tuple[int, ...]], values: dict[str, np.ndarray]) -> Executor:
         key = tuple(shapes[n] for n in self.input_names) + tuple(values[n].tobytes() for n in self.value_inputs)
@@ -83,10 +94,13 @@ class CompiledModel:
                     graph.replace_uses(name, graph.add_constant(data.copy(), name))
                 graph = optimize(graph) if self.options.optimize else ir.passes.infer_shapes(graph)
                 lowered = lower(graph, self.options.schedule)
+                emulation = cost.attach(graph, lowered, self.options.target) if self.options.target else None
                 library = compile_module(lowered.module, dump_llvm_dir=self.options.dump_llvm_dir,
                                          use_cache=self.options.cache)
                 self._specs[key] = Executor(graph, lowered, library, threads=self.options.threads,
                                             min_parallel_work=self.options.schedule.parallel_min_work)
+                if emulation is not None:
+                    self._emulations[self._specs[key]] = emulation
             return self._specs[key]
 
     def _validate(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -125,18 +139,19 @@ class CompiledModel:
         return f"<CompiledModel {self.graph.name!r}: inputs {self.input_names}, outputs {self.output_names}>"
 
 
-def compile(model: str | os.PathLike | onnx.ModelProto | ir.Graph, target: str = "cpu", *,
+def compile(model: str | os.PathLike | onnx.ModelProto | ir.Graph, target: str | Target = "cpu", *,
             input_shapes: Mapping[str, Sequence[Dim] | str] | None = None, **options: Any) -> CompiledModel:
     """Compile a model for the host CPU.
 
     model: a path, an ``onnx.ModelProto`` or an ``ir.Graph``.
+    target: "cpu", or a hardware target (preset name, spec path, ``backends.Target``) whose cost
+        each run counts into ``last_cost`` while the host computes the outputs.
     input_shapes: bind symbolic input dims now (otherwise each new feed shape compiles once).
     options: ``threads`` (default: all cores), ``dump_llvm_dir`` (write each kernel's IR),
         ``cache`` (default True: reuse object code from ``$XPUC_CACHE_DIR``), ``schedule``
         (a :class:`CpuSchedule`), ``optimize`` (default True: run ``ir.passes.optimize``).
     """
-    if target != "cpu":
-        raise XpucError(f"unknown target {target!r}: runtime.compile supports 'cpu'")
+    hardware = cost.hardware_target(target)
     unknown = sorted(set(options) - OPTIONS)
     if unknown:
         raise XpucError(f"unknown compile option(s) {unknown}; known: {sorted(OPTIONS)}")
@@ -155,4 +170,5 @@ def compile(model: str | os.PathLike | onnx.ModelProto | ir.Graph, target: str =
         cache=bool(options.get("cache", True)),
         schedule=options.get("schedule") or host_schedule(),
         optimize=bool(options.get("optimize", True)),
+        target=hardware,
     ))

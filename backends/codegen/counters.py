@@ -1,0 +1,192 @@
+"""Counting kernels: code that walks a hardware target's tiles of every matrix product at run
+time and adds each tile's quantities (``backends.tiles``) into a counters buffer.
+
+``attach(lowered, graph, target)`` adds, right after the kernel that computes a product on
+the host, one kernel that visits the product's tiles in the target family's tiling (a
+systolic array's folds, a GPU's thread blocks, a dataflow chip's array blocks). Per tile it
+adds the tile count, the family's work, MACs and operand elements into the op's slots of
+one int64 array that every counting kernel receives as its first argument. On an engine
+with ``zero_skipping`` it first counts the nonzero weights of the tile's B block in memory
+as the model runs, so the counts follow the data; otherwise a tile's weights count as dense
+and no weight is read. The host's arithmetic is untouched: outputs are bit for bit those
+of a CPU compile, and the number format of the arithmetic stays the ``CpuSchedule``'s.
+
+The counters live in ``Lowered.constants`` under :data:`COUNTERS` (the executor passes
+constants by address); whoever runs the model zeroes them before a run and reads them
+after it with :meth:`Layout.read`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+from llvmlite import ir
+
+from backends.placement import choose_engine
+from backends.scheduler import FAMILY_MODELS
+from backends.target import Target
+from backends.tiles import GemmCounts, Tiling
+from backends.work import Gemm, graph_work
+from ir.dtypes import DType
+from ir.graph import Graph, Node
+
+from .emit import I64, Buffer, Kernel, is_float
+from .lower import KernelSpec, Lowered
+
+COUNTERS = "__xpuc_counters__"
+FIELDS = tuple(f.name for f in fields(GemmCounts))
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where element (k, n) of B, the weight side of one product, lives in a value's buffer."""
+
+    name: str
+    batch_shape: tuple[int, ...]
+    batch_strides: tuple[int, ...]
+    row: int
+    col: int
+
+
+@dataclass
+class Layout:
+    """Which (op, product) each group of ``len(FIELDS)`` counters belongs to."""
+
+    slots: list[tuple[str, int]]
+
+    def read(self, counters: np.ndarray) -> dict[str, list[GemmCounts]]:
+        table = counters[:len(self.slots) * len(FIELDS)].reshape(len(self.slots), len(FIELDS))
+        counts: dict[str, list[GemmCounts]] = {}
+        for (op, _), row in zip(self.slots, table):
+            counts.setdefault(op, []).append(GemmCounts(*(int(v) for v in row)))
+        return counts
+
+
+def attach(lowered: Lowered, graph: Graph, target: Target) -> Layout:
+    """Add a counting kernel after each matrix product the target's matrix engines run."""
+    tiling = FAMILY_MODELS[target.family].tiling
+    layout = Layout([])
+    for work in graph_work(graph):
+        engine, _ = choose_engine(work, target)
+        if work.free or not work.gemms or engine is None or engine.role != "matrix":
+            continue
+        tilings = [tiling(g, engine) for g in work.gemms]
+        if None in tilings:
+            continue
+        weights = _WEIGHTS.get(work.node.op_type, lambda *_: [None] * len(work.gemms))(graph, work.node, work.gemms)
+        first = len(layout.slots)
+        layout.slots += [(work.name, i) for i in range(len(work.gemms))]
+        spec = _emit(lowered.module, graph, work.node, first, work.gemms, tilings,
+                     weights if engine.zero_skipping else [None] * len(work.gemms))
+        after = next((i + 1 for i, k in enumerate(lowered.kernels) if work.name in k.ops), len(lowered.kernels))
+        lowered.kernels.insert(after, spec)
+    lowered.constants[COUNTERS] = np.zeros(max(1, len(layout.slots) * len(FIELDS)), np.int64)
+    return layout
+
+
+def _emit(module: ir.Module, graph: Graph, node: Node, first: int, gemms: list[Gemm], tilings: list[Tiling],
+          weights: list[Weights | None]) -> KernelSpec:
+    name = f"count{first}_{''.join(c if c.isalnum() else '_' for c in node.name)}"
+    k = Kernel(module, name)
+    counters = k.base(Buffer.contiguous(0, DType.INT64, (1,)))
+    args = [COUNTERS]
+    for slot, (g, t, w) in enumerate(zip(gemms, tilings, weights), start=first):
+        b_operand = None
+        if w is not None:
+            if w.name not in args:
+                args.append(w.name)
+            dtype = graph.type_of(w.name).dtype
+            b_operand = (k.base(Buffer.contiguous(args.index(w.name), dtype, (1,))), dtype, w)
+        _count_tiles(k, counters, slot * len(FIELDS), g, t, b_operand)
+    k.finish()
+    return KernelSpec(name, args, 1, 1, [node.name])
+
+
+def _count_tiles(k: Kernel, counters, base: int, g: Gemm, t: Tiling, b_operand) -> None:
+    """for each batch, m-tile, n-tile, k-tile: add the tile's quantities (module docstring of
+    ``backends.tiles``); with ``b_operand`` the tile's nonzero weights are counted first."""
+    b = k.b
+    tm, tn, tk = t.sizes(g)
+    w = b_operand[2] if b_operand else None
+    batch_shape = w.batch_shape if w else (g.batch,)
+    nnz_slot = k.alloca(I64, 1)
+    with k.nest(batch_shape, name="batch") as bidx:
+        b_off = k.i64(0)
+        for i, stride in zip(bidx, w.batch_strides if w else ()):
+            b_off = b.add(b_off, b.mul(i, k.i64(stride)))
+        with k.loop(0, g.m, tm, name="tm") as i0, k.loop(0, g.n, tn, name="tn") as j0, \
+                k.loop(0, g.k, tk, name="tk") as k0:
+            mu, nu, ku = _extent(k, i0, tm, g.m), _extent(k, j0, tn, g.n), _extent(k, k0, tk, g.k)
+            block = b.mul(ku, nu)
+            if b_operand is None:
+                nnz, work = block, k.i64(t.scaled + t.fixed)
+            else:
+                nnz = _nonzeros(k, b_operand, b_off, (k0, ku), (j0, nu), nnz_slot)
+                kept = b.udiv(b.add(b.mul(k.i64(t.scaled), nnz), b.sub(block, k.i64(1))), block)
+                work = b.add(k.i64(t.fixed), kept)
+            elements = b.add(b.add(b.mul(mu, ku), block), b.mul(mu, nu))
+            for field, value in zip(FIELDS, (k.i64(1), work, b.mul(mu, nnz), elements)):
+                slot = b.gep(counters, [k.i64(base + FIELDS.index(field))])
+                b.store(b.add(b.load(slot), value), slot)
+
+
+def _extent(k: Kernel, start, size: int, limit: int):
+    """min(size, limit - start): a tile's extent, short at the edge."""
+    rest = k.b.sub(k.i64(limit), start)
+    return k.b.select(k.b.icmp_signed("<", rest, k.i64(size)), rest, k.i64(size))
+
+
+def _nonzeros(k: Kernel, b_operand, b_off, rows, cols, acc):
+    """Nonzero elements (NaN counts as nonzero) of B[k0:k0+ku, j0:j0+nu]."""
+    b = k.b
+    pointer, dtype, w = b_operand
+    (k0, ku), (j0, nu) = rows, cols
+    b.store(k.i64(0), acc)
+    with k.loop(k0, b.add(k0, ku), name="nzk") as kk, k.loop(j0, b.add(j0, nu), name="nzj") as j:
+        offset = b.add(b_off, b.add(b.mul(kk, k.i64(w.row)), b.mul(j, k.i64(w.col))))
+        value = k.widen(b.load(b.gep(pointer, [offset])), dtype)
+        if is_float(value.type):
+            nonzero = b.fcmp_unordered("!=", value, ir.Constant(value.type, 0.0))
+        elif value.type.width == 1:
+            nonzero = value
+        else:
+            nonzero = b.icmp_unsigned("!=", value, ir.Constant(value.type, 0))
+        b.store(b.add(b.load(acc), b.zext(nonzero, I64)), acc)
+    return b.load(acc)
+
+
+# ----------------------------------------------------------------- where B lives, per op
+def _contiguous_strides(shape) -> list[int]:
+    return [math.prod(shape[i + 1:]) for i in range(len(shape))]
+
+
+def _matmul_weights(graph: Graph, node: Node, gemms: list[Gemm]) -> list[Weights]:
+    """MatMul's B: (..., k, n) broadcast over the output's batch dims, or a (k,) vector."""
+    a, w, out = (tuple(graph.type_of(v).shape) for v in (node.inputs[0], node.inputs[1], node.outputs[0]))
+    batch_shape = out[:len(out) - (len(a) > 1) - (len(w) > 1)]
+    if len(w) == 1:
+        return [Weights(node.inputs[1], batch_shape, (0,) * len(batch_shape), 1, 0)]
+    strides = _contiguous_strides(w)
+    lead = len(batch_shape) - (len(w) - 2)
+    batch = [0] * lead + [s if d != 1 else 0 for d, s in zip(w[:-2], strides[:-2])]
+    return [Weights(node.inputs[1], batch_shape, tuple(batch), w[-1], 1)]
+
+
+def _gemm_weights(graph: Graph, node: Node, gemms: list[Gemm]) -> list[Weights]:
+    w = tuple(graph.type_of(node.inputs[1]).shape)
+    row, col = (1, w[1]) if node.attr("transB", 0) else (w[1], 1)
+    return [Weights(node.inputs[1], (), (), row, col)]
+
+
+def _conv_weights(graph: Graph, node: Node, gemms: list[Gemm]) -> list[Weights]:
+    """Per group, the (C/g*kh*kw) x (Cout/g) im2col weight matrix is W's rows of that group."""
+    g = gemms[0]
+    return [Weights(node.inputs[1], (g.batch,), (g.n * g.k,), 1, g.k)]
+
+
+_WEIGHTS = {"MatMul": _matmul_weights, "FusedMatMul": _matmul_weights, "Gemm": _gemm_weights,
+            "Conv": _conv_weights}
+"""op type -> where each product's B lives; other products (attention's two, whose B is an
+activation) count as dense."""
