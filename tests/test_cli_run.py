@@ -93,3 +93,16 @@ def test_malformed_input_argument_is_usage_error(add_model, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", str(add_model), "--input", "x.npy"])
     assert exc.value.code == 2
+
+
+def test_run_on_a_hardware_target_prints_its_emulated_cost(capsys):
+    """The same outputs as a CPU run, plus the cost the generated code counted on the target."""
+    args = ["run", str(DEFAULT_MODEL), "--input-shape", "input_ids=1x16", "--random", "--seed", "3"]
+    assert main(args) == 0
+    cpu = capsys.readouterr().out
+    assert main(args + ["-t", "systolic-generic"]) == 0
+    emulated = capsys.readouterr().out
+    assert emulated.startswith(cpu)  # identical output digests
+    line = emulated[len(cpu):].strip()
+    assert line.startswith("emulated on systolic-generic (systolic): latency ") and "chip(s)" in line
+    assert float(line.split("latency ")[1].split(" ms")[0]) > 0

@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
     run.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=DIMS",
                      help="bind an input's shape, e.g. input_ids=1x128 (repeatable)")
-    run.add_argument("--target", default="cpu", help="where to run (default: cpu, the only one)")
+    run.add_argument("-t", "--target", default="cpu",
+                     help="cpu (default), or a hardware preset / .toml spec whose cost the run emulates")
     run.add_argument("-o", "--output-dir", metavar="OUTDIR", help="save each output as OUTDIR/<name>.npy")
     for sub in (imp, targets, sched, run):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -166,6 +167,10 @@ def _cmd_run(args) -> int:
     outputs = compiled.run(feeds)
     for name, array in zip(compiled.output_names, outputs):
         print(io.describe(name, array))
+    if compiled.last_cost is not None:
+        cost = compiled.last_cost
+        print(f"emulated on {cost.target} ({cost.family}): latency {cost.latency_s * 1e3:.4f} ms, "
+              f"energy {cost.energy_j:.4g} J, cost ${cost.cost_usd:.4g}, {cost.chips} chip(s)")
     if args.output_dir:
         paths = io.save_outputs(args.output_dir, compiled.output_names, outputs)
         print(f"saved {len(paths)} output(s) to {args.output_dir}")
