@@ -12,7 +12,8 @@ from llvmlite import ir
 
 from ir.dtypes import DType
 
-from .emit import FLOAT8, I1, UNSIGNED, CodegenError, compute_type, is_float
+from .emit import I1, I64, UNSIGNED, CodegenError, compute_type, is_float
+from .minifloat import MINIFLOATS, ROUND_MODES
 from .rules import pointwise
 
 
@@ -230,9 +231,9 @@ def power(ctx, x, y, xt: DType, yt: DType) -> ir.Value:
 VARIADIC = {"Sum": "Add", "Max": "Max", "Min": "Min", "Mean": "Add"}
 
 
-@pointwise("Sum", "Mean", elementwise=True)
+@pointwise("Sum", "Mean", "Max", "Min", elementwise=True)
 def variadic(ctx, node, idx):
-    """Sum / Mean / Max / Min over any number of inputs (Max and Min with two inputs are binary)."""
+    """Sum / Mean / Max / Min over any number of inputs, folded pairwise with the binary op."""
     inputs = [i for i in node.inputs if i]
     dtype = ctx.dtype(inputs[0])
     acc = ctx.read_bcast(inputs[0], idx)
@@ -240,16 +241,6 @@ def variadic(ctx, node, idx):
         acc = binary_op(ctx, VARIADIC[node.op_type], acc, ctx.read_bcast(name, idx), dtype, {})
     if node.op_type == "Mean":
         acc = ctx.b.fdiv(acc, fconst(acc, len(inputs)))
-    return acc
-
-
-@pointwise("Max", "Min", elementwise=True)
-def extremum(ctx, node, idx):
-    inputs = [i for i in node.inputs if i]
-    dtype = ctx.dtype(inputs[0])
-    acc = ctx.read_bcast(inputs[0], idx)
-    for name in inputs[1:]:
-        acc = binary_op(ctx, node.op_type, acc, ctx.read_bcast(name, idx), dtype, {})
     return acc
 
 
@@ -272,17 +263,17 @@ def clip(ctx, node, idx):
 
 
 # ----------------------------------------------------------------------- casts
-def convert(ctx, v: ir.Value, src: DType, dst: DType, saturate: bool = True) -> ir.Value:
+def convert(ctx, v: ir.Value, src: DType, dst: DType, saturate: bool = True, round_mode: str = "up") -> ir.Value:
     """Convert a compute-type value between dtypes (onnx Cast semantics, no traps). ``saturate``:
-    float8 results clamp to their largest finite value instead of overflowing to inf / NaN."""
+    float8 results clamp to their largest finite value instead of overflowing to inf / NaN;
+    ``round_mode``: how float8 e8m0 rounds. Floats become integers as ml_dtypes and numpy on
+    x86 make them: truncated, then wrapped to the width (NaN, inf and the huge give 0)."""
     b, t = ctx.b, compute_type(dst)
-    if (dst in (DType.FLOAT16, DType.BFLOAT16) or dst in FLOAT8) and src is not dst:  # computed in f32, rounded to dst
-        v = convert(ctx, v, src, DType.FLOAT32)
-        if dst in FLOAT8 and saturate:
-            top = FLOAT8[dst].largest(dst)
-            v = b.select(b.fcmp_ordered(">", v, fconst(v, top)), fconst(v, top), v)
-            v = b.select(b.fcmp_ordered("<", v, fconst(v, -top)), fconst(v, -top), v)
-        return ctx.k.widen(ctx.k.narrow(v, dst), dst)
+    if dst in (DType.FLOAT16, DType.BFLOAT16) and src is not dst:  # computed in f32, rounded to dst
+        return ctx.k.widen(ctx.k.narrow(convert(ctx, v, src, DType.FLOAT32), dst), dst)
+    if dst in MINIFLOATS and src is not dst:
+        code = MINIFLOATS[dst].encode(ctx.k, convert(ctx, v, src, DType.FLOAT32), saturate, round_mode)
+        return ctx.k.widen(code, dst)
     if v.type == t and (src.is_float == dst.is_float):
         return v
     if dst is DType.BOOL:
@@ -291,6 +282,9 @@ def convert(ctx, v: ir.Value, src: DType, dst: DType, saturate: bool = True) -> 
         if is_float(v.type):
             return b.fpext(v, t) if t.intrinsic_name == "f64" else b.fptrunc(v, t)
         return b.uitofp(v, t) if src in UNSIGNED or v.type == I1 else b.sitofp(v, t)
+    if is_float(v.type) and t.width < 64:
+        exact = b.fcmp_ordered("<", ctx.k.intrinsic("llvm.fabs", [v]), fconst(v, 2.0 ** 63))
+        return b.trunc(b.fptosi(b.select(exact, v, fconst(v, 0)), I64), t)
     if is_float(v.type):
         return b.fptoui(v, t) if dst in UNSIGNED else b.fptosi(v, t)
     if v.type.width > t.width:
@@ -300,5 +294,8 @@ def convert(ctx, v: ir.Value, src: DType, dst: DType, saturate: bool = True) -> 
 
 @pointwise("Cast", "CastLike", elementwise=True)
 def cast(ctx, node, idx):
+    round_mode = node.attrs.get("round_mode", "up")
+    if round_mode not in ROUND_MODES:
+        raise CodegenError(f"{node.name}: round_mode must be one of {', '.join(ROUND_MODES)}, got {round_mode!r}")
     return convert(ctx, ctx.read(node.inputs[0], idx), ctx.dtype(node.inputs[0]), ctx.dtype(node.outputs[0]),
-                   bool(node.attrs.get("saturate", 1)))
+                   bool(node.attrs.get("saturate", 1)), round_mode)
