@@ -57,7 +57,7 @@ class Executor:
 
     def _nbytes(self, name: str) -> int:
         t = self.graph.type_of(name)
-        return math.ceil(math.prod(t.shape) * t.dtype.itemsize)
+        return math.prod(t.shape) * t.dtype.numpy.itemsize  # unpacked: sub-byte types take a byte
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Feeds are already validated: C-contiguous, aligned, of the bound dtypes and shapes."""

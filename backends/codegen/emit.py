@@ -15,11 +15,12 @@ import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-import numpy as np
 from llvmlite import ir
 
 from ir.dtypes import DType
 from ir.errors import XpucError
+
+from .minifloat import MINIFLOATS
 
 I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
 F16, F32, F64 = ir.HalfType(), ir.FloatType(), ir.DoubleType()
@@ -30,30 +31,17 @@ STORAGE: dict[DType, ir.Type] = {
     DType.FLOAT32: F32, DType.FLOAT64: F64, DType.FLOAT16: F16, DType.BFLOAT16: I16,
     DType.INT8: I8, DType.INT16: I16, DType.INT32: I32, DType.INT64: I64,
     DType.UINT8: I8, DType.UINT16: I16, DType.UINT32: I32, DType.UINT64: I64, DType.BOOL: I8,
-    DType.FLOAT8E4M3: I8, DType.FLOAT8E5M2: I8,
+    **{dtype: I8 for dtype in MINIFLOATS}, DType.INT4: I8, DType.UINT4: I8, DType.INT2: I8, DType.UINT2: I8,
 }
-"""How each dtype is laid out in memory (bf16 and float8 as their raw bits)."""
+"""How each dtype is laid out in memory (bf16 and float8 / float4 as their raw bits, sub-byte
+integers one per byte, as numpy and ml_dtypes keep them)."""
+
+SUB_BYTE_INTS = {DType.INT4: ir.IntType(4), DType.UINT4: ir.IntType(4), DType.INT2: ir.IntType(2),
+                 DType.UINT2: ir.IntType(2)}
+"""Computed in their own width, so arithmetic and casts wrap as they do in ml_dtypes."""
 
 
-@dataclass(frozen=True)
-class Float8:
-    """An 8-bit float format: mantissa bits, exponent bias, its largest finite code, the code a
-    non-saturating overflow gives, and whether its top exponent holds inf/NaN as in IEEE
-    (e5m2) or only S.1111.111 is NaN (e4m3fn, which has no infinity)."""
-
-    mantissa: int
-    bias: int
-    max_code: int
-    overflow_code: int
-    ieee: bool
-
-    def largest(self, dtype: DType) -> float:
-        return float(np.array(self.max_code, np.uint8).view(dtype.numpy))
-
-
-FLOAT8 = {DType.FLOAT8E4M3: Float8(3, 7, 0x7E, 0x7F, ieee=False), DType.FLOAT8E5M2: Float8(2, 15, 0x7B, 0x7C, ieee=True)}
-
-UNSIGNED = {DType.UINT8, DType.UINT16, DType.UINT32, DType.UINT64}
+UNSIGNED = {DType.UINT2, DType.UINT4, DType.UINT8, DType.UINT16, DType.UINT32, DType.UINT64}
 
 
 class CodegenError(XpucError):
@@ -64,8 +52,10 @@ def compute_type(dtype: DType) -> ir.Type:
     """The type a value of ``dtype`` is computed in."""
     if dtype is DType.BOOL:
         return I1
-    if dtype in (DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32) or dtype in FLOAT8:
+    if dtype in (DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32) or dtype in MINIFLOATS:
         return F32
+    if dtype in SUB_BYTE_INTS:
+        return SUB_BYTE_INTS[dtype]
     if dtype not in STORAGE:
         raise CodegenError(f"element type {dtype} is not supported by CPU code generation")
     return STORAGE[dtype]
@@ -169,14 +159,17 @@ class Kernel:
             return b.bitcast(bits, shaped(F32))
         if dtype is DType.BOOL:
             return b.icmp_unsigned("!=", raw, ir.Constant(shaped(I8), 0))
-        if dtype in FLOAT8:
+        if dtype in MINIFLOATS:
             if vec:
                 raise CodegenError(f"vectorized {dtype} loads are not supported by CPU code generation")
-            return self._from_float8(raw, FLOAT8[dtype])
+            return MINIFLOATS[dtype].decode(self, raw)
+        if dtype in SUB_BYTE_INTS:
+            return b.trunc(raw, shaped(SUB_BYTE_INTS[dtype]))
         return raw
 
     def narrow(self, value: ir.Value, dtype: DType) -> ir.Value:
-        """Compute -> storage type: round f32 to f16 / bf16 (nearest even, NaN kept), bool to a byte."""
+        """Compute -> storage type: round f32 to f16 / bf16 / float8 (nearest even, NaN kept), bool
+        and sub-byte integers to a byte (the latter zero-extended: ml_dtypes keeps the code's bits only)."""
         b = self.b
         if dtype is DType.FLOAT16:
             return b.fptrunc(value, F16)
@@ -187,54 +180,11 @@ class Kernel:
             quiet = b.or_(b.lshr(bits, self.const(I32, 16)), self.const(I32, 0x40))
             isnan = b.fcmp_unordered("uno", value, value)
             return b.trunc(b.select(isnan, quiet, rounded), I16)
-        if dtype is DType.BOOL:
+        if dtype is DType.BOOL or dtype in SUB_BYTE_INTS:
             return b.zext(value, I8)
-        if dtype in FLOAT8:
-            return self._to_float8(value, FLOAT8[dtype])
+        if dtype in MINIFLOATS:
+            return MINIFLOATS[dtype].encode(self, value)
         return value
-
-    def _from_float8(self, raw: ir.Value, f: Float8) -> ir.Value:
-        """Decode a float8 code: normals rebias into f32 bits, subnormals are mantissa * 2**min_exponent."""
-        b, c = self.b, (lambda v: self.const(I32, v))
-        code = b.zext(raw, I32)
-        top = (1 << (7 - f.mantissa)) - 1
-        e = b.and_(b.lshr(code, c(f.mantissa)), c(top))
-        m = b.and_(code, c((1 << f.mantissa) - 1))
-        m_bits = b.shl(m, c(23 - f.mantissa))
-        normal = b.bitcast(b.or_(b.shl(b.add(e, c(127 - f.bias)), c(23)), m_bits), F32)
-        tiny = b.fmul(b.uitofp(m, F32), self.const(F32, 2.0 ** (1 - f.bias - f.mantissa)))
-        value = b.select(b.icmp_unsigned("==", e, c(0)), tiny, normal)
-        if f.ieee:
-            special, special_value = b.icmp_unsigned("==", e, c(top)), b.bitcast(b.or_(c(0x7F800000), m_bits), F32)
-        else:
-            special, special_value = b.icmp_unsigned("==", b.and_(code, c(0x7F)), c(0x7F)), self.const(F32, math.nan)
-        value = b.bitcast(b.select(special, special_value, value), I32)
-        return b.bitcast(b.or_(value, b.shl(b.and_(code, c(0x80)), c(24))), F32)
-
-    def _to_float8(self, x: ir.Value, f: Float8) -> ir.Value:
-        """Round f32 to the nearest float8 code, ties to even; past the largest finite value it
-        overflows as IEEE does (callers that saturate clamp first).
-
-        With ``e`` the binary exponent of ``|x|`` raised to the smallest normal exponent,
-        ``q = roundeven(|x| * 2**(mantissa - e))`` counts ulps, and the code is
-        ``(e + bias - 1) << mantissa`` plus ``q``: subnormals, normals and a round-up into the
-        next binade all come out right from that one sum.
-        """
-        b = self.b
-        bits = b.bitcast(x, I32)
-        sign = b.trunc(b.lshr(bits, self.const(I32, 24)), I8)
-        sign = b.and_(sign, self.const(I8, 0x80))
-        ceiling = float(2.0 ** (f.max_code >> f.mantissa) * 2 ** (2 - f.bias))  # beyond any finite code
-        a = self.intrinsic("llvm.minnum", [self.intrinsic("llvm.fabs", [x]), self.const(F32, ceiling)])
-        exponent = b.sub(b.lshr(b.bitcast(a, I32), self.const(I32, 23)), self.const(I32, 127))
-        smallest = self.const(I32, 1 - f.bias)
-        exponent = b.select(b.icmp_signed("<", exponent, smallest), smallest, exponent)
-        scale = b.bitcast(b.shl(b.sub(self.const(I32, 127 + f.mantissa), exponent), self.const(I32, 23)), F32)
-        q = b.fptoui(self.intrinsic("llvm.roundeven", [b.fmul(a, scale)]), I32)
-        code = b.add(b.shl(b.add(exponent, self.const(I32, f.bias - 1)), self.const(I32, f.mantissa)), q)
-        code = b.select(b.icmp_unsigned(">", code, self.const(I32, f.max_code)), self.const(I32, f.overflow_code), code)
-        code = b.select(b.fcmp_unordered("uno", x, x), self.const(I32, 0x7F), code)
-        return b.or_(b.trunc(code, I8), sign)
 
     # ----------------------------------------------------------------- loops
     @contextlib.contextmanager
