@@ -2,7 +2,8 @@
 
 Entries are per kernel (see :mod:`jit`). The key hashes everything that decides the
 machine code: the kernel's module text, the target triple, CPU name and features, the LLVM
-version and the optimization settings.
+version and the optimization settings. Whole compiled models are cached beside them
+(:mod:`model_cache`). ``XPUC_NO_CACHE=1`` turns both off, as ``cache=False`` does.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from pathlib import Path
 
 def cache_dir() -> Path:
     return Path(os.environ.get("XPUC_CACHE_DIR") or Path.home() / ".cache" / "xpuc")
+
+
+def enabled() -> bool:
+    return os.environ.get("XPUC_NO_CACHE", "") in ("", "0")
 
 
 def cache_key(*parts: str) -> str:

@@ -25,7 +25,7 @@ from ir.errors import ShapeError, XpucError
 from ir.passes import optimize
 from ir.types import Dim
 
-from . import cost
+from . import cache, cost, model_cache
 from .executor import Executor
 from .jit import compile_module
 
@@ -46,7 +46,10 @@ class Options:
 class CompiledModel:
     """A model compiled for the host CPU. ``run`` returns outputs in graph-output order."""
 
-    def __init__(self, graph: ir.Graph, options: Options):
+    def __init__(self, graph: ir.Graph, options: Options, *, cache_key: model_cache.Key | None = None,
+                 cached: tuple[Executor, cost.Emulation | None] | None = None):
+        """``cached``: the specialization a model cache hit brought (``graph`` is then its optimized
+        graph); else, with ``cache_key``, the eager specialization is stored under that key."""
         self.graph = graph
         self.options = options
         self.input_names = list(graph.inputs)
@@ -58,7 +61,15 @@ class CompiledModel:
         self.last_cost = None
         """With a hardware target: the ``backends.Schedule`` of the latest run, from counted tiles."""
         if all(graph.type_of(n).is_static for n in graph.inputs) and not self.value_inputs:
-            self._specialize({n: tuple(graph.type_of(n).shape) for n in graph.inputs}, {})
+            shapes = {n: tuple(graph.type_of(n).shape) for n in graph.inputs}
+            if cached is not None:
+                self._specs[self._spec_key(shapes, {})] = cached[0]
+                if cached[1] is not None:
+                    self._emulations[cached[0]] = cached[1]
+                return
+            executor = self._specialize(shapes, {})
+            if cache_key is not None:
+                model_cache.store(cache_key, executor, self._emulations.get(executor))
 
     @property
     def peak_bytes(self) -> int | None:
@@ -84,8 +95,11 @@ class CompiledModel:
         outputs, self.last_cost = emulation.run(executor, arrays)
         return outputs
 
+    def _spec_key(self, shapes: dict[str, tuple[int, ...]], values: dict[str, np.ndarray]) -> tuple:
+        return tuple(shapes[n] for n in self.input_names) + tuple(values[n].tobytes() for n in self.value_inputs)
+
     def _specialize(self, shapes: dict[str, tuple[int, ...]], values: dict[str, np.ndarray]) -> Executor:
-        key = tuple(shapes[n] for n in self.input_names) + tuple(values[n].tobytes() for n in self.value_inputs)
+        key = self._spec_key(shapes, values)
         with self._lock:
             if key not in self._specs:
                 graph = self.graph.copy()
@@ -148,27 +162,36 @@ def compile(model: str | os.PathLike | onnx.ModelProto | ir.Graph, target: str |
         each run counts into ``last_cost`` while the host computes the outputs.
     input_shapes: bind symbolic input dims now (otherwise each new feed shape compiles once).
     options: ``threads`` (default: all cores), ``dump_llvm_dir`` (write each kernel's IR),
-        ``cache`` (default True: reuse object code from ``$XPUC_CACHE_DIR``), ``schedule``
-        (a :class:`CpuSchedule`), ``optimize`` (default True: run ``ir.passes.optimize``).
+        ``cache`` (default True: reuse whole compiled models (:mod:`model_cache`) and kernels'
+        object code from ``$XPUC_CACHE_DIR``; ``XPUC_NO_CACHE=1`` also turns it off),
+        ``schedule`` (a :class:`CpuSchedule`), ``optimize`` (default True: run ``ir.passes.optimize``).
     """
     hardware = cost.hardware_target(target)
     unknown = sorted(set(options) - OPTIONS)
     if unknown:
         raise XpucError(f"unknown compile option(s) {unknown}; known: {sorted(OPTIONS)}")
+    if not isinstance(model, (ir.Graph, onnx.ModelProto, str, os.PathLike, bytes)):
+        raise XpucError(f"cannot compile a {type(model).__name__}: pass a path, an onnx.ModelProto or an ir.Graph")
+    dump = options.get("dump_llvm_dir")
+    opts = Options(
+        threads=int(options.get("threads") or os.cpu_count() or 1),
+        dump_llvm_dir=str(Path(dump)) if dump else None,
+        cache=bool(options.get("cache", True)) and cache.enabled(),
+        schedule=options.get("schedule") or host_schedule(),
+        optimize=bool(options.get("optimize", True)),
+        target=hardware,
+    )
+    key = None
+    if opts.cache and not opts.dump_llvm_dir and not isinstance(model, ir.Graph):
+        key = model_cache.key(model, input_shapes, (opts.schedule, opts.optimize, opts.target))
+    cached = key and model_cache.load(key, target=hardware, threads=opts.threads,
+                                      min_parallel_work=opts.schedule.parallel_min_work)
+    if cached:
+        return CompiledModel(cached[0].graph, opts, cached=cached)
     if isinstance(model, ir.Graph):
         graph = model.copy()
         if input_shapes:
             onnx_frontend.bind_input_shapes(graph, input_shapes)
-    elif isinstance(model, (onnx.ModelProto, str, os.PathLike, bytes)):
-        graph = onnx_frontend.load(model, input_shapes=input_shapes)
     else:
-        raise XpucError(f"cannot compile a {type(model).__name__}: pass a path, an onnx.ModelProto or an ir.Graph")
-    dump = options.get("dump_llvm_dir")
-    return CompiledModel(graph, Options(
-        threads=int(options.get("threads") or os.cpu_count() or 1),
-        dump_llvm_dir=str(Path(dump)) if dump else None,
-        cache=bool(options.get("cache", True)),
-        schedule=options.get("schedule") or host_schedule(),
-        optimize=bool(options.get("optimize", True)),
-        target=hardware,
-    ))
+        graph = onnx_frontend.load(model, input_shapes=input_shapes)
+    return CompiledModel(graph, opts, cache_key=key)

@@ -54,6 +54,8 @@ class Library:
     """kernel name -> the symbol it was compiled under (shared by identical kernels)."""
     compiled: int = 0
     """How many distinct kernels were optimized and compiled (not found in the cache)."""
+    objects: dict[str, bytes] = field(default_factory=dict)
+    """symbol -> object code (what a whole-model cache entry keeps, see :mod:`model_cache`)."""
     addresses: dict[str, int] = field(default_factory=dict)
 
     def address(self, name: str) -> int:
@@ -124,8 +126,7 @@ def compile_module(module: ir.Module, *, dump_llvm_dir: str | Path | None = None
     if dump_llvm_dir is not None:
         _dump(module, Path(dump_llvm_dir))
     header = f'target triple = "{tm.triple}"\ntarget datalayout = "{tm.target_data}"\n'
-    target = (tm.triple, llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
-              ".".join(map(str, llvm.llvm_version_info)), f"O{OPT_LEVEL}")
+    target = host_id()
     sources = kernel_sources(module)
     keys = {symbol: cache.cache_key(text, *target) for symbol, text in sources.values()}
     objects = {symbol: cache.load(key) if use_cache else None for symbol, key in keys.items()}
@@ -135,12 +136,24 @@ def compile_module(module: ir.Module, *, dump_llvm_dir: str | Path | None = None
         objects[symbol] = obj
         if use_cache:
             cache.store(keys[symbol], obj)
+    return link(objects, {name: symbol for name, (symbol, _) in sources.items()}, start, compiled=len(missing))
+
+
+def link(objects: dict[str, bytes], symbols: dict[str, str], start: float, *, compiled: int = 0) -> Library:
+    """Load object code (symbol -> bytes) into one execution engine; ``start`` is when compiling began."""
     engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine())
     for obj in objects.values():
         engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
     engine.finalize_object()
-    return Library(engine, not missing, time.perf_counter() - start,
-                   {name: symbol for name, (symbol, _) in sources.items()}, len(missing))
+    return Library(engine, not compiled, time.perf_counter() - start, symbols, compiled, objects)
+
+
+@functools.cache
+def host_id() -> tuple[str, ...]:
+    """What decides the machine code besides the IR: triple, CPU name and features, LLVM version, -O level."""
+    _initialize()
+    return (llvm.get_default_triple(), llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
+            ".".join(map(str, llvm.llvm_version_info)), f"O{OPT_LEVEL}")
 
 
 def _dump(module: ir.Module, folder: Path) -> None:

@@ -77,16 +77,19 @@ def _product(ctx, node, trans_a: bool, trans_b: bool) -> Product:
     batch = tuple(np.broadcast_shapes(a2[:-2], b2[:-2]))
     m, k = (a2[-1], a2[-2]) if trans_a else (a2[-2], a2[-1])
     n = b2[-2] if trans_b else b2[-1]
-    p = Product(batch, m, n, k, _matrix(ctx, a_name, ctx.buffer(a_name), batch, trans_a, "row"),
-                _matrix(ctx, b_name, ctx.buffer(b_name), batch, trans_b, "col"))
+    a = _matrix(ctx, a_name, ctx.buffer(a_name), batch, trans_a, "row")
     data = ctx.const(b_name)
-    if data is not None and len(b_shape) == 2 and _vectorized(ctx, node, p):
+    packed = data is not None and len(b_shape) == 2 and _vectorized(ctx, node, n)
+    # A packed B is read from its panels only: no kernel argument (-1), so nothing passes or keeps it.
+    b_buf = Buffer.contiguous(-1, ctx.dtype(b_name), b_shape) if packed else ctx.buffer(b_name)
+    p = Product(batch, m, n, k, a, _matrix(ctx, b_name, b_buf, batch, trans_b, "col"))
+    if packed:
         p.packed = _pack(ctx, data.T if trans_b else data, b_name)
     return p
 
 
-def _vectorized(ctx, node, p: Product) -> bool:
-    return ctx.dtype(node.inputs[0]) in VECTOR_DTYPES and p.n >= ctx.schedule.vector_width
+def _vectorized(ctx, node, n: int) -> bool:
+    return ctx.dtype(node.inputs[0]) in VECTOR_DTYPES and n >= ctx.schedule.vector_width
 
 
 def _pack(ctx, data: np.ndarray, name: str) -> Buffer:
@@ -109,7 +112,7 @@ def emit_product(ctx, node, p: Product, post) -> int:
     out_rank = len(ctx.shape(node.outputs[0]))
     squeeze = (len(ctx.shape(node.inputs[0])) == 1, len(ctx.shape(node.inputs[1])) == 1)
     b_dtype = ctx.dtype(node.inputs[1])
-    fast = _vectorized(ctx, node, p) and (p.packed is not None or p.k * s.nr * b_dtype.itemsize <= MAX_PANEL_BYTES)
+    fast = _vectorized(ctx, node, p.n) and (p.packed is not None or p.k * s.nr * b_dtype.itemsize <= MAX_PANEL_BYTES)
     nc = max(s.nr, s.nc // s.nr * s.nr) if fast else p.n
     grid = [*p.batch, -(-p.m // s.mc), -(-p.n // nc)]
 
