@@ -20,12 +20,11 @@ companion record that overlaps the array's two products.
 
 from __future__ import annotations
 
-import math
 
 from ir import ops
 from ir.dtypes import DType
 
-from .roofline import operand_bytes, reread_bytes, slowest, streaming_bytes
+from .roofline import reread_bytes, slowest, streaming_bytes
 from .schedule import Companion, Cost
 from .target import Engine, Target
 from .tiles import GemmCounts, Tiling, dense_counts, rounds_work, skipped_flops

@@ -11,7 +11,7 @@ import tomllib
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import backends
 import runtime

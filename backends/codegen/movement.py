@@ -241,7 +241,7 @@ def gather_nd(ctx, node, idx):
 @anchor("ScatterND", inline_inputs=True)
 def scatter_nd(ctx, node):
     """A copy of data, then each update row applied in order (later rows win, as in the reference)."""
-    k, b = ctx.k, ctx.b
+    k = ctx.k
     data, indices, updates = node.inputs[:3]
     out, shape, dtype = node.outputs[0], ctx.shape(data), ctx.dtype(data)
     rows = ctx.shape(indices)[:-1]
