@@ -88,10 +88,13 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 def _load(args):
     from frontends import onnx as onnx_frontend
 
+    return onnx_frontend.load(args.model, input_shapes=_input_shapes(args), weights=not args.no_weights)
+
+
+def _input_shapes(args) -> dict:
+    """--input-shape bindings; the bundled model defaults to DEFAULT_INPUT_SHAPES."""
     shapes = dict(args.input_shape)
-    if not shapes and Path(args.model) == DEFAULT_MODEL:
-        shapes = DEFAULT_INPUT_SHAPES
-    return onnx_frontend.load(args.model, input_shapes=shapes, weights=not args.no_weights)
+    return DEFAULT_INPUT_SHAPES if not shapes and Path(args.model) == DEFAULT_MODEL else shapes
 
 
 def _cmd_import(args) -> int:
@@ -160,7 +163,7 @@ def _cmd_run(args) -> int:
     import runtime
     from runtime import feeds as io
 
-    compiled = runtime.compile(args.model, args.target, input_shapes=dict(args.input_shape))
+    compiled = runtime.compile(args.model, args.target, input_shapes=_input_shapes(args))
     feeds = io.load_feeds(dict(args.input))
     if args.random:
         feeds = io.random_feeds(compiled, feeds, seed=args.seed)
