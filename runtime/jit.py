@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import llvmlite.binding as llvm
-from llvmlite import ir
+from llvmlite import ir as ll
 
 from . import cache
 
@@ -73,7 +73,7 @@ def optimize(module: llvm.ModuleRef, tm: llvm.TargetMachine) -> None:
     pb.getModulePassManager().run(module, pb)
 
 
-def kernel_sources(module: ir.Module) -> dict[str, tuple[str, str]]:
+def kernel_sources(module: ll.Module) -> dict[str, tuple[str, str]]:
     """kernel name -> (symbol, standalone module text) with the symbol derived from the body."""
     declarations = [f for f in module.functions if f.is_declaration]
     sources = {}
@@ -118,7 +118,7 @@ def _compile_all(texts: list[str]) -> list[bytes]:
         return [_compile_text(t) for t in texts]
 
 
-def compile_module(module: ir.Module, *, dump_llvm_dir: str | Path | None = None, use_cache: bool = True) -> Library:
+def compile_module(module: ll.Module, *, dump_llvm_dir: str | Path | None = None, use_cache: bool = True) -> Library:
     """Optimize and compile each distinct kernel of ``module`` (or fetch its object code from the
     cache) and load them all into one execution engine."""
     start = time.perf_counter()
@@ -156,7 +156,7 @@ def host_id() -> tuple[str, ...]:
             ".".join(map(str, llvm.llvm_version_info)), f"O{OPT_LEVEL}")
 
 
-def _dump(module: ir.Module, folder: Path) -> None:
+def _dump(module: ll.Module, folder: Path) -> None:
     """One ``.ll`` file per kernel (its declarations included) so each can be read alone."""
     folder.mkdir(parents=True, exist_ok=True)
     declarations = [str(f) for f in module.functions if f.is_declaration]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from llvmlite import ir
+from llvmlite import ir as ll
 
 from .elementwise import fconst
 from .emit import CodegenError, compute_type
@@ -82,7 +82,7 @@ def attention(ctx, node):
     y = _Layout(ctx, out, q.heads)
     real = compute_type(ctx.dtype(node.inputs[0]))
     scores, acc = k.alloca(real, total), k.alloca(real, dv)
-    zero, neg_inf = ir.Constant(real, 0.0), ir.Constant(real, -math.inf)
+    zero, neg_inf = ll.Constant(real, 0.0), ll.Constant(real, -math.inf)
     root_scale = fconst(zero, math.sqrt(scale))
     with k.loop(k.begin, k.end, name="row") as row:
         bi, h, s = k.delinearize(row, [ctx.shape(node.inputs[0])[0], q.heads, q.seq])
@@ -152,7 +152,7 @@ def _visible(ctx, node, bi, s, q_seq: int, past_len: int, nonpad: str | None):
     causal, left, right = a.get("is_causal", 0), a.get("left_window_size", -1), a.get("right_window_size", -1)
 
     def allowed(t):
-        ok = ir.Constant(ir.IntType(1), 1)
+        ok = ll.Constant(ll.IntType(1), 1)
         diff = b.sub(position, t)
         if causal:
             ok = b.and_(ok, b.icmp_signed(">=", diff, k.i64(0)))
@@ -176,8 +176,8 @@ def _apply_mask(ctx, mask: str, score, idx):
     inside = b.icmp_signed("<", t, k.i64(width))
     clamped = idx[:-1] + [b.select(inside, t, k.i64(0))]
     m = ctx.read_bcast(mask, clamped)
-    neg_inf = ir.Constant(score.type, -math.inf)
-    value = b.select(m, score, neg_inf) if m.type == ir.IntType(1) else b.fadd(score, m)
+    neg_inf = ll.Constant(score.type, -math.inf)
+    value = b.select(m, score, neg_inf) if m.type == ll.IntType(1) else b.fadd(score, m)
     return b.select(inside, value, neg_inf)
 
 

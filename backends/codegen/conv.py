@@ -9,7 +9,7 @@ epilogue (Relu, Add ...) to memory.
 
 from __future__ import annotations
 
-from llvmlite import ir
+from llvmlite import ir as ll
 
 from .emit import F32, CodegenError, row_extent
 from .rules import anchor
@@ -67,7 +67,7 @@ def conv(ctx, node):
     with k.loop(k.begin, k.end, name="row") as row:
         n, oc, oh = k.delinearize(row, ys[:3])
         with k.loop(0, ys[3], name="init") as ow:
-            b.store(ctx.read(bias, [oc]) if bias else ir.Constant(F32, 0.0), b.gep(row_acc, [ow]))
+            b.store(ctx.read(bias, [oc]) if bias else ll.Constant(F32, 0.0), b.gep(row_acc, [ow]))
         ic0 = b.mul(b.udiv(oc, k.i64(oc_per_group)), k.i64(cin))
         with k.loop(0, cin, name="ic") as ic, k.loop(0, kh_n, name="kh") as kh:
             ih = b.sub(b.add(b.mul(oh, k.i64(sh)), b.mul(kh, k.i64(dh))), k.i64(ph))

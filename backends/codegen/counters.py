@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, fields
 
 import numpy as np
-from llvmlite import ir
+from llvmlite import ir as ll
 
 from backends.placement import choose_engine
 from backends.scheduler import FAMILY_MODELS
@@ -86,7 +86,7 @@ def attach(lowered: Lowered, graph: Graph, target: Target) -> Layout:
     return layout
 
 
-def _emit(module: ir.Module, graph: Graph, node: Node, first: int, gemms: list[Gemm], tilings: list[Tiling],
+def _emit(module: ll.Module, graph: Graph, node: Node, first: int, gemms: list[Gemm], tilings: list[Tiling],
           weights: list[Weights | None]) -> KernelSpec:
     name = f"count{first}_{''.join(c if c.isalnum() else '_' for c in node.name)}"
     k = Kernel(module, name)
@@ -148,11 +148,11 @@ def _nonzeros(k: Kernel, b_operand, b_off, rows, cols, acc):
         offset = b.add(b_off, b.add(b.mul(kk, k.i64(w.row)), b.mul(j, k.i64(w.col))))
         value = k.widen(b.load(b.gep(pointer, [offset])), dtype)
         if is_float(value.type):
-            nonzero = b.fcmp_unordered("!=", value, ir.Constant(value.type, 0.0))
+            nonzero = b.fcmp_unordered("!=", value, ll.Constant(value.type, 0.0))
         elif value.type.width == 1:
             nonzero = value
         else:
-            nonzero = b.icmp_unsigned("!=", value, ir.Constant(value.type, 0))
+            nonzero = b.icmp_unsigned("!=", value, ll.Constant(value.type, 0))
         b.store(b.add(b.load(acc), b.zext(nonzero, I64)), acc)
     return b.load(acc)
 

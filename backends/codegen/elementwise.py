@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from llvmlite import ir
+from llvmlite import ir as ll
 
 from ir.dtypes import DType
 
@@ -17,8 +17,8 @@ from .minifloat import MINIFLOATS, ROUND_MODES
 from .rules import pointwise
 
 
-def fconst(x: ir.Value, v: float) -> ir.Constant:
-    return ir.Constant(x.type, float(v))
+def fconst(x: ll.Value, v: float) -> ll.Constant:
+    return ll.Constant(x.type, float(v))
 
 
 # ------------------------------------------------------------------ unary math
@@ -98,12 +98,12 @@ FLOAT_UNARY = {
 }
 
 INT_UNARY = {
-    "Abs": lambda k, x, a: k.b.select(k.b.icmp_signed("<", x, ir.Constant(x.type, 0)), k.b.neg(x), x),
+    "Abs": lambda k, x, a: k.b.select(k.b.icmp_signed("<", x, ll.Constant(x.type, 0)), k.b.neg(x), x),
     "Neg": lambda k, x, a: k.b.neg(x),
-    "Relu": lambda k, x, a: k.b.select(k.b.icmp_signed("<", x, ir.Constant(x.type, 0)), ir.Constant(x.type, 0), x),
-    "Sign": lambda k, x, a: k.b.sub(k.b.zext(k.b.icmp_signed(">", x, ir.Constant(x.type, 0)), x.type),
-                                    k.b.zext(k.b.icmp_signed("<", x, ir.Constant(x.type, 0)), x.type)),
-    "Not": lambda k, x, a: k.b.xor(x, ir.Constant(x.type, 1 if x.type == I1 else -1)),
+    "Relu": lambda k, x, a: k.b.select(k.b.icmp_signed("<", x, ll.Constant(x.type, 0)), ll.Constant(x.type, 0), x),
+    "Sign": lambda k, x, a: k.b.sub(k.b.zext(k.b.icmp_signed(">", x, ll.Constant(x.type, 0)), x.type),
+                                    k.b.zext(k.b.icmp_signed("<", x, ll.Constant(x.type, 0)), x.type)),
+    "Not": lambda k, x, a: k.b.xor(x, ll.Constant(x.type, 1 if x.type == I1 else -1)),
 }
 
 
@@ -120,12 +120,12 @@ def unary(ctx, node, idx):
 def predicate(ctx, node, idx):
     x, b = ctx.read(node.inputs[0], idx), ctx.b
     if not is_float(x.type):
-        return ir.Constant(I1, 0)
+        return ll.Constant(I1, 0)
     if node.op_type == "IsNaN":
         return b.fcmp_unordered("uno", x, x)
     inf = fconst(x, math.inf)
-    pos = b.fcmp_ordered("==", x, inf) if node.attrs.get("detect_positive", 1) else ir.Constant(I1, 0)
-    neg = b.fcmp_ordered("==", x, b.fneg(inf)) if node.attrs.get("detect_negative", 1) else ir.Constant(I1, 0)
+    pos = b.fcmp_ordered("==", x, inf) if node.attrs.get("detect_positive", 1) else ll.Constant(I1, 0)
+    neg = b.fcmp_ordered("==", x, b.fneg(inf)) if node.attrs.get("detect_negative", 1) else ll.Constant(I1, 0)
     return b.or_(pos, neg)
 
 
@@ -133,25 +133,25 @@ def predicate(ctx, node, idx):
 def _int_div(k, x, y, unsigned):
     """Integer division that cannot trap: a zero divisor yields 0 (onnxruntime leaves it undefined)."""
     b = k.b
-    zero = b.icmp_signed("==", y, ir.Constant(y.type, 0))
-    safe = b.select(zero, ir.Constant(y.type, 1), y)
+    zero = b.icmp_signed("==", y, ll.Constant(y.type, 0))
+    safe = b.select(zero, ll.Constant(y.type, 1), y)
     q = b.udiv(x, safe) if unsigned else b.sdiv(x, safe)
-    return b.select(zero, ir.Constant(y.type, 0), q)
+    return b.select(zero, ll.Constant(y.type, 0), q)
 
 
 def _int_mod(k, x, y, unsigned, fmod):
     b = k.b
-    zero = b.icmp_signed("==", y, ir.Constant(y.type, 0))
-    safe = b.select(zero, ir.Constant(y.type, 1), y)
+    zero = b.icmp_signed("==", y, ll.Constant(y.type, 0))
+    safe = b.select(zero, ll.Constant(y.type, 1), y)
     if unsigned:
         return b.urem(x, safe)
     r = b.srem(x, safe)
     if not fmod:  # Python sign convention: the result takes the divisor's sign
-        fix = b.and_(b.icmp_signed("!=", r, ir.Constant(r.type, 0)),
-                     b.icmp_signed("!=", b.icmp_signed("<", r, ir.Constant(r.type, 0)),
-                                   b.icmp_signed("<", safe, ir.Constant(r.type, 0))))
+        fix = b.and_(b.icmp_signed("!=", r, ll.Constant(r.type, 0)),
+                     b.icmp_signed("!=", b.icmp_signed("<", r, ll.Constant(r.type, 0)),
+                                   b.icmp_signed("<", safe, ll.Constant(r.type, 0))))
         r = b.select(fix, b.add(r, safe), r)
-    return b.select(zero, ir.Constant(y.type, 0), r)
+    return b.select(zero, ll.Constant(y.type, 0), r)
 
 
 def _float_mod(k, x, y, fmod):
@@ -181,7 +181,7 @@ INT_BINARY = {
     "Mul": lambda k, x, y, a, u: k.b.mul(x, y),
     "Div": lambda k, x, y, a, u: _int_div(k, x, y, u),
     "Mod": lambda k, x, y, a, u: _int_mod(k, x, y, u, a.get("fmod", 0)),
-    "PRelu": lambda k, x, y, a, u: k.b.select(k.b.icmp_signed("<", x, ir.Constant(x.type, 0)), k.b.mul(x, y), x),
+    "PRelu": lambda k, x, y, a, u: k.b.select(k.b.icmp_signed("<", x, ll.Constant(x.type, 0)), k.b.mul(x, y), x),
     "Max": lambda k, x, y, a, u: k.b.select(k.b.icmp_unsigned(">", x, y) if u else k.b.icmp_signed(">", x, y), x, y),
     "Min": lambda k, x, y, a, u: k.b.select(k.b.icmp_unsigned("<", x, y) if u else k.b.icmp_signed("<", x, y), x, y),
     "BitwiseAnd": lambda k, x, y, a, u: k.b.and_(x, y),
@@ -196,7 +196,7 @@ INT_BINARY = {
 COMPARE = {"Equal": "==", "Less": "<", "Greater": ">", "LessOrEqual": "<=", "GreaterOrEqual": ">="}
 
 
-def binary_op(ctx, op: str, x: ir.Value, y: ir.Value, dtype: DType, attrs: dict) -> ir.Value:
+def binary_op(ctx, op: str, x: ll.Value, y: ll.Value, dtype: DType, attrs: dict) -> ll.Value:
     """``x op y`` for operands already in ``dtype``'s compute type."""
     if op in COMPARE:
         if is_float(x.type):
@@ -219,7 +219,7 @@ def binary(ctx, node, idx):
     return binary_op(ctx, node.op_type, x, y, ctx.dtype(node.inputs[0]), node.attrs)
 
 
-def power(ctx, x, y, xt: DType, yt: DType) -> ir.Value:
+def power(ctx, x, y, xt: DType, yt: DType) -> ll.Value:
     """Pow takes an exponent of any numeric type; integer bases are raised in double precision."""
     if is_float(x.type):
         return ctx.k.intrinsic("llvm.pow", [x, convert(ctx, y, yt, xt)])
@@ -263,7 +263,7 @@ def clip(ctx, node, idx):
 
 
 # ----------------------------------------------------------------------- casts
-def convert(ctx, v: ir.Value, src: DType, dst: DType, saturate: bool = True, round_mode: str = "up") -> ir.Value:
+def convert(ctx, v: ll.Value, src: DType, dst: DType, saturate: bool = True, round_mode: str = "up") -> ll.Value:
     """Convert a compute-type value between dtypes (onnx Cast semantics, no traps). ``saturate``:
     float8 results clamp to their largest finite value instead of overflowing to inf / NaN;
     ``round_mode``: how float8 e8m0 rounds. Floats become integers as ml_dtypes and numpy on
@@ -277,7 +277,7 @@ def convert(ctx, v: ir.Value, src: DType, dst: DType, saturate: bool = True, rou
     if v.type == t and (src.is_float == dst.is_float):
         return v
     if dst is DType.BOOL:
-        return b.fcmp_unordered("!=", v, fconst(v, 0)) if is_float(v.type) else b.icmp_unsigned("!=", v, ir.Constant(v.type, 0))
+        return b.fcmp_unordered("!=", v, fconst(v, 0)) if is_float(v.type) else b.icmp_unsigned("!=", v, ll.Constant(v.type, 0))
     if is_float(t):
         if is_float(v.type):
             return b.fpext(v, t) if t.intrinsic_name == "f64" else b.fptrunc(v, t)

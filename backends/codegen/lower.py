@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from llvmlite import ir
+from llvmlite import ir as ll
 
 from ir.graph import Graph, Node
 
@@ -39,7 +39,7 @@ class KernelSpec:
 
 @dataclass
 class Lowered:
-    module: ir.Module
+    module: ll.Module
     kernels: list[KernelSpec]
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     """Arrays made at compile time (e.g. weights laid out for a kernel), by value name."""
@@ -61,7 +61,7 @@ class Context:
         self.lowering, self.k, self.b, self.group = lowering, kernel, kernel.b, group
         self.graph, self.schedule = lowering.graph, lowering.schedule
         self.args: list[str] = []
-        self._overrides: dict[str, ir.Value] = {}
+        self._overrides: dict[str, ll.Value] = {}
 
     # ----------------------------------------------------------------- facts
     def shape(self, name: str) -> tuple[int, ...]:
@@ -98,7 +98,7 @@ class Context:
         return Buffer.contiguous(len(self.args) - 1, self.lowering.dtype_of(data), data.shape)
 
     # ------------------------------------------------------------- elements
-    def read(self, name: str, idx: list[ir.Value]) -> ir.Value:
+    def read(self, name: str, idx: list[ll.Value]) -> ll.Value:
         """Element ``idx`` of a value: computed inline when fused, else loaded."""
         if name in self._overrides:
             return self._overrides[name]
@@ -107,14 +107,14 @@ class Context:
             return rules.POINTWISE[rules.key(producer.op_type, producer.domain)](self, producer, idx)
         return self.k.load(self.buffer(name), idx)
 
-    def read_bcast(self, name: str, out_idx: list[ir.Value]) -> ir.Value:
+    def read_bcast(self, name: str, out_idx: list[ll.Value]) -> ll.Value:
         """Read with numpy broadcasting against an output index."""
         shape = self.shape(name)
         zero = self.k.i64(0)
         idx = [zero if d == 1 else i for d, i in zip(shape, out_idx[len(out_idx) - len(shape):])]
         return self.read(name, idx)
 
-    def write(self, name: str, idx: list[ir.Value], value: ir.Value) -> None:
+    def write(self, name: str, idx: list[ll.Value], value: ll.Value) -> None:
         """Store a result; output 0 of the root first passes through the epilogue ops."""
         if self.group.epilogue and name == self.group.root.outputs[0]:
             for node in self.group.epilogue:
@@ -204,7 +204,7 @@ class Lowering:
 
     def lower(self, module_name: str = "xpuc") -> Lowered:
         self.check()
-        module = ir.Module(module_name)
+        module = ll.Module(module_name)
         module.triple = ""
         kernels = []
         for i, group in enumerate(self.plan()):

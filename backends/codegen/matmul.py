@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from llvmlite import ir
+from llvmlite import ir as ll
 
 from ir.dtypes import DType
 from ir.ops.composite import ACTIVATIONS
@@ -179,7 +179,7 @@ def _pack_panel(ctx, p: Product, scratch, b_off, j0):
         safe = b.select(inside, j, k.i64(p.n - 1))
         value = b.load(b.gep(src, [_elem(k, p.b, b_off, kk, safe)]))
         if p.n % nr:
-            value = b.select(inside, value, ir.Constant(value.type, 0))
+            value = b.select(inside, value, ll.Constant(value.type, 0))
         b.store(value, b.gep(scratch, [b.add(b.mul(kk, k.i64(nr)), c)]))
     return scratch
 
@@ -217,20 +217,20 @@ def _tile(ctx, p: Product, panel, a_off, i0, j0, cols, mr, dtype, write):
     k, b, s = ctx.k, ctx.b, ctx.schedule
     pointer, stride, width = panel
     vw, nv = s.vector_width, width // s.vector_width
-    vec = ir.VectorType(F32, vw)
+    vec = ll.VectorType(F32, vw)
     accs = k.alloca(vec, mr * nv)
     for r in range(mr * nv):
-        b.store(ir.Constant(vec, None), b.gep(accs, [k.i64(r)]))
+        b.store(ll.Constant(vec, None), b.gep(accs, [k.i64(r)]))
     pa = k.base(p.a.buf)
-    storage_vec = ir.VectorType(pointer.type.pointee, vw)
+    storage_vec = ll.VectorType(pointer.type.pointee, vw)
     with k.loop(0, p.k, name="kk") as kk:
         row_b = b.mul(kk, k.i64(stride))
         bv = [k.widen(b.load(b.bitcast(b.gep(pointer, [b.add(row_b, k.i64(v * vw))]), storage_vec.as_pointer()),
                              align=2), dtype) for v in range(nv)]
         for r in range(mr):
             a = k.widen(b.load(b.gep(pa, [_elem(k, p.a, a_off, b.add(i0, k.i64(r)), kk)])), dtype)
-            splat = b.shuffle_vector(b.insert_element(ir.Constant(vec, ir.Undefined), a, ir.Constant(I32, 0)),
-                                     ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(I32, vw), None))
+            splat = b.shuffle_vector(b.insert_element(ll.Constant(vec, ll.Undefined), a, ll.Constant(I32, 0)),
+                                     ll.Constant(vec, ll.Undefined), ll.Constant(ll.VectorType(I32, vw), None))
             for v in range(nv):
                 slot = b.gep(accs, [k.i64(r * nv + v)])
                 b.store(k.intrinsic("llvm.fma", [splat, bv[v], b.load(slot)]), slot)
@@ -255,10 +255,10 @@ def gemm(ctx, node):
 
     def post(value, idx):
         if alpha != 1.0:
-            value = ctx.b.fmul(value, ir.Constant(value.type, alpha))
+            value = ctx.b.fmul(value, ll.Constant(value.type, alpha))
         if bias is not None:
             c = ctx.read_bcast(bias, idx)
-            value = ctx.b.fadd(value, ctx.b.fmul(c, ir.Constant(c.type, beta)) if beta != 1.0 else c)
+            value = ctx.b.fadd(value, ctx.b.fmul(c, ll.Constant(c.type, beta)) if beta != 1.0 else c)
         return value
 
     return emit_product(ctx, node, _product(ctx, node, bool(node.attrs.get("transA", 0)),

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llvmlite import ir
+from llvmlite import ir as ll
 
 from ir.dtypes import DType
 
-I8, I32, F32 = ir.IntType(8), ir.IntType(32), ir.FloatType()
+I8, I32, F32 = ll.IntType(8), ll.IntType(32), ll.FloatType()
 QUIET_NAN_BITS = 0x7FC00000
 ROUND_MODES = ("up", "down", "nearest")
 """Cast's ``round_mode`` values (they apply to e8m0 only)."""
@@ -56,7 +56,7 @@ class MiniFloat:
         quiet = (self.top_exponent << self.mantissa) | (1 << (self.mantissa - 1))
         return {"ieee": quiet, "fn": self.sign_bit - 1, "fnuz": self.sign_bit, "none": self.sign_bit}[self.specials]
 
-    def decode(self, k, raw: ir.Value) -> ir.Value:
+    def decode(self, k, raw: ll.Value) -> ll.Value:
         """Code -> f32: normals rebias into f32 bits, subnormals are mantissa * 2**min_exponent,
         every NaN is the quiet one (signed as coded)."""
         b, c = k.b, (lambda v: k.const(I32, v))
@@ -78,7 +78,7 @@ class MiniFloat:
         sign = b.shl(b.and_(code, c(self.sign_bit)), c(32 - self.bits))
         return b.bitcast(b.or_(value, sign), F32)
 
-    def encode(self, k, x: ir.Value, saturate: bool = False, round_mode: str = "nearest") -> ir.Value:
+    def encode(self, k, x: ll.Value, saturate: bool = False, round_mode: str = "nearest") -> ll.Value:
         """f32 -> the nearest code, ties to even (``round_mode`` is e8m0's alone). Past the largest
         finite value: clamp to it when ``saturate``, else overflow as the format does.
 
@@ -119,14 +119,14 @@ class E8M0:
     (Cast's default) rounds any fraction up, "down" truncates, "nearest" rounds on the f32
     guard bit; ``saturate`` stops a round-up short of NaN."""
 
-    def decode(self, k, raw: ir.Value) -> ir.Value:
+    def decode(self, k, raw: ll.Value) -> ll.Value:
         b, c = k.b, (lambda v: k.const(I32, v))
         code = b.zext(raw, I32)
         bits = b.select(b.icmp_unsigned("==", code, c(0)), c(0x400000), b.shl(code, c(23)))  # 2**-127 is subnormal
         bits = b.select(b.icmp_unsigned("==", code, c(0xFF)), c(QUIET_NAN_BITS), bits)
         return b.bitcast(bits, F32)
 
-    def encode(self, k, x: ir.Value, saturate: bool = False, round_mode: str = "nearest") -> ir.Value:
+    def encode(self, k, x: ll.Value, saturate: bool = False, round_mode: str = "nearest") -> ll.Value:
         """``nearest`` by default, the mode under which decoding then encoding is the identity."""
         b, c = k.b, (lambda v: k.const(I32, v))
         bits = b.bitcast(x, I32)
@@ -137,7 +137,7 @@ class E8M0:
         elif round_mode == "nearest":
             up = b.and_(is_set(0x400000), b.or_(is_set(0x3FFFFF), b.icmp_unsigned("!=", exponent, c(0))))
         else:  # down
-            up = ir.Constant(ir.IntType(1), 0)
+            up = ll.Constant(ll.IntType(1), 0)
         if saturate:
             up = b.and_(up, b.icmp_unsigned("!=", exponent, c(0xFE)))
         code = b.add(exponent, b.zext(up, I32))

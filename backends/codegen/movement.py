@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
+from llvmlite import ir as ll
 
 from ir.dtypes import DType
 
@@ -60,7 +60,7 @@ def slice_(ctx, node, idx):
     return ctx.read(node.inputs[0], src)
 
 
-def clamp_index(ctx, i: ir.Value, size: int) -> ir.Value:
+def clamp_index(ctx, i: ll.Value, size: int) -> ll.Value:
     """A data-dependent index made safe: negatives count from the end, then clamp to [0, size)."""
     b, k = ctx.b, ctx.k
     i = b.select(b.icmp_signed("<", i, k.i64(0)), b.add(i, k.i64(size)), i)
@@ -68,7 +68,7 @@ def clamp_index(ctx, i: ir.Value, size: int) -> ir.Value:
     return b.select(b.icmp_signed(">=", i, k.i64(size)), k.i64(size - 1), i)
 
 
-def as_index(ctx, v: ir.Value) -> ir.Value:
+def as_index(ctx, v: ll.Value) -> ll.Value:
     return ctx.b.sext(v, I64) if v.type.width < 64 else v
 
 
@@ -99,7 +99,7 @@ def trilu(ctx, node, idx):
     row, col = idx[-2], idx[-1]
     shifted = b.add(row, k.i64(diag))
     keep = b.icmp_signed(">=", col, shifted) if node.attrs.get("upper", 1) else b.icmp_signed("<=", col, shifted)
-    return b.select(keep, x, ir.Constant(x.type, None))
+    return b.select(keep, x, ll.Constant(x.type, None))
 
 
 @pointwise("Tile")
@@ -120,7 +120,7 @@ def pad(ctx, node, idx):
     for n, a in enumerate(axes):
         begin[_norm_axis(a, len(shape))] = pads[n]
     mode = node.attrs.get("mode", "constant")
-    inside, src = ir.Constant(ir.IntType(1), 1), []
+    inside, src = ll.Constant(ll.IntType(1), 1), []
     for i, d, p in zip(idx, shape, begin):
         j = b.sub(i, k.i64(p))
         if mode == "constant":
@@ -136,7 +136,7 @@ def pad(ctx, node, idx):
     x = ctx.read(node.inputs[0], src)
     if mode != "constant":
         return x
-    fill = ctx.read(node.inputs[2], []) if len(node.inputs) > 2 and node.inputs[2] else ir.Constant(x.type, None)
+    fill = ctx.read(node.inputs[2], []) if len(node.inputs) > 2 and node.inputs[2] else ll.Constant(x.type, None)
     return b.select(inside, x, fill)
 
 
@@ -206,7 +206,7 @@ def dropout(ctx, node):
         if out:
             ctx.write(out, idx, ctx.read(x, idx))
         if mask:
-            ctx.write(mask, idx, ir.Constant(I1, 1))
+            ctx.write(mask, idx, ll.Constant(I1, 1))
     return row_extent(shape)
 
 

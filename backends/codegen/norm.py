@@ -4,7 +4,7 @@ and LRN (a window sum over channels per element)."""
 
 from __future__ import annotations
 
-from llvmlite import ir
+from llvmlite import ir as ll
 
 from .elementwise import fconst
 from .emit import CodegenError, row_extent
@@ -24,8 +24,8 @@ def _row_norm(ctx, node, axis: int, center: bool, scale_at, bias_at, stats_outpu
         n *= d
     eps = node.attrs.get("epsilon", 1e-5)
     with k.parallel_rows(outer, inner=0) as idx:
-        t = ir.FloatType()
-        zero = ir.Constant(t, 0.0)
+        t = ll.FloatType()
+        zero = ll.Constant(t, 0.0)
         mean = b.fdiv(fold(ctx, x, idx, axes, False, t, zero, lambda acc, v: add(ctx, acc, v)), fconst(zero, n)) \
             if center else zero
         var = b.fdiv(fold(ctx, x, idx, axes, False, t, zero,

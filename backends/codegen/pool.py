@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from llvmlite import ir
+from llvmlite import ir as ll
 
 from .conv import window
 from .elementwise import binary_op
@@ -49,19 +49,19 @@ def pool(ctx, node):
     is_max = node.op_type == "MaxPool"
     include_pad = node.attrs.get("count_include_pad", 0)
     acc, count, where = k.alloca(compute_type(dtype), 1), k.alloca(F32, 1), k.alloca(I64, 1)
-    one = ir.Constant(F32, 1.0)
+    one = ll.Constant(F32, 1.0)
     with k.parallel_rows(ys) as (n, c, *outs):
         b.store(initial(dtype, "lowest" if is_max else 0), acc)
-        b.store(ir.Constant(F32, 0.0), count)
+        b.store(ll.Constant(F32, 0.0), count)
         b.store(k.i64(0), where)
         with k.nest(kernel, name="w") as taps:
             reach = [b.add(b.mul(o, k.i64(s)), b.mul(t, k.i64(d))) for o, t, s, d in zip(outs, taps, strides, dilations)]
             pos = [b.sub(r, k.i64(p)) for r, p in zip(reach, begin)]
-            inside = ir.Constant(ir.IntType(1), 1)
+            inside = ll.Constant(ll.IntType(1), 1)
             for p, size in zip(pos, xs[2:]):
                 inside = b.and_(inside, b.icmp_unsigned("<", p, k.i64(size)))
             if include_pad and not is_max:
-                counted = ir.Constant(ir.IntType(1), 1)
+                counted = ll.Constant(ll.IntType(1), 1)
                 for r, size in zip(reach, padded):
                     counted = b.and_(counted, b.icmp_signed("<", r, k.i64(size)))
                 b.store(b.fadd(b.load(count), b.uitofp(counted, F32)), count)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
+from llvmlite import ir as ll
 
 from ir.dtypes import DType
 
@@ -32,11 +32,11 @@ def _mul(ctx, acc, x, dtype=None):
 
 def _abs(ctx, x):
     return ctx.k.intrinsic("llvm.fabs", [x]) if is_float(x.type) else \
-        ctx.b.select(ctx.b.icmp_signed("<", x, ir.Constant(x.type, 0)), ctx.b.neg(x), x)
+        ctx.b.select(ctx.b.icmp_signed("<", x, ll.Constant(x.type, 0)), ctx.b.neg(x), x)
 
 
 def _mean(ctx, acc, n):
-    return ctx.b.fdiv(acc, fconst(acc, n)) if is_float(acc.type) else ctx.b.sdiv(acc, ir.Constant(acc.type, n))
+    return ctx.b.fdiv(acc, fconst(acc, n)) if is_float(acc.type) else ctx.b.sdiv(acc, ll.Constant(acc.type, n))
 
 
 REDUCTIONS = {
@@ -57,17 +57,17 @@ REDUCTIONS = {
 SHAPE_OPERANDS.update({op: (1,) for op in REDUCTIONS})
 
 
-def initial(dtype: DType, spec) -> ir.Constant:
+def initial(dtype: DType, spec) -> ll.Constant:
     """A reduction's starting value in ``dtype``'s compute type; "lowest"/"highest" are its range ends."""
     t = compute_type(dtype)
     if spec in ("lowest", "highest"):
         if is_float(t):
-            return ir.Constant(t, -math.inf if spec == "lowest" else math.inf)
+            return ll.Constant(t, -math.inf if spec == "lowest" else math.inf)
         if dtype is DType.BOOL:
-            return ir.Constant(t, int(spec == "highest"))
+            return ll.Constant(t, int(spec == "highest"))
         info = np.iinfo(dtype.numpy)
-        return ir.Constant(t, int(info.min if spec == "lowest" else info.max))
-    return ir.Constant(t, float(spec) if is_float(t) else int(spec))
+        return ll.Constant(t, int(info.min if spec == "lowest" else info.max))
+    return ll.Constant(t, float(spec) if is_float(t) else int(spec))
 
 
 def reduce_axes(ctx, node) -> list[int]:
