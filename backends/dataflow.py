@@ -10,11 +10,13 @@ the same order and times. A matrix engine with an ``array`` shape pads K and N t
 
 from __future__ import annotations
 
+from ir.ops import Gemm
+
 from .roofline import slowest, streaming_bytes
 from .schedule import Cost
 from .target import Engine, Target
 from .tiles import GemmCounts, Tiling, dense_counts, skipped_flops
-from .work import Gemm, OpWork
+from .work import OpWork
 
 shared_stream = False
 

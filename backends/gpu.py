@@ -15,12 +15,13 @@ from __future__ import annotations
 import math
 
 from ir.dtypes import DType
+from ir.ops import Gemm
 
 from .roofline import reread_bytes, slowest, streaming_bytes
 from .schedule import Cost
 from .target import Engine, Target
 from .tiles import GemmCounts, Tiling, dense_counts, rounds_work, skipped_flops
-from .work import Gemm, OpWork
+from .work import OpWork
 
 shared_stream = True
 

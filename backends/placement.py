@@ -18,9 +18,10 @@ import math
 from dataclasses import dataclass
 
 from ir.errors import XpucError
+from ir.ops import Gemm
 
 from .target import Engine, Target
-from .work import Gemm, OpWork
+from .work import OpWork
 
 
 class ScheduleError(XpucError):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 
+from ir.ops import Gemm
+
 from .target import Target
-from .work import Gemm, OpWork
+from .work import OpWork
 
 
 def slowest(compute_s: float, sizes: dict[str, float], target: Target) -> tuple[float, str]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .work import Gemm
+from ir.ops import Gemm
 
 
 @dataclass(frozen=True)

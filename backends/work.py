@@ -1,38 +1,22 @@
 """What one op asks of hardware: its FLOPs, the bytes it reads and writes, and its GEMMs.
 
-FLOPs and op families come from the op table (``ir.ops``, via ``ir.summary.node_flops``);
-this module adds what schedulers need beyond a FLOP count: which bytes are weights
-(resident constants) and which are activations, and the matrix products an op is made
-of (MatMul and Gemm directly, Conv as an im2col GEMM per group, Attention as its two
-batched products), so tile and array models can pad and fold them.
+FLOPs, op families, patterns and matrix products come from the op table (``ir.ops``); this
+module adds what schedulers need beyond them: which bytes are weights (resident constants)
+and which are activations, and which ops cost nothing at run time (views, shape-only ops,
+and ops a compiler evaluates before the model runs).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from ir import ops
 from ir.graph import Graph, Node
+from ir.ops import Gemm, Pattern
 from ir.summary import node_flops
 
-VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Shape", "Size",
-                      "Constant"})
-"""Ops that only relabel a buffer: compilers emit no kernel and move no data for them."""
-
-
-@dataclass(frozen=True)
-class Gemm:
-    """``batch`` independent products of an (m x k) by a (k x n) matrix."""
-
-    batch: int
-    m: int
-    n: int
-    k: int
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.batch * self.m * self.n * self.k
+FREE_PATTERNS = frozenset({Pattern.VIEW, Pattern.SHAPE})
+"""Ops that only relabel a buffer or follow from shapes: compilers emit no kernel and move no data for them."""
 
 
 @dataclass
@@ -58,7 +42,7 @@ class OpWork:
 
     @property
     def view(self) -> bool:
-        return self.node.op_type in VIEW_OPS
+        return ops.lookup(self.node.op_type, self.node.domain).pattern in FREE_PATTERNS
 
     @property
     def free(self) -> bool:
@@ -84,11 +68,10 @@ def op_work(graph: Graph, node: Node, sizes: dict[str, int], constants: set[str]
     outs = [graph.values[o] for o in node.outputs if o]
     weights = {v.name: sizes[v.name] for v in ins if v is not None and (v.const or v.name in constants)}
     activations = sum(sizes[v.name] for v in ins if v is not None and v.name not in weights)
-    gemm_rule = _GEMMS.get(node.op_type)
-    gemms = gemm_rule(graph, node) if gemm_rule else []
     return OpWork(node, opdef.family, _format(ins, outs), node_flops(graph, node) or 0, activations,
-                  sum(weights.values()), sum(sizes[v.name] for v in outs), [g for g in gemms if g is not None],
-                  weights, _static(graph, node.outputs[0]) if node.outputs and node.outputs[0] else None)
+                  sum(weights.values()), sum(sizes[v.name] for v in outs),
+                  [c.gemm for c in ops.contractions(graph, node)], weights,
+                  _static(graph, node.outputs[0]) if node.outputs and node.outputs[0] else None)
 
 
 def graph_work(graph: Graph, sizes: dict[str, int] | None = None) -> list[OpWork]:
@@ -99,7 +82,7 @@ def graph_work(graph: Graph, sizes: dict[str, int] | None = None) -> list[OpWork
     for node in graph.nodes:
         work = op_work(graph, node, sizes, constants)
         inputs = [v for v in node.inputs if v]
-        if inputs and all(v in work.weights for v in inputs):
+        if inputs and all(v in work.weights for v in inputs) and ops.lookup(node.op_type, node.domain).deterministic:
             work.compile_time = True
             constants.update(o for o in node.outputs if o)
         works.append(work)
@@ -117,51 +100,6 @@ def _format(ins, outs) -> str:
 def _static(graph: Graph, name: str) -> tuple[int, ...] | None:
     t = graph.values[name].type if name else None
     return tuple(t.shape) if t is not None and t.is_static else None
-
-
-def _matmul(graph: Graph, node: Node) -> list[Gemm | None]:
-    a, out = _static(graph, node.inputs[0]), _static(graph, node.outputs[0])
-    if a is None or out is None:
-        return [None]
-    m = a[-2] if len(a) > 1 else 1
-    n = out[-1] if len(_static(graph, node.inputs[1]) or ()) > 1 else 1
-    return [Gemm(max(1, math.prod(out) // max(1, m * n)), m, n, a[-1])]
-
-
-def _gemm(graph: Graph, node: Node) -> list[Gemm | None]:
-    a, out = _static(graph, node.inputs[0]), _static(graph, node.outputs[0])
-    if a is None or out is None:
-        return [None]
-    return [Gemm(1, out[0], out[1], a[0] if node.attr("transA", 0) else a[1])]
-
-
-def _conv(graph: Graph, node: Node) -> list[Gemm | None]:
-    """im2col: each group multiplies (N*H'*W') x (C/g*kh*kw) patches by the (C/g*kh*kw) x (Cout/g) weights."""
-    w, out = _static(graph, node.inputs[1]), _static(graph, node.outputs[0])
-    if w is None or out is None:
-        return [None]
-    group = node.attr("group", 1)
-    return [Gemm(group, out[0] * math.prod(out[2:]), w[0] // group, math.prod(w[1:]))]
-
-
-def _attention(graph: Graph, node: Node) -> list[Gemm | None]:
-    """Scores Q·Kᵀ (sq x skv over d) and context P·V (sq x dv over skv), per batch and query head."""
-    q, k, out = (_static(graph, v) for v in (node.inputs[0], node.inputs[1], node.outputs[0]))
-    if q is None or k is None or out is None:
-        return [None]
-    if len(q) == 4:
-        b, heads, sq, d = q
-        skv, dv = k[2], out[3]
-    else:
-        heads = node.attr("q_num_heads")
-        b, sq, d = q[0], q[1], q[2] // heads
-        skv, dv = k[1], out[2] // heads
-    past = _static(graph, node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] else None
-    skv += past[2] if past else 0
-    return [Gemm(b * heads, sq, skv, d), Gemm(b * heads, sq, dv, skv)]
-
-
-_GEMMS = {"MatMul": _matmul, "FusedMatMul": _matmul, "Gemm": _gemm, "Conv": _conv, "Attention": _attention}
 
 
 def live_bytes(graph: Graph, works: list[OpWork], sizes: dict[str, int] | None = None) -> list[int]:

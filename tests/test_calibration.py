@@ -14,7 +14,7 @@ import pytest
 import backends
 from backends.calibration import gemm_schedule, measured_latency
 from backends.systolic import gemm_cycles
-from backends.work import Gemm
+from ir.ops import Gemm
 from ir.dtypes import DType
 from ir.graph import Graph
 from ir.passes.shape_inference import infer_shapes

@@ -15,7 +15,8 @@ from backends import report
 from backends.calibration import matmul_graph
 from backends.schedule import BOUNDS
 from backends.systolic import gemm_cycles
-from backends.work import Gemm, graph_work
+from backends.work import graph_work
+from ir.ops import Gemm
 from frontends import onnx as onnx_frontend
 from ir.dtypes import DType
 from ir.graph import Graph

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from llvmlite import ir as ll
 
+from ir import ops
 from ir.graph import Graph, Node
+from ir.ops import Pattern
 
 from . import rules
 from .emit import STORAGE, Buffer, CodegenError, Kernel, row_extent
@@ -145,7 +147,7 @@ class Lowering:
         missing: dict[str, list[str]] = {}
         for node in self.graph.nodes:
             op = rules.key(node.op_type, node.domain)
-            if not any(op in table for table in (rules.POINTWISE, rules.ANCHORS, rules.ALIASES, rules.STATIC)):
+            if not any(op in table for table in (rules.POINTWISE, rules.ANCHORS, rules.STATIC)) and not _view(node):
                 missing.setdefault(op, []).append(node.name)
         if missing:
             raise CodegenError("no CPU code generation for: " + "; ".join(
@@ -184,11 +186,12 @@ class Lowering:
                 groups.append(Group(node, chain, max(order[n.name] for n in [node, *chain])))
         for node in g.nodes:
             op = kind[node.name]
-            if op in rules.STATIC:
-                self.constants.update(zip(node.outputs, rules.STATIC[op](g, node)))
-            elif op in rules.ALIASES:
+            if _view(node):
                 self.aliases[node.outputs[0]] = node.inputs[0]
-            elif op in rules.POINTWISE and node.name not in in_epilogue:
+            if op in rules.STATIC:
+                self.constants.update((name, data) for name, data in zip(node.outputs, rules.STATIC[op](g, node))
+                                      if name and data is not None)
+            elif not _view(node) and op in rules.POINTWISE and node.name not in in_epilogue:
                 out = node.outputs[0]
                 consumer = g.consumers(out)[0][0] if single(out) else None
                 if consumer is not None and (kind[consumer.name] in rules.POINTWISE or
@@ -243,11 +246,15 @@ def _symbol(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text)
 
 
+def _view(node: Node) -> bool:
+    return ops.lookup(node.op_type, node.domain).pattern is Pattern.VIEW
+
+
 def value_inputs(graph: Graph) -> list[str]:
-    """Graph inputs whose contents reach a shape operand (:data:`rules.SHAPE_OPERANDS`), not
-    through a Shape or Size op: code for the graph can only be generated per value of them."""
-    pending = [node.inputs[i] for node in graph.nodes if not node.domain
-               for i in rules.SHAPE_OPERANDS.get(node.op_type, ()) if i < len(node.inputs) and node.inputs[i]]
+    """Graph inputs whose contents reach a shape operand (``OpDef.shape_operands``), not through
+    a shape-only op (Shape, Size): code for the graph can only be generated per value of them."""
+    pending = [node.inputs[i] for node in graph.nodes
+               for i in ops.lookup(node.op_type, node.domain).shape_operands if i < len(node.inputs) and node.inputs[i]]
     seen: set[str] = set()
     while pending:
         name = pending.pop()
@@ -255,7 +262,7 @@ def value_inputs(graph: Graph) -> list[str]:
             continue
         seen.add(name)
         producer = graph.producer(name)
-        if producer is not None and producer.op_type not in ("Shape", "Size"):
+        if producer is not None and ops.lookup(producer.op_type, producer.domain).pattern is not Pattern.SHAPE:
             pending.extend(i for i in producer.inputs if i)
     return [name for name in graph.inputs if name in seen]
 

@@ -14,9 +14,10 @@ import numpy as np
 from llvmlite import ir as ll
 
 from ir.dtypes import DType
+from ir.ops.movement import constant_value
 
 from .elementwise import binary_op, convert
-from .emit import I1, I64, CodegenError, compute_type, row_extent
+from .emit import I64, CodegenError, compute_type
 from .rules import anchor, pointwise, static
 
 
@@ -193,21 +194,26 @@ def range_(ctx, node, idx):
     return binary_op(ctx, "Add", start, step, dtype, {})
 
 
-@anchor("Dropout", inline_inputs=True)
-def dropout(ctx, node):
-    """Inference Dropout that survived simplification (its mask is read): a copy and an all-true mask.
-    Training mode with a nonzero ratio draws random numbers, which compiled code does not."""
-    if bool(ctx.operand(node, 2, False)) and float(ctx.operand(node, 1, 0.5)) > 0:
+@static("Dropout")
+def dropout_mask(graph, node):
+    """Inference Dropout that survived simplification (its mask is read) is a view of its input
+    and an all-true mask. Training mode with a nonzero ratio draws random numbers, which
+    compiled code does not."""
+    ratio, training = (graph.const_data(node.inputs[i]) if len(node.inputs) > i and node.inputs[i] else None
+                       for i in (1, 2))
+    for i, data in ((1, ratio), (2, training)):
+        if data is None and len(node.inputs) > i and node.inputs[i]:
+            raise CodegenError(f"{node.name}: input {i} ({node.inputs[i]!r}) of Dropout must be a constant "
+                               "for CPU code generation")
+    if training is not None and bool(training) and (ratio is None or float(ratio) > 0):
         raise CodegenError(f"{node.name}: training-mode Dropout is random and not supported by CPU code generation")
-    x, out = node.inputs[0], node.outputs[0]
     mask = node.outputs[1] if len(node.outputs) > 1 else ""
-    shape = ctx.shape(x)
-    with ctx.k.parallel_rows(shape) as idx:
-        if out:
-            ctx.write(out, idx, ctx.read(x, idx))
-        if mask:
-            ctx.write(mask, idx, ll.Constant(I1, 1))
-    return row_extent(shape)
+    return [None, np.ones(graph.type_of(mask).shape, bool) if mask else None]
+
+
+@static("Constant")
+def constant(graph, node):
+    return [constant_value(node.attrs)]
 
 
 @static("Shape")

@@ -16,7 +16,7 @@ from ir.dtypes import DType
 
 from .elementwise import binary_op, fconst
 from .emit import I64, compute_type, is_float, row_extent
-from .rules import SHAPE_OPERANDS, anchor
+from .rules import anchor
 
 REASSOC = ("reassoc", "nsz")
 """Fast-math flags on accumulations so LLVM may vectorize them (sums are then reordered)."""
@@ -53,8 +53,6 @@ REDUCTIONS = {
     "ReduceLogSumExp": (0, lambda ctx, x: ctx.k.intrinsic("llvm.exp", [x]), add,
                         lambda ctx, acc, n: ctx.k.intrinsic("llvm.log", [acc])),
 }
-
-SHAPE_OPERANDS.update({op: (1,) for op in REDUCTIONS})
 
 
 def initial(dtype: DType, spec) -> ll.Constant:

@@ -10,8 +10,10 @@ Three kinds of op, by how they meet a loop nest:
   A rule is ``fn(ctx, node) -> extent``: it builds the whole body over ``[begin, end)`` of
   its parallel loop and returns that loop's extent. Its traits say whether its inputs may be
   computed inline and whether elementwise consumers may ride along as an epilogue.
-- ``ALIASES``: ops that only reinterpret a contiguous buffer (Reshape, Squeeze ...): no code.
 - ``STATIC``: ops whose results the shapes decide (Shape, Size): compile-time constants.
+
+Views (``Pattern.VIEW`` in ``ir.ops``: Reshape, Squeeze, inference Dropout ...) need no rule:
+their output 0 shares input 0's buffer, and a ``STATIC`` rule gives any other output.
 """
 
 from __future__ import annotations
@@ -21,18 +23,10 @@ from typing import Callable
 
 POINTWISE: dict[str, Callable] = {}
 ANCHORS: dict[str, "Anchor"] = {}
-ALIASES = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
-SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {
-    "Reshape": (1,), "Expand": (1,), "ConstantOfShape": (0,), "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,),
-    "Tile": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Trilu": (1,), "Range": (0, 1, 2), "CumSum": (1,),
-    "Dropout": (1, 2), "TopK": (1,), "OneHot": (1,),
-}
-"""Inputs whose contents decide an output's shape or the generated code (axes, a Reshape's
-target, Slice bounds): code generation needs them as constants, so a model that computes one
-from a graph input is compiled once per distinct value of that input."""
 STATIC: dict[str, Callable] = {}
 """Ops whose outputs follow from static shapes alone (Shape, Size): ``fn(graph, node) -> arrays``,
-one per output; they become constants at compile time, never code."""
+one per output (None for an output that is not a constant, such as a view's output 0); they
+become constants at compile time, never code."""
 ELEMENTWISE: set[str] = set()
 """Pointwise ops that read every input at the output's own index (broadcast aside), so they
 can extend an anchor's epilogue."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import ops
 from ..graph import Graph
-from .shape_inference import NEVER_EVALUATE
 
 MAX_DEDUP_ELEMENTS = 4096
 """Constants up to this size are compared by content (exporters repeat small ones a lot)."""
@@ -30,7 +30,7 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
             if first != value.name:
                 graph.replace_uses(value.name, first)
     for node in graph.nodes:
-        if node.op_type in NEVER_EVALUATE:  # two random draws are not one
+        if not ops.lookup(node.op_type, node.domain).deterministic:  # two random draws are not one
             continue
         key = (node.domain, node.op_type, tuple(node.inputs), len(node.outputs),
                tuple(sorted((k, _hashable(v)) for k, v in node.attrs.items())))

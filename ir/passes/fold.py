@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import symbolic
+from .. import ops, symbolic
 from ..graph import Graph, Node
 from ..reference import run_nodes
 from ..types import TensorType
 from .dce import eliminate_dead_code
-from .shape_inference import NEVER_EVALUATE, symbolic_values
+from .shape_inference import symbolic_values
 
 MAX_GROWTH_BYTES = 1 << 20
 """A folded result may exceed its inputs' size by at most this much (1 MiB)."""
@@ -39,7 +39,7 @@ def fold_constants(graph: Graph) -> Graph:
     pending: dict[str, int] = {}  # outputs of ops in the batch -> bytes of the constants they come from
     for node in graph.nodes:
         outs = [o for o in node.outputs if o]
-        if not outs or node.op_type in NEVER_EVALUATE or node.domain:
+        if not outs or node.domain or not ops.lookup(node.op_type).deterministic:
             continue
         source = _foldable(graph, node, pending)
         if source is not None:

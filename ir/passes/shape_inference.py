@@ -27,11 +27,6 @@ MAX_SYMBOLIC_ELEMENTS = 64
 MAX_EVALUATED_INPUT_ELEMENTS = 1 << 16
 """Ops reading bigger constants (weights) are left to their rules, to keep inference cheap."""
 
-NEVER_EVALUATE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                  "Bernoulli"}
-"""Ops whose result is not a function of their inputs."""
-
-
 def infer_shapes(graph: Graph) -> Graph:
     """Set the type of every op output. Returns the same graph (types updated in place)."""
     symbolic_values(graph)
@@ -53,7 +48,7 @@ def symbolic_values(graph: Graph) -> dict[str, np.ndarray]:
         ctx = ops.InferContext(node, [_input_type(graph, v) for v in node.inputs], inputs, graph.opset)
         try:
             out_types = opdef.infer(ctx)
-            out_values = _evaluate_small(graph, node, ctx, out_types)
+            out_values = _evaluate_small(graph, node, ctx, out_types) if opdef.deterministic else None
             if out_values is None:
                 out_values = opdef.propagate(ctx) if opdef.propagate else []
         except XpucError:
@@ -69,8 +64,8 @@ def symbolic_values(graph: Graph) -> dict[str, np.ndarray]:
 
 def _evaluate_small(graph: Graph, node: Node, ctx: ops.InferContext,
                     out_types: list[TensorType]) -> list[np.ndarray] | None:
-    """Run an op whose inputs are all concrete and whose outputs are small; None if it is not one."""
-    if node.domain or node.op_type in NEVER_EVALUATE or not any(node.outputs):
+    """Run a deterministic op whose inputs are all concrete and whose outputs are small; None if it is not one."""
+    if node.domain or not any(node.outputs):
         return None
     present = [i for i, v in enumerate(node.inputs) if v]
     if any(ctx.values[i] is None or ctx.values[i].size > MAX_EVALUATED_INPUT_ELEMENTS or ctx.types[i].dtype is None
