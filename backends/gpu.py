@@ -1,4 +1,4 @@
-"""GPU family: one kernel per (fused) op, launched in order on one stream.
+"""GPU family: kernels (``backends.grouping``) launched in order on one stream.
 
 A matrix kernel is cut into thread-block tiles (``tile = [M, N, K]`` of the matrix
 engine); tiles run on the SMs (the engine's ``count``) in waves, and the last, partial
@@ -6,8 +6,9 @@ wave costs a full one (wave quantization). Operands are staged through shared me
 from L2: every tile reads its A rows and B columns, so L2 traffic grows with the number
 of tiles across. HBM sees each tensor once while both operands fit in L2, plus panel
 re-reads when they do not. Everything else is a streaming kernel on the vector engine
-(CUDA cores). A kernel's time is the slowest of compute and each level's traffic, plus
-the launch overhead; it is labelled launch-bound when the overhead is the larger part.
+(CUDA cores). An op's time is the slowest of compute and each level's traffic; the
+scheduler adds the launch overhead to each kernel's first op, labelled launch-bound when
+the overhead is the larger part.
 """
 
 from __future__ import annotations
@@ -44,8 +45,7 @@ def op_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list
         compute = work.flops / (engine.peak(fmt) * engine.efficiency)
         sizes, footprint = streaming_bytes(work, target), {}
     busy, bound = slowest(compute, sizes, target)
-    launch = target.launch_overhead_s
-    return Cost(busy + launch, sizes, "launch" if launch > busy else bound, footprint, flops)
+    return Cost(busy, sizes, bound, footprint, flops)
 
 
 def tiling(g: Gemm, engine: Engine) -> Tiling:

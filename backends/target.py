@@ -158,7 +158,7 @@ class Target:
     power: Power
     price: Price
     launch_overhead_s: Num = 0.0
-    """Per kernel, charged by the scheduler (GPU: each fused op is one launch on a stream)."""
+    """Per kernel (a fused group of ops, ``backends.grouping``), charged by the scheduler to its first op."""
     calibration: Calibration = field(default_factory=Calibration)
     path: str = field(default="", metadata={"internal": True})
     provenance: dict[str, str] = field(default_factory=dict, metadata={"internal": True})

@@ -1,9 +1,11 @@
 """What one op asks of hardware: its FLOPs, the bytes it reads and writes, and its GEMMs.
 
-FLOPs, op families, patterns and matrix products come from the op table (``ir.ops``); this
-module adds what schedulers need beyond them: which bytes are weights (resident constants)
-and which are activations, and which ops cost nothing at run time (views, shape-only ops,
-and ops a compiler evaluates before the model runs).
+FLOPs, op families and matrix products come from the op table (``ir.ops``), and which ops
+share a kernel from ``backends.grouping``; this module adds what schedulers need beyond
+them: which bytes are weights (values known before the model runs) and which are
+activations, counted the way a fused kernel moves them: a value passed between two ops of
+one kernel never reaches the outer memory, and an input two ops of a kernel read is read
+once (by the first).
 """
 
 from __future__ import annotations
@@ -12,11 +14,9 @@ from dataclasses import dataclass, field
 
 from ir import ops
 from ir.graph import Graph, Node
-from ir.ops import Gemm, Pattern
-from ir.summary import node_flops
+from ir.ops import Gemm
 
-FREE_PATTERNS = frozenset({Pattern.VIEW, Pattern.SHAPE})
-"""Ops that only relabel a buffer or follow from shapes: compilers emit no kernel and move no data for them."""
+from .grouping import Grouping, KernelGroup, group_kernels
 
 
 @dataclass
@@ -30,24 +30,19 @@ class OpWork:
     output_bytes: int
     gemms: list[Gemm] = field(default_factory=list)
     weights: dict[str, int] = field(default_factory=dict)
-    """Bytes of each constant input, by value name (to count a shared weight once)."""
+    """Bytes of each weight it reads, by value name (to count a shared weight once)."""
     output_shape: tuple[int, ...] | None = None
-    compile_time: bool = False
-    """All inputs are constant: a compiler folds it before the model runs (e.g. a weight built
-    by ConstantOfShape), so it costs nothing and its outputs are weights."""
+    kernel: KernelGroup | None = None
+    """The kernel it runs in; None: it costs nothing per run (a view, a shape-only op, or
+    folded before the model runs, its outputs then being weights)."""
 
     @property
     def name(self) -> str:
         return self.node.name
 
     @property
-    def view(self) -> bool:
-        return ops.lookup(self.node.op_type, self.node.domain).pattern in FREE_PATTERNS
-
-    @property
     def free(self) -> bool:
-        """Costs nothing at run time: a view, or folded at compile time."""
-        return self.view or self.compile_time
+        return self.kernel is None
 
     @property
     def io_bytes(self) -> int:
@@ -60,33 +55,41 @@ def value_bytes(graph: Graph) -> dict[str, int]:
     return {name: v.type.nbytes or 0 for name, v in graph.values.items()}
 
 
-def op_work(graph: Graph, node: Node, sizes: dict[str, int], constants: set[str] | frozenset = frozenset()) -> OpWork:
-    """The work of one op; ``sizes`` is :func:`value_bytes` of the graph; ``constants`` names
-    values computed from constants only (weights too)."""
+def op_work(graph: Graph, node: Node, sizes: dict[str, int], grouping: Grouping, read: set[str]) -> OpWork:
+    """The work of one op; ``sizes`` is :func:`value_bytes` of the graph; ``read`` holds the
+    values its kernel's earlier ops already read (this op's reads are added to it)."""
     opdef = ops.lookup(node.op_type, node.domain)
     ins = [graph.values[v] if v else None for v in node.inputs]
     outs = [graph.values[o] for o in node.outputs if o]
-    weights = {v.name: sizes[v.name] for v in ins if v is not None and (v.const or v.name in constants)}
-    activations = sum(sizes[v.name] for v in ins if v is not None and v.name not in weights)
-    return OpWork(node, opdef.family, _format(ins, outs), node_flops(graph, node) or 0, activations,
-                  sum(weights.values()), sum(sizes[v.name] for v in outs),
-                  [c.gemm for c in ops.contractions(graph, node)], weights,
+    found = ops.static_context(graph, node)
+    flops = int(opdef.flops(found[1], found[2])) if found and opdef.flops else 0
+    gemms = [c.gemm for c in opdef.contractions(found[1], found[2])] if found and opdef.contractions else []
+    work = OpWork(node, opdef.family, _format(ins, outs), flops, 0, 0, 0, gemms, {},
                   _static(graph, node.outputs[0]) if node.outputs and node.outputs[0] else None)
+    count_traffic(work, sizes, grouping, read)
+    return work
 
 
-def graph_work(graph: Graph, sizes: dict[str, int] | None = None) -> list[OpWork]:
-    """Work of every op in topological order, marking ops that only compute from constants."""
+def count_traffic(work: OpWork, sizes: dict[str, int], grouping: Grouping, read: set[str]) -> None:
+    """Set the op's kernel and the bytes it moves to and from the outer memory in that kernel."""
+    node = work.node
+    kernel = grouping.of.get(node.name)
+    work.kernel = None if kernel is None or kernel.once else kernel
+    inputs = [v for v in dict.fromkeys(node.inputs) if v and v not in grouping.intermediates and v not in read]
+    read.update(inputs)
+    work.weights = {v: sizes[v] for v in inputs if v in grouping.known}
+    work.weight_bytes = sum(work.weights.values())
+    work.activation_bytes = sum(sizes[v] for v in inputs if v not in work.weights)
+    work.output_bytes = sum(sizes[o] for o in node.outputs if o and o not in grouping.intermediates)
+
+
+def graph_work(graph: Graph, sizes: dict[str, int] | None = None, grouping: Grouping | None = None) -> list[OpWork]:
+    """Work of every op in topological order, in the kernels of ``grouping`` (default: the graph's)."""
     sizes = value_bytes(graph) if sizes is None else sizes
-    constants: set[str] = set()
-    works = []
-    for node in graph.nodes:
-        work = op_work(graph, node, sizes, constants)
-        inputs = [v for v in node.inputs if v]
-        if inputs and all(v in work.weights for v in inputs) and ops.lookup(node.op_type, node.domain).deterministic:
-            work.compile_time = True
-            constants.update(o for o in node.outputs if o)
-        works.append(work)
-    return works
+    grouping = group_kernels(graph) if grouping is None else grouping
+    read: dict[int, set[str]] = {}
+    return [op_work(graph, node, sizes, grouping, read.setdefault(id(grouping.of.get(node.name)), set())
+                    if node.name in grouping.of else set()) for node in graph.nodes]
 
 
 def _format(ins, outs) -> str:
@@ -102,9 +105,11 @@ def _static(graph: Graph, name: str) -> tuple[int, ...] | None:
     return tuple(t.shape) if t is not None and t.is_static else None
 
 
-def live_bytes(graph: Graph, works: list[OpWork], sizes: dict[str, int] | None = None) -> list[int]:
+def live_bytes(graph: Graph, works: list[OpWork], sizes: dict[str, int] | None = None,
+               on_chip: set[str] | frozenset = frozenset()) -> list[int]:
     """Activation bytes held while each op runs: every value already produced (or fed in)
-    that this op or a later one still reads. Views alias their input and add nothing."""
+    that this op or a later one still reads. Views alias their input and add nothing; values
+    that stay inside a kernel (``on_chip``: ``Grouping.intermediates``) are never stored."""
     sizes = value_bytes(graph) if sizes is None else sizes
     index = {w.name: i for i, w in enumerate(works)}
     last_use: dict[str, int] = {}
@@ -117,7 +122,7 @@ def live_bytes(graph: Graph, works: list[OpWork], sizes: dict[str, int] | None =
     born = {v: 0 for v in graph.inputs}
     for w in works:
         if not w.free:
-            born.update({out: index[w.name] for out in w.node.outputs if out})
+            born.update({out: index[w.name] for out in w.node.outputs if out and out not in on_chip})
     delta = [0] * (len(works) + 1)
     for v, start in born.items():
         end = max(start, last_use.get(v, start))

@@ -181,7 +181,7 @@ def test_activations_larger_than_a_chip_are_a_clear_error():
 def test_report_json_table_and_trace():
     s = backends.schedule(model(TRANSFORMERS[0]), target("tpu-v4"))
     data = json.loads(report.to_json(s))
-    assert set(data["totals"]) == {"latency_s", "energy_j", "cost_usd", "chips"}
+    assert set(data["totals"]) == {"latency_s", "energy_j", "cost_usd", "chips", "kernels"}
     assert {"name", "op", "engine", "chip", "start_s", "duration_s", "flops", "bytes", "bound"} <= set(data["ops"][0])
     assert len(data["ops"]) == len(s.ops)
     table = report.format_table(s)

@@ -243,12 +243,12 @@ def _no_post(value, idx):
     return value
 
 
-@anchor("MatMul", epilogue=True)
+@anchor("MatMul")
 def matmul(ctx, node):
     return emit_product(ctx, node, _product(ctx, node, False, False), _no_post)
 
 
-@anchor("Gemm", epilogue=True)
+@anchor("Gemm")
 def gemm(ctx, node):
     alpha, beta = node.attrs.get("alpha", 1.0), node.attrs.get("beta", 1.0)
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
@@ -273,7 +273,7 @@ def activation(ctx, name: str, value):
     return value
 
 
-@anchor("FusedMatMul", domain="xpuc", epilogue=True)
+@anchor("FusedMatMul", domain="xpuc")
 def fused_matmul(ctx, node):
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
 

@@ -152,7 +152,7 @@ def _copy_into(ctx, src: str, dst: str, axis: int, offset: int, reverse: bool = 
             ctx.write(dst, shifted, ctx.read(src, idx))
 
 
-@anchor("Concat", inline_inputs=True)
+@anchor("Concat")
 def concat(ctx, node):
     out = node.outputs[0]
     axis = _norm_axis(node.attrs["axis"], len(ctx.shape(out)))
@@ -165,7 +165,7 @@ def concat(ctx, node):
     return 1
 
 
-@anchor("Split", inline_inputs=True)
+@anchor("Split")
 def split(ctx, node):
     src = node.inputs[0]
     axis = _norm_axis(node.attrs.get("axis", 0), len(ctx.shape(src)))
@@ -177,6 +177,41 @@ def split(ctx, node):
                 offset += ctx.shape(name)[axis]
     return 1
 
+
+
+@pointwise("Concat")
+def concat_element(ctx, node, idx):
+    """One element of a Concat computed in its reader's loop: a branch per input, so only the
+    input whose slab along the axis holds the index is read (and computed, when inlined)."""
+    out = node.outputs[0]
+    axis = _norm_axis(node.attrs["axis"], len(ctx.shape(out)))
+    parts, offset = [], 0
+    for name in node.inputs:
+        if name and ctx.shape(name)[axis]:
+            parts.append((name, offset))
+            offset += ctx.shape(name)[axis]
+    slot = ctx.k.alloca(compute_type(ctx.dtype(out)), 1)
+
+    def choose(parts):
+        (name, start), rest = parts[0], parts[1:]
+        shifted = idx[:axis] + [ctx.b.sub(idx[axis], ctx.k.i64(start))] + idx[axis + 1:]
+        if not rest:
+            ctx.b.store(ctx.read(name, shifted), slot)
+            return
+        with ctx.b.if_else(ctx.b.icmp_signed("<", idx[axis], ctx.k.i64(rest[0][1]))) as (inside, after):
+            with inside:
+                ctx.b.store(ctx.read(name, shifted), slot)
+            with after:
+                choose(rest)
+
+    choose(parts)
+    return ctx.b.load(slot)
+
+
+@pointwise("Split")
+def split_first(ctx, node, idx):
+    """Output 0 of a Split (the slab at the start of the axis), for a Split with that output only."""
+    return ctx.read(node.inputs[0], idx)
 
 
 @pointwise("ConstantOfShape")
@@ -244,7 +279,7 @@ def gather_nd(ctx, node, idx):
     return ctx.read(data, idx[:batch] + target + idx[len(prefix):])
 
 
-@anchor("ScatterND", inline_inputs=True)
+@anchor("ScatterND")
 def scatter_nd(ctx, node):
     """A copy of data, then each update row applied in order (later rows win, as in the reference)."""
     k = ctx.k

@@ -101,7 +101,7 @@ def fold(ctx, x: str, out_idx, axes, keepdims, t, init, step):
     return b.load(acc)
 
 
-@anchor(*REDUCTIONS, inline_inputs=True, epilogue=True)
+@anchor(*REDUCTIONS)
 def reduce(ctx, node):
     x, out = node.inputs[0], node.outputs[0]
     dtype, shape, out_shape = ctx.dtype(x), ctx.shape(x), ctx.shape(out)
@@ -117,7 +117,7 @@ def reduce(ctx, node):
     return row_extent(out_shape, 0)
 
 
-@anchor("GlobalAveragePool", "GlobalMaxPool", inline_inputs=True, epilogue=True)
+@anchor("GlobalAveragePool", "GlobalMaxPool")
 def global_pool(ctx, node):
     x, out = node.inputs[0], node.outputs[0]
     shape, dtype = ctx.shape(x), ctx.dtype(x)
@@ -131,7 +131,7 @@ def global_pool(ctx, node):
     return row_extent(ctx.shape(out), 0)
 
 
-@anchor("ArgMax", "ArgMin", inline_inputs=True)
+@anchor("ArgMax", "ArgMin")
 def arg_reduce(ctx, node):
     k, b = ctx.k, ctx.b
     x, out = node.inputs[0], node.outputs[0]
@@ -153,7 +153,7 @@ def arg_reduce(ctx, node):
     return row_extent(ctx.shape(out), 0)
 
 
-@anchor("Softmax", "LogSoftmax", inline_inputs=True, epilogue=True)
+@anchor("Softmax", "LogSoftmax")
 def softmax(ctx, node):
     x, out = node.inputs[0], node.outputs[0]
     shape = ctx.shape(x)
@@ -176,7 +176,7 @@ def softmax(ctx, node):
     return row_extent(outer, 0)
 
 
-@anchor("CumSum", inline_inputs=True)
+@anchor("CumSum")
 def cumsum(ctx, node):
     """Running sums along one axis: each row of that axis is one sequential loop."""
     k, b = ctx.k, ctx.b
