@@ -17,7 +17,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnx
 
+import backends
 import ir
+from backends import emulate
 from backends.codegen import CpuSchedule, host_schedule, lower, value_inputs
 from backends.target import Target
 from frontends import onnx as onnx_frontend
@@ -25,7 +27,7 @@ from ir.errors import ShapeError, XpucError
 from ir.passes import optimize
 from ir.types import Dim
 
-from . import cache, cost, model_cache
+from . import cache, model_cache
 from .executor import Executor
 from .jit import compile_module
 
@@ -47,7 +49,7 @@ class CompiledModel:
     """A model compiled for the host CPU. ``run`` returns outputs in graph-output order."""
 
     def __init__(self, graph: ir.Graph, options: Options, *, cache_key: model_cache.Key | None = None,
-                 cached: tuple[Executor, cost.Emulation | None] | None = None):
+                 cached: tuple[Executor, emulate.Emulation | None] | None = None):
         """``cached``: the specialization a model cache hit brought (``graph`` is then its optimized
         graph); else, with ``cache_key``, the eager specialization is stored under that key."""
         self.graph = graph
@@ -57,7 +59,7 @@ class CompiledModel:
         self.value_inputs = value_inputs(graph)
         self._specs: dict[tuple, Executor] = {}
         self._lock = threading.Lock()
-        self._emulations: dict[Executor, cost.Emulation] = {}
+        self._emulations: dict[Executor, emulate.Emulation] = {}
         self.last_cost = None
         """With a hardware target: the ``backends.Schedule`` of the latest run, from counted tiles."""
         if all(graph.type_of(n).is_static for n in graph.inputs) and not self.value_inputs:
@@ -92,7 +94,7 @@ class CompiledModel:
         emulation = self._emulations.get(executor)
         if emulation is None:
             return executor.run(arrays)
-        outputs, self.last_cost = emulation.run(executor, arrays)
+        outputs, self.last_cost = emulation.run(executor.run, arrays)
         return outputs
 
     def _spec_key(self, shapes: dict[str, tuple[int, ...]], values: dict[str, np.ndarray]) -> tuple:
@@ -108,7 +110,7 @@ class CompiledModel:
                     graph.replace_uses(name, graph.add_constant(data.copy(), name))
                 graph = optimize(graph) if self.options.optimize else ir.passes.infer_shapes(graph)
                 lowered = lower(graph, self.options.schedule)
-                emulation = cost.attach(graph, lowered, self.options.target) if self.options.target else None
+                emulation = emulate.attach(graph, lowered, self.options.target) if self.options.target else None
                 library = compile_module(lowered.module, dump_llvm_dir=self.options.dump_llvm_dir,
                                          use_cache=self.options.cache)
                 self._specs[key] = Executor(graph, lowered, library, threads=self.options.threads,
@@ -166,7 +168,7 @@ def compile(model: str | os.PathLike | onnx.ModelProto | ir.Graph, target: str |
         object code from ``$XPUC_CACHE_DIR``; ``XPUC_NO_CACHE=1`` also turns it off),
         ``schedule`` (a :class:`CpuSchedule`), ``optimize`` (default True: run ``ir.passes.optimize``).
     """
-    hardware = cost.hardware_target(target)
+    hardware = hardware_target(target)
     unknown = sorted(set(options) - OPTIONS)
     if unknown:
         raise XpucError(f"unknown compile option(s) {unknown}; known: {sorted(OPTIONS)}")
@@ -195,3 +197,13 @@ def compile(model: str | os.PathLike | onnx.ModelProto | ir.Graph, target: str |
     else:
         graph = onnx_frontend.load(model, input_shapes=input_shapes)
     return CompiledModel(graph, opts, cache_key=key)
+
+
+def hardware_target(target) -> Target | None:
+    """None for the host CPU itself; else the preset name, spec path or ``Target`` to emulate."""
+    if isinstance(target, Target):
+        return target
+    if not isinstance(target, (str, os.PathLike)):
+        raise XpucError(f"target must be 'cpu', a preset name, a spec path or a backends.Target, "
+                        f"got {type(target).__name__}")
+    return None if target == "cpu" else backends.load_target(target)

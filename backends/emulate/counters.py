@@ -33,8 +33,8 @@ from ir.dtypes import DType
 from ir.graph import Graph, Node
 from ir.ops import Gemm, Operand
 
-from .emit import I64, Buffer, Kernel, is_float
-from .lower import KernelSpec, Lowered
+from backends.codegen.emit import I64, Buffer, Kernel, is_float
+from backends.codegen.lower import KernelSpec, Lowered
 
 COUNTERS = "__xpuc_counters__"
 FIELDS = tuple(f.name for f in fields(GemmCounts))
