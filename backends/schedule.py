@@ -7,36 +7,13 @@ The per-op records are what reports and traces read; each names the kernel it is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .target import Engine, Target
+if TYPE_CHECKING:
+    from .target import Target
 
 BOUNDS = ("compute", "memory", "launch", "interconnect", "host")
-
-
-@dataclass
-class Cost:
-    """What a family's model says one op costs on one chip."""
-
-    duration_s: float
-    bytes: dict[str, float]
-    bound: str
-    footprint: dict[str, float] = field(default_factory=dict)
-    """Bytes the op keeps resident at inner memory levels while it runs (tiles, buffers)."""
-    flops: int | None = None
-    """FLOPs of this part when the op is shared with a companion; None: all of the op's."""
-    companion: Companion | None = None
-
-
-@dataclass
-class Companion:
-    """Part of an op that runs at the same time on another engine of the chip, such as fused
-    attention's softmax on a systolic chip's vector unit while the array multiplies."""
-
-    label: str
-    engine: Engine
-    fmt: str
-    cost: Cost
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """The scheduling driver shared by every family: place, cost, order, total.
 
-A family module (``gpu``, ``systolic``, ``dataflow``) supplies only ``op_cost`` (what one op
-costs on one of its engines) and ``shared_stream`` (whether all engines of a chip take
-work from one queue, as a GPU stream does). Everything else is common:
+A family (``backends.families``) supplies only what one op costs on one of its engines and
+whether all engines of a chip take work from one queue, as a GPU stream does. Everything
+else is common:
 
 - the kernels of ``backends.grouping`` (the ones code generation emits): one launch each
   (``launch_overhead_s``, charged to the kernel's first op), and traffic only for the values
@@ -26,7 +26,7 @@ from collections import defaultdict
 
 from ir.graph import Graph
 
-from . import dataflow, gpu, systolic
+from .families import FAMILIES, Family
 from .grouping import Grouping, group_kernels
 from .placement import Placement, place, shard
 from .schedule import OpSchedule, Schedule, finish
@@ -34,15 +34,12 @@ from .target import Engine, Target
 from .tiles import GemmCounts
 from .work import OpWork, count_traffic, graph_work, live_bytes, value_bytes
 
-FAMILY_MODELS = {"gpu": gpu, "systolic": systolic, "sram-dataflow": dataflow}
-
-
 def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] | None = None) -> Schedule:
     """Predict when and where every op of ``graph`` runs on ``target``, and what it costs.
 
     counts: matrix ops' tile counts measured by generated code, by op name (``backends.tiles``);
     ops without them (and slices of split ops) are costed with dense weights."""
-    model = FAMILY_MODELS[target.family]
+    family = FAMILIES[target.family]
     sizes = value_bytes(graph)
     grouping = group_kernels(graph)
     works = graph_work(graph, sizes, grouping)
@@ -50,7 +47,7 @@ def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] |
     placements, chips = place(works, target, reserve=max(live, default=0))
     grouping = _on_one_device(grouping, works, placements, sizes)
     index = {w.name: i for i, w in enumerate(works)}
-    builder = _Timeline(grouping.views, sizes, target, model, counts or {})
+    builder = _Timeline(grouping.views, sizes, target, family, counts or {})
     for number, kernel in enumerate(grouping.kernels):
         for i, node in enumerate(kernel.ops):
             work, p = works[index[node.name]], placements[index[node.name]]
@@ -84,9 +81,9 @@ def _on_one_device(grouping: Grouping, works: list[OpWork], placements: list[Pla
 
 
 class _Timeline:
-    def __init__(self, views: dict[str, str], sizes: dict[str, int], target: Target, model,
+    def __init__(self, views: dict[str, str], sizes: dict[str, int], target: Target, family: Family,
                  counts: dict[str, list[GemmCounts]]):
-        self.views, self.sizes, self.target, self.model, self.counts = views, sizes, target, model, counts
+        self.views, self.sizes, self.target, self.family, self.counts = views, sizes, target, family, counts
         self.records: list[OpSchedule] = []
         self.free: dict[tuple[int, str], float] = defaultdict(float)
         self.ready: dict[str, tuple[int | None, float]] = {}
@@ -99,7 +96,7 @@ class _Timeline:
         done = 0.0
         for i, (chip, fraction) in enumerate(p.pieces):
             piece = shard(work, fraction)
-            cost = self.model.op_cost(piece, p.engine, p.fmt, self.target, None if split else self.counts.get(work.name))
+            cost = self.family.op_cost(piece, p.engine, p.fmt, self.target, None if split else self.counts.get(work.name))
             overhead = self.target.launch_overhead_s if launch else 0.0
             if overhead:
                 cost = copy.copy(cost)
@@ -125,7 +122,7 @@ class _Timeline:
             self.ready[out] = (p.pieces[-1][0], done)
 
     def _lane(self, engine: Engine) -> str:
-        return "stream" if self.model.shared_stream else engine.name
+        return "stream" if self.family.shared_stream else engine.name
 
     def run_on_host(self, work: OpWork, chip: int, kernel: int) -> None:
         host, moved = self.target.host, work.activation_bytes + work.weight_bytes + work.output_bytes
@@ -200,7 +197,7 @@ def _peak_memory(works: list[OpWork], placements: list[Placement], live: list[in
                     weights[chip] += size * fraction
         for chip, _ in p.pieces:
             activations[chip] = max(activations[chip], held)
-    peak = {m.name: int(timeline.footprint.get(m.name, 0)) for m in target.memory[:-1]}
+    peak = {m.name: int(timeline.footprint.get(m.name, 0)) for m in target.inner}
     peak[target.outer.name] = int(max(weights[c] + activations[c] for c in set(weights) | set(activations) | {0}))
     return peak
 

@@ -75,12 +75,17 @@ def count_traffic(work: OpWork, sizes: dict[str, int], grouping: Grouping, read:
     node = work.node
     kernel = grouping.of.get(node.name)
     work.kernel = None if kernel is None or kernel.once else kernel
-    inputs = [v for v in dict.fromkeys(node.inputs) if v and v not in grouping.intermediates and v not in read]
-    read.update(inputs)
-    work.weights = {v: sizes[v] for v in inputs if v in grouping.known}
-    work.weight_bytes = sum(work.weights.values())
-    work.activation_bytes = sum(sizes[v] for v in inputs if v not in work.weights)
-    work.output_bytes = sum(sizes[o] for o in node.outputs if o and o not in grouping.intermediates)
+    on_chip, known = grouping.intermediates, grouping.known
+    weights, activations = {}, 0
+    for v in node.inputs:
+        if v and v not in on_chip and v not in read:
+            read.add(v)
+            if v in known:
+                weights[v] = sizes[v]
+            else:
+                activations += sizes[v]
+    work.weights, work.weight_bytes, work.activation_bytes = weights, sum(weights.values()), activations
+    work.output_bytes = sum(sizes[o] for o in node.outputs if o and o not in on_chip)
 
 
 def graph_work(graph: Graph, sizes: dict[str, int] | None = None, grouping: Grouping | None = None) -> list[OpWork]:

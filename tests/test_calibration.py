@@ -13,7 +13,7 @@ import pytest
 
 import backends
 from backends.calibration import gemm_schedule, measured_latency
-from backends.systolic import gemm_cycles
+from backends.families.systolic import gemm_cycles
 from ir.ops import Gemm
 from ir.dtypes import DType
 from ir.graph import Graph

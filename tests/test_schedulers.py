@@ -14,7 +14,7 @@ import backends
 from backends import report
 from backends.calibration import matmul_graph
 from backends.schedule import BOUNDS
-from backends.systolic import gemm_cycles
+from backends.families.systolic import gemm_cycles
 from backends.work import graph_work
 from ir.ops import Gemm
 from frontends import onnx as onnx_frontend

@@ -24,7 +24,7 @@ import numpy as np
 from llvmlite import ir as ll
 
 from backends.placement import choose_engine
-from backends.scheduler import FAMILY_MODELS
+from backends.families import FAMILIES
 from backends.target import Target
 from backends.tiles import GemmCounts, Tiling
 from backends.work import graph_work
@@ -56,7 +56,7 @@ class Layout:
 
 def attach(lowered: Lowered, graph: Graph, target: Target) -> Layout:
     """Add a counting kernel after each matrix product the target's matrix engines run."""
-    tiling = FAMILY_MODELS[target.family].tiling
+    tiling = FAMILIES[target.family].tiling
     layout = Layout([])
     for work in graph_work(graph):
         engine, _ = choose_engine(work, target)

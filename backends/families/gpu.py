@@ -14,36 +14,33 @@ the overhead is the larger part.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from ir.dtypes import DType
-from ir.ops import Gemm
 
-from .roofline import reread_bytes, slowest, streaming_bytes
-from .schedule import Cost
-from .target import Engine, Target
-from .tiles import GemmCounts, Tiling, dense_counts, rounds_work, skipped_flops
-from .work import OpWork
+from ..roofline import reread_bytes, slowest
+from ..tiles import GemmCounts, Tiling, dense_counts, rounds_work, skipped_flops
+from .base import Cost, Family
 
-shared_stream = True
+if TYPE_CHECKING:
+    from ir.ops import Gemm
+
+    from ..target import Engine, Target
+    from ..work import OpWork
 
 
-def op_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
+def matrix_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
     """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense."""
     itemsize = DType.from_short(fmt).itemsize
-    flops = work.flops
-    if engine.role == "matrix" and work.gemms:
-        counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
-        flops -= skipped_flops(work.gemms, counts)
-        compute = max(sum(tile_time(c, engine, fmt) for c in counts), flops / engine.peak(fmt))
-        l2, hbm = target.memory[-2], target.outer
-        on_chip = sum(c.elements for c in counts) * itemsize
-        sizes = {m.name: on_chip for m in target.memory[:-1]}
-        sizes[hbm.name] = work.io_bytes + reread_bytes(work, itemsize, l2.capacity_bytes / 2)
-        footprint = {target.memory[0].name: _tile_footprint(work.gemms, engine, itemsize),
-                     l2.name: min(l2.capacity_bytes, work.io_bytes)}
-    else:
-        compute = work.flops / (engine.peak(fmt) * engine.efficiency)
-        sizes, footprint = streaming_bytes(work, target), {}
+    counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
+    flops = work.flops - skipped_flops(work.gemms, counts)
+    compute = max(sum(tile_time(c, engine, fmt) for c in counts), flops / engine.peak(fmt))
+    l2, hbm = target.by_role("l2"), target.outer
+    on_chip = sum(c.elements for c in counts) * itemsize
+    sizes = {m.name: on_chip for m in target.inner}
+    sizes[hbm.name] = work.io_bytes + reread_bytes(work, itemsize, l2.capacity_bytes / 2)
+    footprint = {target.by_role("buffer").name: _tile_footprint(work.gemms, engine, itemsize),
+                 l2.name: min(l2.capacity_bytes, work.io_bytes)}
     busy, bound = slowest(compute, sizes, target)
     return Cost(busy, sizes, bound, footprint, flops)
 
@@ -66,3 +63,18 @@ def _tile_footprint(gemms: list[Gemm], engine: Engine, itemsize: float) -> float
     tm, tn, tk = engine.tile
     busy = min(engine.count, max(g.batch * math.ceil(g.m / tm) * math.ceil(g.n / tn) for g in gemms))
     return busy * 2 * (tm + tn) * tk * itemsize
+
+
+def _check_engine(engine: Engine) -> str | None:
+    if engine.role == "matrix" and (engine.tile is None or len(engine.tile) != 3):
+        return "a GPU matrix engine needs tile = [M, N, K] (thread-block tile)"
+    return None
+
+
+class Gpu(Family):
+    name = "gpu"
+    shared_stream = True
+    memory = ("buffer", "l2", "hbm")
+    tiling = staticmethod(tiling)
+    matrix_cost = staticmethod(matrix_cost)
+    check_engine = staticmethod(_check_engine)
