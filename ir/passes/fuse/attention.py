@@ -9,7 +9,8 @@ Reshape) before the MatMuls. The fused op takes K and V with their own ``kv_num_
 Rather than pattern-matching each exporter's Reshape/Transpose idiom, the K and V operands
 are traced back through movement ops and *checked on indices*: the movement chain applied
 to ``arange`` must equal "repeat heads, then transpose" exactly, which proves the rewrite.
-This needs static shapes (bind input shapes at load time).
+This needs static shapes (bind input shapes at load time); the pass declares it, so the
+pass manager says so instead of letting it find nothing.
 
 A constant mask equal to the standard causal mask becomes ``is_causal=1``; an all-zero
 constant mask disappears; any other mask is passed as ``attn_mask``.
@@ -29,6 +30,7 @@ from ...export import attribute_proto
 from ...graph import Graph, Node
 from ...ops import moves_elements
 from ...types import TensorType
+from ..manager import STATIC_SHAPES, graph_pass
 from .pattern import add_constant_like, operands, private, producer_of, product, replace_with, rewrite, scalar, skip
 
 MASKED = -1e4
@@ -39,7 +41,8 @@ IDENTITY = (0, 1, 2, 3)
 PERMS = [IDENTITY] + [p for p in itertools.permutations(range(4)) if p != IDENTITY]
 
 
-def fuse_attention(graph: Graph) -> Graph:
+@graph_pass("fuse-attention", requires=(STATIC_SHAPES,))
+def fuse_attention(graph: Graph) -> bool:
     return rewrite(graph, [_fuse])
 
 
