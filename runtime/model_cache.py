@@ -20,7 +20,7 @@ evicted least recently used first. The folder is trusted as the object code in i
 entry is unpickled and its code run.
 
 The key hashes everything that decides the result: the model's bytes (and its external
-data files), the bound input shapes, schedule, target and options, xpuc's own sources, the
+data files), the bound input shapes, host tiling, target and options, xpuc's own sources, the
 numpy / networkx / onnx versions, and the LLVM version and host CPU (:func:`jit.host_id`).
 """
 

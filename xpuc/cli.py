@@ -166,12 +166,12 @@ def _cmd_schedule(args) -> int:
     from backends import report
 
     target = backends.load_target(args.target)
-    plan = backends.schedule(_optimize(_load(args)), target)
-    print(report.format_table(plan, limit=args.limit or None))
+    schedule = backends.schedule(_optimize(_load(args)), target)
+    print(report.format_table(schedule, limit=args.limit or None))
     if args.json:
-        Path(args.json).write_text(report.to_json(plan))
+        Path(args.json).write_text(report.to_json(schedule))
     if args.trace:
-        Path(args.trace).write_text(json.dumps(report.to_chrome_trace(plan)))
+        Path(args.trace).write_text(json.dumps(report.to_chrome_trace(schedule)))
     return 0
 
 

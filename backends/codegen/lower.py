@@ -27,7 +27,7 @@ from ir.ops import Pattern
 
 from . import rules
 from .emit import STORAGE, Buffer, CodegenError, Kernel, row_extent
-from .schedule import CpuSchedule, host_schedule
+from .tiling import HostTiling, host_tiling
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Context:
 
     def __init__(self, lowering: "Lowering", kernel: Kernel, group: KernelGroup):
         self.lowering, self.k, self.b, self.group = lowering, kernel, kernel.b, group
-        self.graph, self.schedule = lowering.graph, lowering.schedule
+        self.graph, self.tiling = lowering.graph, lowering.tiling
         self.args: list[str] = []
         self._overrides: dict[str, ll.Value] = {}
 
@@ -129,8 +129,8 @@ class Context:
 
 
 class Lowering:
-    def __init__(self, graph: Graph, schedule: CpuSchedule):
-        self.graph, self.schedule = graph, schedule
+    def __init__(self, graph: Graph, tiling: HostTiling):
+        self.graph, self.tiling = graph, tiling
         self.constants: dict[str, np.ndarray] = {}
         self.grouping = group_kernels(graph)
         self.inlined: dict[str, Node] = {p.outputs[0]: p for g in [*self.grouping.folded, *self.grouping.kernels]
@@ -191,7 +191,7 @@ class Lowering:
                 extent = _emit_pointwise(ctx, node)
             kernel.finish()
             work = sum(math.prod(ctx.shape(o)) for o in node.outputs if o) or 1
-            kernels.append(KernelSpec(name, ctx.args, extent, work * _cost(node, ctx), [n.name for n in group.ops],
+            kernels.append(KernelSpec(name, ctx.args, extent, work * _work_per_element(node, ctx), [n.name for n in group.ops],
                                       group.once))
         return Lowered(module, kernels, self.constants, self.aliases)
 
@@ -204,7 +204,7 @@ def _emit_pointwise(ctx: Context, node: Node) -> int:
     return row_extent(shape)
 
 
-def _cost(node: Node, ctx: Context) -> int:
+def _work_per_element(node: Node, ctx: Context) -> int:
     """Rough work per output element, for deciding whether to split a kernel across threads."""
     if node.op_type in ("MatMul", "Gemm", "FusedMatMul", "Conv", "Attention"):
         return max(1, int(np.prod(ctx.shape(node.inputs[1])[-2:-1] or (1,))) * 2)
@@ -236,6 +236,6 @@ def value_inputs(graph: Graph) -> list[str]:
     return [name for name in graph.inputs if name in seen]
 
 
-def lower(graph: Graph, schedule: CpuSchedule | None = None) -> Lowered:
+def lower(graph: Graph, tiling: HostTiling | None = None) -> Lowered:
     """Lower a graph with static shapes into one LLVM module (see the module docstring)."""
-    return Lowering(graph, schedule or host_schedule()).lower()
+    return Lowering(graph, tiling or host_tiling()).lower()
