@@ -39,7 +39,8 @@ def format_table(s: Schedule, limit: int | None = None) -> str:
     rows = sorted(s.ops, key=lambda o: (o.start_s, o.chip))
     shown = rows if limit is None else rows[:limit]
     levels = sorted({level for o in rows for level in o.bytes})
-    head = f"{'op':32} {'type':18} {'kernel':>6} {'engine':12} {'chip':>4} {'start us':>10} {'dur us':>9} {'MFLOP':>10} " + \
+    head = f"{'op':32} {'type':18} {'kernel':>6} {'engine':12} {'chip':>4} {'start us':>10} {'dur us':>9} " \
+        f"{'MFLOP':>10} " + \
         " ".join(f"{level + ' MB':>10}" for level in levels) + f" {'bound':12} {'util':>5}"
     lines = [f"schedule of {s.target} ({s.family}), {len(rows)} ops", head]
     for o in shown:

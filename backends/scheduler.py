@@ -96,7 +96,8 @@ class _Timeline:
         done = 0.0
         for i, (chip, fraction) in enumerate(p.pieces):
             piece = shard(work, fraction)
-            cost = self.family.op_cost(piece, p.engine, p.fmt, self.target, None if split else self.counts.get(work.name))
+            counts = None if split else self.counts.get(work.name)
+            cost = self.family.op_cost(piece, p.engine, p.fmt, self.target, counts)
             overhead = self.target.launch_overhead_s if launch else 0.0
             if overhead:
                 cost = copy.copy(cost)

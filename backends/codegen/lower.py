@@ -191,8 +191,8 @@ class Lowering:
                 extent = _emit_pointwise(ctx, node)
             kernel.finish()
             work = sum(math.prod(ctx.shape(o)) for o in node.outputs if o) or 1
-            kernels.append(KernelSpec(name, ctx.args, extent, work * _work_per_element(node, ctx), [n.name for n in group.ops],
-                                      group.once))
+            kernels.append(KernelSpec(name, ctx.args, extent, work * _work_per_element(node, ctx),
+                                      [n.name for n in group.ops], group.once))
         return Lowered(module, kernels, self.constants, self.aliases)
 
 

@@ -58,6 +58,8 @@ class Family(ABC):
     """All engines of a chip take work from one queue (a GPU stream), so their ops never overlap."""
     memory: ClassVar[tuple[str, ...]]
     """Memory-level roles (``backends.target.MEMORY_ROLES``) its cost model reads; a spec must have them."""
+    waits_for_outer: ClassVar[bool] = False
+    """Each op that touches the outer memory first waits for its latency (no launch hides it)."""
 
     @staticmethod
     @abstractmethod
@@ -71,13 +73,15 @@ class Family(ABC):
         """An op with matrix products on a matrix engine; ``counts``: the products' tile counts as
         measured by counting kernels, None for dense weights."""
 
-    @staticmethod
-    def vector_cost(work: OpWork, engine: Engine, fmt: str, target: Target) -> Cost:
+    def vector_cost(self, work: OpWork, engine: Engine, fmt: str, target: Target) -> Cost:
         """Any other op: it streams its inputs and outputs through every level once, at the
-        engine's efficiency (the families override it to add their per-op latencies)."""
+        engine's efficiency, after the outer memory's latency when the family waits for it
+        (``waits_for_outer``) and the op reads or writes that memory (an op inside a kernel
+        that only passes values on chip does not)."""
         sizes = streaming_bytes(work, target)
         busy, bound = slowest(work.flops / (engine.peak(fmt) * engine.efficiency), sizes, target)
-        return Cost(busy, sizes, bound)
+        wait = target.outer.latency_s if self.waits_for_outer and work.io_bytes else 0.0
+        return Cost(wait + busy, sizes, bound)
 
     @staticmethod
     def check_engine(engine: Engine) -> str | None:

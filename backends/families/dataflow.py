@@ -25,22 +25,15 @@ if TYPE_CHECKING:
 
 def matrix_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
     """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense.
-    Without an ``array`` the engine has no tiles to pad to, and streams like any op."""
-    if not engine.array:
-        return vector_cost(work, engine, fmt, target)
-    counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
-    flops = work.flops - skipped_flops(work.gemms, counts)
-    padded = max(flops, sum(c.work for c in counts))
+    Without an ``array`` the engine has no tiles to pad the products to."""
+    flops = padded = work.flops
+    if engine.array:
+        counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
+        flops -= skipped_flops(work.gemms, counts)
+        padded = max(flops, sum(c.work for c in counts))
     sizes = streaming_bytes(work, target)
     busy, bound = slowest(padded / (engine.peak(fmt) * engine.efficiency), sizes, target)
     return Cost(target.outer.latency_s + busy, sizes, bound, flops=flops)
-
-
-def vector_cost(work: OpWork, engine: Engine, fmt: str, target: Target) -> Cost:
-    """A streaming op: its SRAM traffic or its arithmetic, after the SRAM's latency."""
-    cost = Family.vector_cost(work, engine, fmt, target)
-    cost.duration_s += target.outer.latency_s
-    return cost
 
 
 def tiling(g: Gemm, engine: Engine) -> Tiling | None:
@@ -58,4 +51,4 @@ class Dataflow(Family):
     memory = ("sram",)
     tiling = staticmethod(tiling)
     matrix_cost = staticmethod(matrix_cost)
-    vector_cost = staticmethod(vector_cost)
+    waits_for_outer = True

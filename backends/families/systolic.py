@@ -76,13 +76,6 @@ def matrix_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: 
                 companion)
 
 
-def vector_cost(work: OpWork, engine: Engine, fmt: str, target: Target) -> Cost:
-    """A streaming op on the vector unit, after the outer memory's latency."""
-    cost = Family.vector_cost(work, engine, fmt, target)
-    cost.duration_s += target.outer.latency_s
-    return cost
-
-
 def _softmax_on_vector(work: OpWork, target: Target) -> Companion | None:
     """Fused attention's softmax (scale, mask, exp, sum, divide: the op's FLOPs beyond its two
     products) on the first vector engine that runs Softmax, reading and writing the scores in
@@ -119,5 +112,5 @@ class Systolic(Family):
     memory = ("buffer", "hbm")
     tiling = staticmethod(tiling)
     matrix_cost = staticmethod(matrix_cost)
-    vector_cost = staticmethod(vector_cost)
+    waits_for_outer = True
     check_engine = staticmethod(_check_engine)
