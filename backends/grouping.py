@@ -35,7 +35,6 @@ likewise on GPUs; SRAM-dataflow compilers stream values between units without st
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 from ir import ops
@@ -52,21 +51,21 @@ EPILOGUE_ROOTS = (Pattern.CONTRACTION, Pattern.REDUCTION)
 EPILOGUE_OPS = (Pattern.ELEMENTWISE, Pattern.BROADCAST)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class KernelGroup:
     """One kernel: its root, the producers computed inside loops of the kernel, and the
     epilogue applied to the root's output 0 before it is stored."""
 
     root: Node
-    inlined: list[Node] = field(default_factory=list)
-    epilogue: list[Node] = field(default_factory=list)
+    inlined: tuple[Node, ...] = ()
+    epilogue: tuple[Node, ...] = ()
     once: bool = False
     """Folded: every input is known before the model runs, so it runs once, at compile time."""
+    ops: tuple[Node, ...] = field(init=False)
+    """Members in topological order (inlined producers all precede the root)."""
 
-    @functools.cached_property
-    def ops(self) -> list[Node]:
-        """Members in topological order (inlined producers all precede the root)."""
-        return [*self.inlined, self.root, *self.epilogue]
+    def __post_init__(self):
+        self.ops = (*self.inlined, self.root, *self.epilogue)
 
     @property
     def intermediates(self) -> list[str]:
@@ -113,80 +112,73 @@ def group_kernels(graph: Graph) -> Grouping:
     """Group every op of ``graph`` into kernels (see the module docstring)."""
     nodes = graph.nodes
     order = {n.name: i for i, n in enumerate(nodes)}
-    opdefs = {n.name: ops.lookup(n.op_type, n.domain) for n in nodes}
-    pattern = {name: opdef.pattern for name, opdef in opdefs.items()}
+    pattern = {}
     known = {name for name, v in graph.values.items() if v.const}
     ready: dict[str, int] = {}
     """value -> order of the op that materializes it (-1: known before the model runs)."""
-    readers: dict[str, list[Node]] = {}
-    """value -> the op reading it, once per input it feeds."""
     views: dict[str, str] = {}
+    only_reader: dict[str, Node | None] = {}
+    """value -> the op reading it, when exactly one op reads it once (else None)."""
     folded: set[str] = set()
-    for node in nodes:
-        opdef = opdefs[node.name]
+    for i, node in enumerate(nodes):
+        opdef = ops.lookup(node.op_type, node.domain)
+        kind = pattern[node.name] = opdef.pattern
         inputs = [v for v in node.inputs if v]
         for v in inputs:
-            readers.setdefault(v, []).append(node)
+            only_reader[v] = node if v not in only_reader else None
         outs = [o for o in node.outputs if o]
-        if pattern[node.name] is Pattern.SHAPE:
-            known.update(outs)
-        elif pattern[node.name] is Pattern.VIEW:
+        if kind is Pattern.VIEW:
             if inputs and inputs[0] in known:
                 known.update(outs)
-            ready.update((o, ready.get(inputs[0], -1) if inputs else -1) for o in outs)
+            for o in outs:
+                ready[o] = ready.get(inputs[0], -1) if inputs else -1
             views[node.outputs[0]] = node.inputs[0]
             continue
-        elif inputs and opdef.deterministic and all(v in known for v in inputs):
-            folded.add(node.name)
+        if kind is Pattern.SHAPE or inputs and opdef.deterministic and all(v in known for v in inputs):
+            if kind is not Pattern.SHAPE:
+                folded.add(node.name)
             known.update(outs)
-        ready.update((o, -1 if o in known else order[node.name]) for o in outs)
+            for o in outs:
+                ready[o] = -1
+        else:
+            for o in outs:
+                ready[o] = i
 
     outputs = set(graph.outputs)
 
     def single(value: str) -> Node | None:
         """The only reader of ``value``, if it has exactly one and is not a graph output."""
-        found = readers.get(value, ())
-        return found[0] if len(found) == 1 and value not in outputs else None
-
-    def computed(node: Node) -> bool:
-        return pattern[node.name] not in FREE
+        return None if value in outputs else only_reader.get(value)
 
     epilogue_of: dict[str, Node] = {}
-    for node in nodes:
-        if pattern[node.name] not in EPILOGUE_ROOTS or node.name in epilogue_of:
-            continue
-        value = node.outputs[0]
-        while (reader := single(value)) is not None and pattern[reader.name] in EPILOGUE_OPS \
-                and reader.name not in epilogue_of and (reader.name in folded) == (node.name in folded) \
-                and graph.type_of(reader.outputs[0]).shape == graph.type_of(value).shape \
-                and all(ready.get(v, -1) < order[node.name] for v in reader.inputs if v and v != value):
-            epilogue_of[reader.name] = node
-            value = reader.outputs[0]
-
     inline_into: dict[str, Node] = {}
     for node in nodes:
-        outs = [o for o in node.outputs if o]
-        if pattern[node.name] not in INLINED or node.name in epilogue_of or len(outs) != 1:
-            continue
-        reader = single(outs[0])
-        if reader is not None and computed(reader) and pattern[reader.name] in ABSORBS \
-                and (reader.name in folded) == (node.name in folded):
-            inline_into[node.name] = reader
+        name, kind = node.name, pattern[node.name]
+        if kind in EPILOGUE_ROOTS and name not in epilogue_of:
+            value, phase, start = node.outputs[0], name in folded, order[name]
+            while (reader := single(value)) is not None and pattern[reader.name] in EPILOGUE_OPS \
+                    and reader.name not in epilogue_of and (reader.name in folded) == phase \
+                    and graph.type_of(reader.outputs[0]).shape == graph.type_of(value).shape \
+                    and all(ready.get(v, -1) < start for v in reader.inputs if v and v != value):
+                epilogue_of[reader.name] = node
+                value = reader.outputs[0]
+        elif kind in INLINED and name not in epilogue_of:
+            outs = [o for o in node.outputs if o]
+            reader = single(outs[0]) if len(outs) == 1 else None
+            if reader is not None and pattern[reader.name] in ABSORBS and (reader.name in folded) == (name in folded):
+                inline_into[name] = reader
 
     def root_of(node: Node) -> Node:
         while node.name in inline_into or node.name in epilogue_of:
             node = inline_into[node.name] if node.name in inline_into else epilogue_of[node.name]
         return node
 
-    groups: dict[str, KernelGroup] = {}
-    for node in nodes:
-        if computed(node) and node.name not in inline_into and node.name not in epilogue_of:
-            groups[node.name] = KernelGroup(node, once=node.name in folded)
+    members: dict[str, tuple[list[Node], list[Node]]] = {}
     for node in nodes:
         if node.name in epilogue_of:
-            groups[epilogue_of[node.name].name].epilogue.append(node)
+            members.setdefault(epilogue_of[node.name].name, ([], []))[1].append(node)
         elif node.name in inline_into:
-            groups[root_of(node).name].inlined.append(node)
-    return Grouping(graph, [g for g in groups.values() if not g.once], [g for g in groups.values() if g.once], known,
-                    views)
-
+            members.setdefault(root_of(node).name, ([], []))[0].append(node)
+    groups = [KernelGroup(n, *map(tuple, members.get(n.name, ((), ()))), once=n.name in folded) for n in nodes
+              if pattern[n.name] not in FREE and n.name not in epilogue_of and n.name not in inline_into]
+    return Grouping(graph, [g for g in groups if not g.once], [g for g in groups if g.once], known, views)

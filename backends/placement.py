@@ -63,7 +63,7 @@ def place(works: list[OpWork], target: Target, reserve: float = 0.0) -> tuple[li
     seen_weights: set[str] = set()
     placements, chip, used = [], 0, 0.0
     for work in works:
-        engine, fmt = choose_engine(work, target)
+        engine, fmt = (None, work.fmt) if work.free else choose_engine(work, target)
         need = _new_weight_bytes(work, seen_weights)
         if need <= capacity:
             if used + need > capacity:

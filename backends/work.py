@@ -24,6 +24,7 @@ class OpWork:
     node: Node
     family: str
     fmt: str
+    """The number format it computes in ("" for a free op, which computes nothing per run)."""
     flops: int
     activation_bytes: int
     weight_bytes: int
@@ -59,14 +60,17 @@ def op_work(graph: Graph, node: Node, sizes: dict[str, int], grouping: Grouping,
     """The work of one op; ``sizes`` is :func:`value_bytes` of the graph; ``read`` holds the
     values its kernel's earlier ops already read (this op's reads are added to it)."""
     opdef = ops.lookup(node.op_type, node.domain)
-    ins = [graph.values[v] if v else None for v in node.inputs]
-    outs = [graph.values[o] for o in node.outputs if o]
-    found = ops.static_context(graph, node)
-    flops = int(opdef.flops(found[1], found[2])) if found and opdef.flops else 0
-    gemms = [c.gemm for c in opdef.contractions(found[1], found[2])] if found and opdef.contractions else []
-    work = OpWork(node, opdef.family, _format(ins, outs), flops, 0, 0, 0, gemms, {},
+    work = OpWork(node, opdef.family, "", 0, 0, 0, 0, [], {},
                   _static(graph, node.outputs[0]) if node.outputs and node.outputs[0] else None)
     count_traffic(work, sizes, grouping, read)
+    if work.free:  # computes nothing per run: no format, FLOPs or products to cost
+        return work
+    work.fmt = _format([graph.values[v] if v else None for v in node.inputs],
+                       [graph.values[o] for o in node.outputs if o])
+    found = ops.static_context(graph, node)
+    if found:
+        work.flops = int(opdef.flops(found[1], found[2])) if opdef.flops else 0
+        work.gemms = [c.gemm for c in opdef.contractions(found[1], found[2])] if opdef.contractions else []
     return work
 
 

@@ -205,10 +205,10 @@ def _emit_pointwise(ctx: Context, node: Node) -> int:
 
 
 def _work_per_element(node: Node, ctx: Context) -> int:
-    """Rough work per output element, for deciding whether to split a kernel across threads."""
-    if node.op_type in ("MatMul", "Gemm", "FusedMatMul", "Conv", "Attention"):
-        return max(1, int(np.prod(ctx.shape(node.inputs[1])[-2:-1] or (1,))) * 2)
-    return 1
+    """Rough work per output element, for deciding whether to split a kernel across threads:
+    a multiply and an add per step of the op's first matrix product, else one."""
+    products = ops.contractions(ctx.graph, node)
+    return max(1, 2 * products[0].gemm.k) if products else 1
 
 
 def _symbol(text: str) -> str:
