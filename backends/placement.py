@@ -18,9 +18,10 @@ import math
 from dataclasses import dataclass
 
 from ir.errors import XpucError
+from ir.ops import Gemm
 
 from .target import Engine, Target
-from .work import Gemm, OpWork
+from .work import OpWork
 
 
 class ScheduleError(XpucError):
@@ -62,7 +63,7 @@ def place(works: list[OpWork], target: Target, reserve: float = 0.0) -> tuple[li
     seen_weights: set[str] = set()
     placements, chip, used = [], 0, 0.0
     for work in works:
-        engine, fmt = choose_engine(work, target)
+        engine, fmt = (None, work.fmt) if work.free else choose_engine(work, target)
         need = _new_weight_bytes(work, seen_weights)
         if need <= capacity:
             if used + need > capacity:

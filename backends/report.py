@@ -3,11 +3,12 @@
 JSON schema (``to_json``)::
 
     {"target": str, "family": "gpu" | "systolic" | "sram-dataflow",
-     "totals": {"latency_s": float, "energy_j": float, "cost_usd": float, "chips": int},
+     "totals": {"latency_s": float, "energy_j": float, "cost_usd": float, "chips": int, "kernels": int},
      "utilization": {engine: fraction of peak over the run},
      "peak_memory": {level: bytes on the fullest chip},
      "ops": [{"name", "op", "engine", "chip", "start_s", "duration_s", "flops",
-              "bytes": {level: int}, "bound", "utilization", "format"}]}
+              "bytes": {level: int}, "bound", "utilization", "format",
+              "kernel": int (the fused kernel the record is part of) | null (transfers)}]}
 
 Trace (``to_chrome_trace``): the Trace Event Format's complete ("X") events in
 microseconds, one process per chip (pid = chip) and one thread per engine (tid), named
@@ -24,7 +25,8 @@ from .schedule import Schedule
 
 def to_dict(s: Schedule) -> dict:
     return {"target": s.target, "family": s.family,
-            "totals": {"latency_s": s.latency_s, "energy_j": s.energy_j, "cost_usd": s.cost_usd, "chips": s.chips},
+            "totals": {"latency_s": s.latency_s, "energy_j": s.energy_j, "cost_usd": s.cost_usd, "chips": s.chips,
+                       "kernels": s.kernels},
             "utilization": s.utilization, "peak_memory": s.peak_memory, "ops": [asdict(o) for o in s.ops]}
 
 
@@ -37,18 +39,20 @@ def format_table(s: Schedule, limit: int | None = None) -> str:
     rows = sorted(s.ops, key=lambda o: (o.start_s, o.chip))
     shown = rows if limit is None else rows[:limit]
     levels = sorted({level for o in rows for level in o.bytes})
-    head = f"{'op':32} {'type':18} {'engine':12} {'chip':>4} {'start us':>10} {'dur us':>9} {'MFLOP':>10} " + \
+    head = f"{'op':32} {'type':18} {'kernel':>6} {'engine':12} {'chip':>4} {'start us':>10} {'dur us':>9} " \
+        f"{'MFLOP':>10} " + \
         " ".join(f"{level + ' MB':>10}" for level in levels) + f" {'bound':12} {'util':>5}"
     lines = [f"schedule of {s.target} ({s.family}), {len(rows)} ops", head]
     for o in shown:
-        lines.append(f"{short_name(o.name):32} {o.op[:18]:18} {o.engine[:12]:12} {o.chip:>4} "
+        kernel = "" if o.kernel is None else o.kernel
+        lines.append(f"{short_name(o.name):32} {o.op[:18]:18} {kernel:>6} {o.engine[:12]:12} {o.chip:>4} "
                      f"{o.start_s * 1e6:>10.2f} {o.duration_s * 1e6:>9.2f} {o.flops / 1e6:>10.3f} "
                      + " ".join(f"{o.bytes.get(level, 0) / 1e6:>10.3f}" for level in levels)
                      + f" {o.bound:12} {o.utilization:>5.2f}")
     if len(shown) < len(rows):
         lines.append(f"... {len(rows) - len(shown)} more ops")
     lines.append(f"latency {s.latency_s * 1e3:.4f} ms, energy {s.energy_j:.4g} J, cost ${s.cost_usd:.4g}, "
-                 f"{s.chips} chip(s)")
+                 f"{s.chips} chip(s), {s.kernels} kernels")
     lines.append("utilization: " + ", ".join(f"{k} {v:.1%}" for k, v in s.utilization.items()))
     lines.append("peak memory: " + ", ".join(f"{k} {v / 1e6:,.2f} MB" for k, v in s.peak_memory.items()))
     return "\n".join(lines)
@@ -68,7 +72,7 @@ def to_chrome_trace(s: Schedule) -> dict:
                for chip, engine in tracks]
     events += [{"ph": "X", "name": o.name, "cat": o.bound, "pid": o.chip, "tid": tids[(o.chip, o.engine)],
                 "ts": o.start_s * 1e6, "dur": o.duration_s * 1e6,
-                "args": {"op": o.op, "flops": o.flops, "bytes": o.bytes, "bound": o.bound,
+                "args": {"op": o.op, "kernel": o.kernel, "flops": o.flops, "bytes": o.bytes, "bound": o.bound,
                          "utilization": round(o.utilization, 4), "format": o.format}} for o in s.ops]
     return {"traceEvents": events, "displayTimeUnit": "ns",
             "otherData": {"target": s.target, "latency_s": s.latency_s, "energy_j": s.energy_j}}

@@ -4,9 +4,13 @@ and how often a GEMM's operands must be re-read when they do not fit a buffer.""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from .target import Target
-from .work import Gemm, OpWork
+from ir.ops import Gemm
+
+if TYPE_CHECKING:
+    from .target import Target
+    from .work import OpWork
 
 
 def slowest(compute_s: float, sizes: dict[str, float], target: Target) -> tuple[float, str]:

@@ -1,42 +1,19 @@
 """A schedule: where and when every op runs on a target, what it moves, and what it costs.
 
-The per-op records are what reports, traces and (later) code generation read; the totals
-are derived from them and the target in one place (:func:`finish`), so every family
-scheduler computes energy, cost and utilization the same way.
+The per-op records are what reports and traces read; each names the kernel it is part of
+(``backends.grouping``). The totals are derived from them and the target in one place
+(:func:`finish`), so every family computes energy, cost and utilization the same way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .target import Engine, Target
+if TYPE_CHECKING:
+    from .target import Target
 
 BOUNDS = ("compute", "memory", "launch", "interconnect", "host")
-
-
-@dataclass
-class Cost:
-    """What a family's model says one op costs on one chip."""
-
-    duration_s: float
-    bytes: dict[str, float]
-    bound: str
-    footprint: dict[str, float] = field(default_factory=dict)
-    """Bytes the op keeps resident at inner memory levels while it runs (tiles, buffers)."""
-    flops: int | None = None
-    """FLOPs of this part when the op is shared with a companion; None: all of the op's."""
-    companion: Companion | None = None
-
-
-@dataclass
-class Companion:
-    """Part of an op that runs at the same time on another engine of the chip, such as fused
-    attention's softmax on a systolic chip's vector unit while the array multiplies."""
-
-    label: str
-    engine: Engine
-    fmt: str
-    cost: Cost
 
 
 @dataclass
@@ -52,6 +29,8 @@ class OpSchedule:
     bound: str
     utilization: float
     format: str = ""
+    kernel: int | None = None
+    """The kernel (fused group of ops, one launch) this record is part of; None for transfers."""
 
     @property
     def end_s(self) -> float:
@@ -69,6 +48,8 @@ class Schedule:
     chips: int
     utilization: dict[str, float]
     peak_memory: dict[str, int]
+    kernels: int
+    """Kernels the run launches (each a fused group of ops; records of one kernel share its number)."""
 
 
 def finish(target: Target, ops: list[OpSchedule], chips: int, peak_memory: dict[str, int]) -> Schedule:
@@ -81,7 +62,8 @@ def finish(target: Target, ops: list[OpSchedule], chips: int, peak_memory: dict[
     utilization = {name: busy.get(name, 0.0) / (latency * chips) if latency else 0.0 for name in target.engines}
     energy = target.power.idle_w * chips * latency + _dynamic_energy(target, ops)
     cost = target.price.usd_per_second() * chips * latency
-    return Schedule(target.name, target.family, ops, latency, energy, cost, chips, utilization, peak_memory)
+    kernels = len({o.kernel for o in ops if o.kernel is not None})
+    return Schedule(target.name, target.family, ops, latency, energy, cost, chips, utilization, peak_memory, kernels)
 
 
 def _dynamic_energy(target: Target, ops: list[OpSchedule]) -> float:

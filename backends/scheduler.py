@@ -1,14 +1,19 @@
 """The scheduling driver shared by every family: place, cost, order, total.
 
-A family module (``gpu``, ``systolic``, ``dataflow``) supplies only ``op_cost`` (what one op
-costs on one of its engines) and ``shared_stream`` (whether all engines of a chip take
-work from one queue, as a GPU stream does). Everything else is common:
+A family (``backends.families``) supplies only what one op costs on one of its engines and
+whether all engines of a chip take work from one queue, as a GPU stream does. Everything
+else is common:
 
+- the kernels of ``backends.grouping`` (the ones code generation emits): one launch each
+  (``launch_overhead_s``, charged to the kernel's first op), and traffic only for the values
+  that cross a kernel's boundary, read once; a kernel whose ops placement puts on different
+  chips, or partly on the host, runs as one kernel per op instead;
 - placement onto chips and engines (``placement``), with unsupported ops sent to the host,
   paying the host link both ways (engine ``host``, bound ``host``, ``host_link`` bytes);
-- list scheduling in topological order: an op starts when its inputs are ready and its
-  engine is free, so independent work on different engines or chips overlaps; a cost's
-  ``companion`` (work the op hands to a second engine) is a second record that starts with it;
+- list scheduling, kernel by kernel in their order: an op starts when its inputs are ready
+  and its engine is free, so independent work on different engines or chips overlaps; a
+  cost's ``companion`` (work the op hands to a second engine) is a second record that
+  starts with it;
 - chip-to-chip transfers and tensor-parallel all-gathers as ``interconnect`` records;
 - peak memory per level (resident weights plus live activations at the outer level,
   tile and buffer footprints at inner levels) and the totals in ``schedule.finish``.
@@ -16,62 +21,88 @@ work from one queue, as a GPU stream does). Everything else is common:
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 
 from ir.graph import Graph
 
-from . import dataflow, gpu, systolic
+from .families import FAMILIES, Family
+from .grouping import Grouping, group_kernels
 from .placement import Placement, place, shard
 from .schedule import OpSchedule, Schedule, finish
 from .target import Engine, Target
 from .tiles import GemmCounts
-from .work import OpWork, graph_work, live_bytes, value_bytes
-
-FAMILY_MODELS = {"gpu": gpu, "systolic": systolic, "sram-dataflow": dataflow}
-
+from .work import OpWork, count_traffic, graph_work, live_bytes, value_bytes
 
 def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] | None = None) -> Schedule:
     """Predict when and where every op of ``graph`` runs on ``target``, and what it costs.
 
     counts: matrix ops' tile counts measured by generated code, by op name (``backends.tiles``);
     ops without them (and slices of split ops) are costed with dense weights."""
-    model = FAMILY_MODELS[target.family]
+    family = FAMILIES[target.family]
     sizes = value_bytes(graph)
-    works = graph_work(graph, sizes)
-    live = live_bytes(graph, works, sizes)
+    grouping = group_kernels(graph)
+    works = graph_work(graph, sizes, grouping)
+    live = live_bytes(graph, works, sizes, grouping.intermediates)
     placements, chips = place(works, target, reserve=max(live, default=0))
-    builder = _Timeline(sizes, target, model, counts or {})
-    for work, p in zip(works, placements):
-        if work.free:
-            builder.alias(work)
-        elif p.engine is None:
-            builder.run_on_host(work, p.chip)
-        else:
-            builder.run(work, p)
+    grouping = _on_one_device(grouping, works, placements, sizes)
+    index = {w.name: i for i, w in enumerate(works)}
+    builder = _Timeline(grouping.views, sizes, target, family, counts or {})
+    for number, kernel in enumerate(grouping.kernels):
+        for i, node in enumerate(kernel.ops):
+            work, p = works[index[node.name]], placements[index[node.name]]
+            if p.engine is None:
+                builder.run_on_host(work, p.chip, number)
+            else:
+                builder.run(work, p, number, launch=i == 0)
     return finish(target, builder.records, chips, _peak_memory(works, placements, live, target, builder))
 
 
+def _on_one_device(grouping: Grouping, works: list[OpWork], placements: list[Placement],
+                   sizes: dict[str, int]) -> Grouping:
+    """The grouping with every kernel whose ops placement spreads over chips, or partly onto
+    the host, cut into one kernel per op (whose traffic is recounted: they store what they pass on)."""
+    places: dict[int, object] = {}
+    spread: set[int] = set()
+    for work, p in zip(works, placements):
+        if work.free or len(work.kernel.ops) == 1:
+            continue
+        place = p.pieces if p.engine is not None and len(p.pieces) == 1 else None
+        if place is None or places.setdefault(id(work.kernel), place) != place:
+            spread.add(id(work.kernel))
+    if not spread:
+        return grouping
+    apart = {w.name for w in works if not w.free and id(w.kernel) in spread}
+    grouping = grouping.apart(apart)
+    for work in works:
+        if work.name in apart:
+            count_traffic(work, sizes, grouping, set())
+    return grouping
+
+
 class _Timeline:
-    def __init__(self, sizes: dict[str, int], target: Target, model, counts: dict[str, list[GemmCounts]]):
-        self.sizes, self.target, self.model, self.counts = sizes, target, model, counts
+    def __init__(self, views: dict[str, str], sizes: dict[str, int], target: Target, family: Family,
+                 counts: dict[str, list[GemmCounts]]):
+        self.views, self.sizes, self.target, self.family, self.counts = views, sizes, target, family, counts
         self.records: list[OpSchedule] = []
         self.free: dict[tuple[int, str], float] = defaultdict(float)
         self.ready: dict[str, tuple[int | None, float]] = {}
         self.copies: dict[tuple[str, int], float] = {}
         self.footprint: dict[str, float] = defaultdict(float)
 
-    def alias(self, work: OpWork) -> None:
-        """A view or a folded op: its outputs live where and when its first input does."""
-        source = self.ready.get(work.node.inputs[0], (None, 0.0)) if work.node.inputs else (None, 0.0)
-        for out in work.node.outputs:
-            self.ready[out] = source
-
-    def run(self, work: OpWork, p: Placement) -> None:
+    def run(self, work: OpWork, p: Placement, kernel: int, launch: bool) -> None:
+        """Cost one op of ``kernel`` on its engine; the kernel's first op (``launch``) pays its launch."""
         split = len(p.pieces) > 1
         done = 0.0
         for i, (chip, fraction) in enumerate(p.pieces):
             piece = shard(work, fraction)
-            cost = self.model.op_cost(piece, p.engine, p.fmt, self.target, None if split else self.counts.get(work.name))
+            counts = None if split else self.counts.get(work.name)
+            cost = self.family.op_cost(piece, p.engine, p.fmt, self.target, counts)
+            overhead = self.target.launch_overhead_s if launch else 0.0
+            if overhead:
+                cost = copy.copy(cost)
+                cost.duration_s, cost.bound = cost.duration_s + overhead, \
+                    "launch" if overhead > cost.duration_s else cost.bound
             for level, size in cost.footprint.items():
                 self.footprint[level] = max(self.footprint[level], size)
             name = f"{work.name}[{i}]" if split else work.name
@@ -84,7 +115,7 @@ class _Timeline:
                 flops = piece.flops if part.flops is None else part.flops
                 util = flops / (engine.peak(fmt) * part.duration_s) if part.duration_s else 0.0
                 self._record(OpSchedule(label, work.node.qualified_type, engine.name, chip, start, part.duration_s,
-                                        flops, _ints(part.bytes), part.bound, util, fmt), self._lane(engine))
+                                        flops, _ints(part.bytes), part.bound, util, fmt, kernel), self._lane(engine))
                 done = max(done, start + part.duration_s)
         if split:
             done = self._all_gather(work, p.pieces, done)
@@ -92,14 +123,15 @@ class _Timeline:
             self.ready[out] = (p.pieces[-1][0], done)
 
     def _lane(self, engine: Engine) -> str:
-        return "stream" if self.model.shared_stream else engine.name
+        return "stream" if self.family.shared_stream else engine.name
 
-    def run_on_host(self, work: OpWork, chip: int) -> None:
+    def run_on_host(self, work: OpWork, chip: int, kernel: int) -> None:
         host, moved = self.target.host, work.activation_bytes + work.weight_bytes + work.output_bytes
         duration = 2 * host.latency_s + moved / host.bandwidth_bytes_per_s + work.flops / host.flops_per_s
         start = max(self._inputs_ready(work, chip), self.free[(chip, "host")])
         self._record(OpSchedule(work.name, work.node.qualified_type, "host", chip, start, duration, work.flops,
-                                {self.target.outer.name: moved, "host_link": moved}, "host", 0.0, work.fmt), "host")
+                                {self.target.outer.name: moved, "host_link": moved}, "host", 0.0, work.fmt, kernel),
+                     "host")
         for out in work.node.outputs:
             self.ready[out] = (chip, start + duration)
 
@@ -107,13 +139,22 @@ class _Timeline:
         """When all inputs are on ``chip``: producers' ends, plus transfers from other chips."""
         t = 0.0
         for value in work.node.inputs:
-            where, when = self.ready.get(value, (None, 0.0))
+            where, when = self._ready(value)
             if where is not None and where != chip:
                 if (value, chip) not in self.copies:
                     self.copies[(value, chip)] = self._transfer(value, where, chip, when)
                 when = self.copies[(value, chip)]
             t = max(t, when)
         return t
+
+    def _ready(self, value: str) -> tuple[int | None, float]:
+        """(chip, time) a value is ready at; a view's is its source's, a value known before
+        the model runs (a weight, a shape, a folded result) is ready anywhere at time 0."""
+        while value not in self.ready:
+            if value not in self.views:
+                return None, 0.0
+            value = self.views[value]
+        return self.ready[value]
 
     def _transfer(self, value: str, src: int, dst: int, after: float) -> float:
         link = self.target.interconnect
@@ -157,7 +198,7 @@ def _peak_memory(works: list[OpWork], placements: list[Placement], live: list[in
                     weights[chip] += size * fraction
         for chip, _ in p.pieces:
             activations[chip] = max(activations[chip], held)
-    peak = {m.name: int(timeline.footprint.get(m.name, 0)) for m in target.memory[:-1]}
+    peak = {m.name: int(timeline.footprint.get(m.name, 0)) for m in target.inner}
     peak[target.outer.name] = int(max(weights[c] + activations[c] for c in set(weights) | set(activations) | {0}))
     return peak
 

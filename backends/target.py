@@ -13,6 +13,7 @@ which are sourced numbers, and which may be left out (those with defaults).
 
 from __future__ import annotations
 
+import functools
 import math
 import tomllib
 import types
@@ -23,10 +24,18 @@ from pathlib import Path
 from ir.dtypes import DType
 from ir.errors import XpucError
 
+from .families import FAMILIES
+
 TARGETS_DIR = Path(__file__).parent / "targets"
-FAMILIES = ("gpu", "systolic", "sram-dataflow")
 ROLES = ("matrix", "vector")
-DATAFLOWS = ("os", "ws", "is")
+MEMORY_ROLES = {
+    "buffer": "software-managed on-chip memory the engines take operands from (GPU shared memory, TPU VMEM)",
+    "l2": "on-chip cache shared by all cores, in front of the off-chip memory",
+    "hbm": "off-chip memory that holds the model (HBM, GDDR, LPDDR)",
+    "sram": "on-chip memory that holds the model on a chip without off-chip memory",
+}
+"""What each memory level is, as ``role`` in a spec: cost models address levels by role."""
+MODEL_STORES = ("hbm", "sram")
 
 Num = float
 """A sourced, non-negative number: ``{value = ..., source = "<key of [sources]>"}``."""
@@ -87,9 +96,11 @@ class Engine:
 
 @dataclass
 class MemoryLevel:
-    """One level of the memory hierarchy, per chip, listed innermost first."""
+    """One level of the memory hierarchy, per chip, listed innermost first; ``role`` is one of
+    :data:`MEMORY_ROLES`, each at most once per chip."""
 
     name: str
+    role: str
     capacity_bytes: Num
     bandwidth_bytes_per_s: Num
     latency_s: Num
@@ -158,18 +169,35 @@ class Target:
     power: Power
     price: Price
     launch_overhead_s: Num = 0.0
-    """Per kernel, charged by the scheduler (GPU: each fused op is one launch on a stream)."""
+    """Per kernel (a fused group of ops, ``backends.grouping``), charged by the scheduler to its first op."""
     calibration: Calibration = field(default_factory=Calibration)
     path: str = field(default="", metadata={"internal": True})
     provenance: dict[str, str] = field(default_factory=dict, metadata={"internal": True})
 
     def level(self, name: str) -> MemoryLevel:
-        return next(m for m in self.memory if m.name == name)
+        return self._levels[name]
+
+    def by_role(self, role: str) -> MemoryLevel:
+        """The level with ``role`` (:data:`MEMORY_ROLES`); a family's required roles always exist."""
+        return self._roles[role]
 
     @property
     def outer(self) -> MemoryLevel:
         """The level that holds the model's tensors (HBM, or on-chip SRAM when there is none)."""
-        return self.memory[-1]
+        return self._roles["hbm"] if "hbm" in self._roles else self._roles["sram"]
+
+    @property
+    def inner(self) -> list[MemoryLevel]:
+        """Every level between the engines and the outer one."""
+        return [m for m in self.memory if m is not self.outer]
+
+    @functools.cached_property
+    def _levels(self) -> dict[str, MemoryLevel]:
+        return {m.name: m for m in self.memory}
+
+    @functools.cached_property
+    def _roles(self) -> dict[str, MemoryLevel]:
+        return {m.role: m for m in self.memory}
 
     def bandwidth(self, level: str) -> float:
         """Bytes per second of a memory level, the interconnect, or the host link."""
@@ -287,12 +315,24 @@ def _check_semantics(t: Target, origin: str) -> None:
     def fail(message: str) -> typing.NoReturn:
         raise TargetSpecError(f"{origin}: {message}")
 
-    if t.family not in FAMILIES:
+    family = FAMILIES.get(t.family)
+    if family is None:
         fail(f"unknown family {t.family!r}; known: {', '.join(FAMILIES)}")
     if not t.engines:
         fail("needs at least one [engines.NAME] table")
     if not t.memory:
         fail("needs at least one [[memory]] level")
+    roles = [m.role for m in t.memory]
+    for i, role in enumerate(roles):
+        if role not in MEMORY_ROLES:
+            fail(f"memory[{i}].role: unknown role {role!r}; known: {', '.join(MEMORY_ROLES)}")
+        if roles.index(role) != i:
+            fail(f"memory[{i}].role: {role!r} is also memory[{roles.index(role)}]'s; each role is one level")
+    if sum(role in MODEL_STORES for role in roles) != 1:
+        fail(f"memory needs exactly one level that holds the model ({' or '.join(MODEL_STORES)})")
+    missing = [role for role in family.memory if role not in roles]
+    if missing:
+        fail(f"a {t.family} target's memory needs levels with role {', '.join(missing)}")
     for e in t.engines.values():
         if e.role not in ROLES:
             fail(f"engines.{e.name}.role: unknown role {e.role!r}; known: {', '.join(ROLES)}")
@@ -301,12 +341,9 @@ def _check_semantics(t: Target, origin: str) -> None:
                 DType.from_short(fmt)
             except ValueError as exc:
                 fail(f"engines.{e.name}: unknown number format: {exc}")
-        if t.family == "systolic" and e.role == "matrix" and (e.array is None or len(e.array) != 2
-                                                               or e.dataflow not in DATAFLOWS):
-            fail(f"engines.{e.name}: a systolic matrix engine needs array = [rows, cols] and dataflow "
-                 f"one of {', '.join(DATAFLOWS)}")
-        if t.family == "gpu" and e.role == "matrix" and (e.tile is None or len(e.tile) != 3):
-            fail(f"engines.{e.name}: a GPU matrix engine needs tile = [M, N, K] (thread-block tile)")
+        problem = family.check_engine(e)
+        if problem:
+            fail(f"engines.{e.name}: {problem}")
         if e.zero_skipping and e.role != "matrix":
             fail(f"engines.{e.name}.zero_skipping: only a matrix engine skips zero weights")
         if not 0 < e.efficiency <= 1:

@@ -14,7 +14,7 @@ covered whole. For a tile of extents (mu, nu, ku) whose B block holds ``nnz`` no
 - ``elements`` = mu*ku + ku*nu + mu*nu: the A, B and C slices the tile moves on chip.
 
 The schedulers sum these in closed form (:func:`dense_counts`, weights assumed dense);
-``backends.codegen.counters`` visits the same tiles at run time and adds them up from the
+``backends.emulate.counters`` visits the same tiles at run time and adds them up from the
 actual weights. Both results reach the cost models as :class:`GemmCounts`, so on dense
 data they agree exactly, and an engine with ``zero_skipping`` is costed from what it met.
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .work import Gemm
+from ir.ops import Gemm
 
 
 @dataclass(frozen=True)

@@ -1,38 +1,22 @@
 """What one op asks of hardware: its FLOPs, the bytes it reads and writes, and its GEMMs.
 
-FLOPs and op families come from the op table (``ir.ops``, via ``ir.summary.node_flops``);
-this module adds what schedulers need beyond a FLOP count: which bytes are weights
-(resident constants) and which are activations, and the matrix products an op is made
-of (MatMul and Gemm directly, Conv as an im2col GEMM per group, Attention as its two
-batched products), so tile and array models can pad and fold them.
+FLOPs, op families and matrix products come from the op table (``ir.ops``), and which ops
+share a kernel from ``backends.grouping``; this module adds what schedulers need beyond
+them: which bytes are weights (values known before the model runs) and which are
+activations, counted the way a fused kernel moves them: a value passed between two ops of
+one kernel never reaches the outer memory, and an input two ops of a kernel read is read
+once (by the first).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from ir import ops
 from ir.graph import Graph, Node
-from ir.summary import node_flops
+from ir.ops import Gemm
 
-VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Shape", "Size",
-                      "Constant"})
-"""Ops that only relabel a buffer: compilers emit no kernel and move no data for them."""
-
-
-@dataclass(frozen=True)
-class Gemm:
-    """``batch`` independent products of an (m x k) by a (k x n) matrix."""
-
-    batch: int
-    m: int
-    n: int
-    k: int
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.batch * self.m * self.n * self.k
+from .grouping import Grouping, KernelGroup, group_kernels
 
 
 @dataclass
@@ -40,30 +24,26 @@ class OpWork:
     node: Node
     family: str
     fmt: str
+    """The number format it computes in ("" for a free op, which computes nothing per run)."""
     flops: int
     activation_bytes: int
     weight_bytes: int
     output_bytes: int
     gemms: list[Gemm] = field(default_factory=list)
     weights: dict[str, int] = field(default_factory=dict)
-    """Bytes of each constant input, by value name (to count a shared weight once)."""
+    """Bytes of each weight it reads, by value name (to count a shared weight once)."""
     output_shape: tuple[int, ...] | None = None
-    compile_time: bool = False
-    """All inputs are constant: a compiler folds it before the model runs (e.g. a weight built
-    by ConstantOfShape), so it costs nothing and its outputs are weights."""
+    kernel: KernelGroup | None = None
+    """The kernel it runs in; None: it costs nothing per run (a view, a shape-only op, or
+    folded before the model runs, its outputs then being weights)."""
 
     @property
     def name(self) -> str:
         return self.node.name
 
     @property
-    def view(self) -> bool:
-        return self.node.op_type in VIEW_OPS
-
-    @property
     def free(self) -> bool:
-        """Costs nothing at run time: a view, or folded at compile time."""
-        return self.view or self.compile_time
+        return self.kernel is None
 
     @property
     def io_bytes(self) -> int:
@@ -76,34 +56,49 @@ def value_bytes(graph: Graph) -> dict[str, int]:
     return {name: v.type.nbytes or 0 for name, v in graph.values.items()}
 
 
-def op_work(graph: Graph, node: Node, sizes: dict[str, int], constants: set[str] | frozenset = frozenset()) -> OpWork:
-    """The work of one op; ``sizes`` is :func:`value_bytes` of the graph; ``constants`` names
-    values computed from constants only (weights too)."""
+def op_work(graph: Graph, node: Node, sizes: dict[str, int], grouping: Grouping, read: set[str]) -> OpWork:
+    """The work of one op; ``sizes`` is :func:`value_bytes` of the graph; ``read`` holds the
+    values its kernel's earlier ops already read (this op's reads are added to it)."""
     opdef = ops.lookup(node.op_type, node.domain)
-    ins = [graph.values[v] if v else None for v in node.inputs]
-    outs = [graph.values[o] for o in node.outputs if o]
-    weights = {v.name: sizes[v.name] for v in ins if v is not None and (v.const or v.name in constants)}
-    activations = sum(sizes[v.name] for v in ins if v is not None and v.name not in weights)
-    gemm_rule = _GEMMS.get(node.op_type)
-    gemms = gemm_rule(graph, node) if gemm_rule else []
-    return OpWork(node, opdef.family, _format(ins, outs), node_flops(graph, node) or 0, activations,
-                  sum(weights.values()), sum(sizes[v.name] for v in outs), [g for g in gemms if g is not None],
-                  weights, _static(graph, node.outputs[0]) if node.outputs and node.outputs[0] else None)
+    work = OpWork(node, opdef.family, "", 0, 0, 0, 0, [], {},
+                  _static(graph, node.outputs[0]) if node.outputs and node.outputs[0] else None)
+    count_traffic(work, sizes, grouping, read)
+    if work.free:  # computes nothing per run: no format, FLOPs or products to cost
+        return work
+    work.fmt = _format([graph.values[v] if v else None for v in node.inputs],
+                       [graph.values[o] for o in node.outputs if o])
+    found = ops.static_context(graph, node)
+    if found:
+        work.flops = int(opdef.flops(found[1], found[2])) if opdef.flops else 0
+        work.gemms = [c.gemm for c in opdef.contractions(found[1], found[2])] if opdef.contractions else []
+    return work
 
 
-def graph_work(graph: Graph, sizes: dict[str, int] | None = None) -> list[OpWork]:
-    """Work of every op in topological order, marking ops that only compute from constants."""
+def count_traffic(work: OpWork, sizes: dict[str, int], grouping: Grouping, read: set[str]) -> None:
+    """Set the op's kernel and the bytes it moves to and from the outer memory in that kernel."""
+    node = work.node
+    kernel = grouping.of.get(node.name)
+    work.kernel = None if kernel is None or kernel.once else kernel
+    on_chip, known = grouping.intermediates, grouping.known
+    weights, activations = {}, 0
+    for v in node.inputs:
+        if v and v not in on_chip and v not in read:
+            read.add(v)
+            if v in known:
+                weights[v] = sizes[v]
+            else:
+                activations += sizes[v]
+    work.weights, work.weight_bytes, work.activation_bytes = weights, sum(weights.values()), activations
+    work.output_bytes = sum(sizes[o] for o in node.outputs if o and o not in on_chip)
+
+
+def graph_work(graph: Graph, sizes: dict[str, int] | None = None, grouping: Grouping | None = None) -> list[OpWork]:
+    """Work of every op in topological order, in the kernels of ``grouping`` (default: the graph's)."""
     sizes = value_bytes(graph) if sizes is None else sizes
-    constants: set[str] = set()
-    works = []
-    for node in graph.nodes:
-        work = op_work(graph, node, sizes, constants)
-        inputs = [v for v in node.inputs if v]
-        if inputs and all(v in work.weights for v in inputs):
-            work.compile_time = True
-            constants.update(o for o in node.outputs if o)
-        works.append(work)
-    return works
+    grouping = group_kernels(graph) if grouping is None else grouping
+    read: dict[int, set[str]] = {}
+    return [op_work(graph, node, sizes, grouping, read.setdefault(id(grouping.of.get(node.name)), set())
+                    if node.name in grouping.of else set()) for node in graph.nodes]
 
 
 def _format(ins, outs) -> str:
@@ -119,54 +114,11 @@ def _static(graph: Graph, name: str) -> tuple[int, ...] | None:
     return tuple(t.shape) if t is not None and t.is_static else None
 
 
-def _matmul(graph: Graph, node: Node) -> list[Gemm | None]:
-    a, out = _static(graph, node.inputs[0]), _static(graph, node.outputs[0])
-    if a is None or out is None:
-        return [None]
-    m = a[-2] if len(a) > 1 else 1
-    n = out[-1] if len(_static(graph, node.inputs[1]) or ()) > 1 else 1
-    return [Gemm(max(1, math.prod(out) // max(1, m * n)), m, n, a[-1])]
-
-
-def _gemm(graph: Graph, node: Node) -> list[Gemm | None]:
-    a, out = _static(graph, node.inputs[0]), _static(graph, node.outputs[0])
-    if a is None or out is None:
-        return [None]
-    return [Gemm(1, out[0], out[1], a[0] if node.attr("transA", 0) else a[1])]
-
-
-def _conv(graph: Graph, node: Node) -> list[Gemm | None]:
-    """im2col: each group multiplies (N*H'*W') x (C/g*kh*kw) patches by the (C/g*kh*kw) x (Cout/g) weights."""
-    w, out = _static(graph, node.inputs[1]), _static(graph, node.outputs[0])
-    if w is None or out is None:
-        return [None]
-    group = node.attr("group", 1)
-    return [Gemm(group, out[0] * math.prod(out[2:]), w[0] // group, math.prod(w[1:]))]
-
-
-def _attention(graph: Graph, node: Node) -> list[Gemm | None]:
-    """Scores Q·Kᵀ (sq x skv over d) and context P·V (sq x dv over skv), per batch and query head."""
-    q, k, out = (_static(graph, v) for v in (node.inputs[0], node.inputs[1], node.outputs[0]))
-    if q is None or k is None or out is None:
-        return [None]
-    if len(q) == 4:
-        b, heads, sq, d = q
-        skv, dv = k[2], out[3]
-    else:
-        heads = node.attr("q_num_heads")
-        b, sq, d = q[0], q[1], q[2] // heads
-        skv, dv = k[1], out[2] // heads
-    past = _static(graph, node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] else None
-    skv += past[2] if past else 0
-    return [Gemm(b * heads, sq, skv, d), Gemm(b * heads, sq, dv, skv)]
-
-
-_GEMMS = {"MatMul": _matmul, "FusedMatMul": _matmul, "Gemm": _gemm, "Conv": _conv, "Attention": _attention}
-
-
-def live_bytes(graph: Graph, works: list[OpWork], sizes: dict[str, int] | None = None) -> list[int]:
+def live_bytes(graph: Graph, works: list[OpWork], sizes: dict[str, int] | None = None,
+               on_chip: set[str] | frozenset = frozenset()) -> list[int]:
     """Activation bytes held while each op runs: every value already produced (or fed in)
-    that this op or a later one still reads. Views alias their input and add nothing."""
+    that this op or a later one still reads. Views alias their input and add nothing; values
+    that stay inside a kernel (``on_chip``: ``Grouping.intermediates``) are never stored."""
     sizes = value_bytes(graph) if sizes is None else sizes
     index = {w.name: i for i, w in enumerate(works)}
     last_use: dict[str, int] = {}
@@ -179,7 +131,7 @@ def live_bytes(graph: Graph, works: list[OpWork], sizes: dict[str, int] | None =
     born = {v: 0 for v in graph.inputs}
     for w in works:
         if not w.free:
-            born.update({out: index[w.name] for out in w.node.outputs if out})
+            born.update({out: index[w.name] for out in w.node.outputs if out and out not in on_chip})
     delta = [0] * (len(works) + 1)
     for v, start in born.items():
         end = max(start, last_use.get(v, start))

@@ -34,7 +34,7 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import runtime  # noqa: E402
-from backends.codegen import host_schedule, lower  # noqa: E402
+from backends.codegen import host_tiling, lower  # noqa: E402
 from frontends import onnx as onnx_frontend  # noqa: E402
 from gpt2_model import gpt2_onnx  # noqa: E402
 from ir.passes import optimize  # noqa: E402
@@ -50,7 +50,7 @@ def compile_phases(path: str, cache_dir: str) -> dict[str, float]:
     graph = optimize(onnx_frontend.load(path))
     times["import+optimize"] = time.perf_counter() - start
     start = time.perf_counter()
-    lowered = lower(graph, host_schedule())
+    lowered = lower(graph, host_tiling())
     times["lower (LLVM IR)"] = time.perf_counter() - start
     library = compile_module(lowered.module)
     times["llvm opt+codegen" + (" (cache hit)" if library.cached else "")] = library.seconds

@@ -24,8 +24,9 @@ from onnx import external_data_helper, helper, numpy_helper
 import ir
 from ir import ops
 from ir.dtypes import DType
-from ir.errors import ModelLoadError, ShapeError, UnsupportedOpsError
+from ir.errors import ModelLoadError, UnsupportedOpsError
 from ir.passes.shape_inference import infer_shapes
+from ir.shapes import bind_input_shapes
 from ir.types import Dim, TensorType
 
 CANONICAL_OPSET = 23
@@ -305,44 +306,3 @@ def _attribute_value(attr: onnx.AttributeProto, node: onnx.NodeProto):
     if isinstance(value, list) and value and isinstance(value[0], bytes):
         return [v.decode() for v in value]
     return value
-
-
-# ---------------------------------------------------------------------- shapes
-def parse_shape(text: str) -> tuple[Dim, ...]:
-    """``"1x128"`` -> (1, 128); a non-numeric part stays a symbol; ``""`` or ``"scalar"`` is rank 0."""
-    if text in ("", "scalar"):
-        return ()
-    parts = text.lower().split("x")
-    for p in parts:
-        if not (p.lstrip("-").isdigit() or p.isidentifier()):
-            raise ShapeError(f"bad dimension {p!r} in shape {text!r}: expected an integer or a symbol name")
-    return tuple(int(p) if p.lstrip("-").isdigit() else p for p in parts)
-
-
-def bind_input_shapes(graph: ir.Graph, shapes: Mapping[str, Sequence[Dim] | str]) -> None:
-    """Give graph inputs concrete shapes, checking them against what the model declares."""
-    unknown = sorted(set(shapes) - set(graph.inputs))
-    if unknown:
-        raise ShapeError(f"no graph input named {', '.join(map(repr, unknown))}; inputs are: "
-                         f"{', '.join(graph.inputs)}")
-    bindings: dict[str, Dim] = {}
-    for name, shape in shapes.items():
-        shape = parse_shape(shape) if isinstance(shape, str) else tuple(shape)
-        declared = graph.values[name].type
-        if declared.shape is not None and len(declared.shape) != len(shape):
-            raise ShapeError(f"input {name!r} has rank {len(declared.shape)} ({declared}) but the given shape "
-                             f"{'x'.join(map(str, shape))} has rank {len(shape)}")
-        for i, (want, got) in enumerate(zip(declared.shape or shape, shape)):
-            if isinstance(got, int) and got < 0:
-                raise ShapeError(f"input {name!r}: dimension {i} must not be negative, got {got}")
-            if isinstance(want, int) and want != got:
-                raise ShapeError(f"input {name!r}: dimension {i} is {want} in the model, but {got} was given")
-            if isinstance(want, str):
-                if bindings.setdefault(want, got) != got:
-                    raise ShapeError(f"symbol {want!r} is bound to both {bindings[want]} and {got}")
-        graph.values[name].type = TensorType(declared.dtype, shape)
-    for name in graph.inputs:
-        t = graph.values[name].type
-        if t.shape is not None and name not in shapes:
-            graph.values[name].type = TensorType(t.dtype, tuple(bindings.get(d, d) if isinstance(d, str) else d
-                                                                for d in t.shape))

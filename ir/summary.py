@@ -32,12 +32,10 @@ class Summary:
 
 def node_flops(graph: Graph, node) -> int | None:
     """Arithmetic work of one op, or None while its shapes are symbolic."""
-    opdef = ops.lookup(node.op_type, node.domain)
-    in_types = [graph.values[v].type if v else None for v in node.inputs]
-    out_types = [graph.values[o].type for o in node.outputs if o]
-    if opdef is None or opdef.flops is None or not all(t.is_static for t in in_types + out_types if t is not None):
+    found = ops.static_context(graph, node)
+    if found is None or found[0].flops is None:
         return None
-    ctx = ops.InferContext(node, in_types, [graph.const_data(v) if v else None for v in node.inputs], graph.opset)
+    opdef, ctx, out_types = found
     return int(opdef.flops(ctx, out_types))
 
 

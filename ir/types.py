@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -24,11 +25,11 @@ class TensorType:
     def rank(self) -> int | None:
         return None if self.shape is None else len(self.shape)
 
-    @property
+    @functools.cached_property  # types are immutable; schedulers ask millions of times on 70B graphs
     def is_static(self) -> bool:
         return self.shape is not None and all(isinstance(d, int) for d in self.shape)
 
-    @property
+    @functools.cached_property
     def numel(self) -> int | None:
         """Number of elements, or None while any dim is symbolic."""
         return math.prod(self.shape) if self.is_static else None

@@ -17,19 +17,22 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnx
 
+import backends
 import ir
-from backends.codegen import CpuSchedule, host_schedule, lower, value_inputs
+from backends import emulate
+from backends.codegen import HostTiling, host_tiling, lower, value_inputs
 from backends.target import Target
 from frontends import onnx as onnx_frontend
 from ir.errors import ShapeError, XpucError
 from ir.passes import optimize
+from ir.shapes import bind_input_shapes
 from ir.types import Dim
 
-from . import cache, cost, model_cache
+from . import cache, model_cache
 from .executor import Executor
 from .jit import compile_module
 
-OPTIONS = {"threads", "dump_llvm_dir", "cache", "schedule", "optimize"}
+OPTIONS = {"threads", "dump_llvm_dir", "cache", "tiling", "optimize"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class Options:
     threads: int
     dump_llvm_dir: str | None
     cache: bool
-    schedule: CpuSchedule
+    tiling: HostTiling
     optimize: bool
     target: Target | None = None
     """A hardware target to emulate: each run then counts its cost on it (``last_cost``)."""
@@ -46,10 +49,9 @@ class Options:
 class CompiledModel:
     """A model compiled for the host CPU. ``run`` returns outputs in graph-output order."""
 
-    def __init__(self, graph: ir.Graph, options: Options, *, cache_key: model_cache.Key | None = None,
-                 cached: tuple[Executor, cost.Emulation | None] | None = None):
-        """``cached``: the specialization a model cache hit brought (``graph`` is then its optimized
-        graph); else, with ``cache_key``, the eager specialization is stored under that key."""
+    def __init__(self, graph: ir.Graph, options: Options):
+        """A model that compiles each input shape when it first runs with it (see :func:`compile`,
+        which compiles static models eagerly)."""
         self.graph = graph
         self.options = options
         self.input_names = list(graph.inputs)
@@ -57,19 +59,27 @@ class CompiledModel:
         self.value_inputs = value_inputs(graph)
         self._specs: dict[tuple, Executor] = {}
         self._lock = threading.Lock()
-        self._emulations: dict[Executor, cost.Emulation] = {}
+        self._emulations: dict[Executor, emulate.Emulation] = {}
         self.last_cost = None
         """With a hardware target: the ``backends.Schedule`` of the latest run, from counted tiles."""
-        if all(graph.type_of(n).is_static for n in graph.inputs) and not self.value_inputs:
-            shapes = {n: tuple(graph.type_of(n).shape) for n in graph.inputs}
-            if cached is not None:
-                self._specs[self._spec_key(shapes, {})] = cached[0]
-                if cached[1] is not None:
-                    self._emulations[cached[0]] = cached[1]
-                return
-            executor = self._specialize(shapes, {})
-            if cache_key is not None:
-                model_cache.store(cache_key, executor, self._emulations.get(executor))
+
+    @property
+    def static_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """The one input shape of a model that needs no other (static inputs, no value inputs)."""
+        if self.value_inputs or not all(self.graph.type_of(n).is_static for n in self.graph.inputs):
+            return None
+        return {n: tuple(self.graph.type_of(n).shape) for n in self.graph.inputs}
+
+    def adopt(self, executor: Executor, emulation: emulate.Emulation | None) -> None:
+        """Use a specialization compiled elsewhere (a model cache hit) for the static shapes."""
+        self._specs[self._spec_key(self.static_shapes, {})] = executor
+        if emulation is not None:
+            self._emulations[executor] = emulation
+
+    def specialize_static(self) -> tuple[Executor, emulate.Emulation | None]:
+        """Compile the static shapes now; the executor and the emulation it runs with."""
+        executor = self._specialize(self.static_shapes, {})
+        return executor, self._emulations.get(executor)
 
     @property
     def peak_bytes(self) -> int | None:
@@ -92,7 +102,7 @@ class CompiledModel:
         emulation = self._emulations.get(executor)
         if emulation is None:
             return executor.run(arrays)
-        outputs, self.last_cost = emulation.run(executor, arrays)
+        outputs, self.last_cost = emulation.run(executor.run, arrays)
         return outputs
 
     def _spec_key(self, shapes: dict[str, tuple[int, ...]], values: dict[str, np.ndarray]) -> tuple:
@@ -103,16 +113,16 @@ class CompiledModel:
         with self._lock:
             if key not in self._specs:
                 graph = self.graph.copy()
-                onnx_frontend.bind_input_shapes(graph, shapes)
+                bind_input_shapes(graph, shapes)
                 for name, data in values.items():
                     graph.replace_uses(name, graph.add_constant(data.copy(), name))
                 graph = optimize(graph) if self.options.optimize else ir.passes.infer_shapes(graph)
-                lowered = lower(graph, self.options.schedule)
-                emulation = cost.attach(graph, lowered, self.options.target) if self.options.target else None
+                lowered = lower(graph, self.options.tiling)
+                emulation = emulate.attach(graph, lowered, self.options.target) if self.options.target else None
                 library = compile_module(lowered.module, dump_llvm_dir=self.options.dump_llvm_dir,
                                          use_cache=self.options.cache)
                 self._specs[key] = Executor(graph, lowered, library, threads=self.options.threads,
-                                            min_parallel_work=self.options.schedule.parallel_min_work)
+                                            min_parallel_work=self.options.tiling.parallel_min_work)
                 if emulation is not None:
                     self._emulations[self._specs[key]] = emulation
             return self._specs[key]
@@ -164,9 +174,9 @@ def compile(model: str | os.PathLike | onnx.ModelProto | ir.Graph, target: str |
     options: ``threads`` (default: all cores), ``dump_llvm_dir`` (write each kernel's IR),
         ``cache`` (default True: reuse whole compiled models (:mod:`model_cache`) and kernels'
         object code from ``$XPUC_CACHE_DIR``; ``XPUC_NO_CACHE=1`` also turns it off),
-        ``schedule`` (a :class:`CpuSchedule`), ``optimize`` (default True: run ``ir.passes.optimize``).
+        ``tiling`` (a :class:`HostTiling`: the host code's loop tiling), ``optimize`` (default True: run ``ir.passes.optimize``).
     """
-    hardware = cost.hardware_target(target)
+    hardware = hardware_target(target)
     unknown = sorted(set(options) - OPTIONS)
     if unknown:
         raise XpucError(f"unknown compile option(s) {unknown}; known: {sorted(OPTIONS)}")
@@ -177,21 +187,38 @@ def compile(model: str | os.PathLike | onnx.ModelProto | ir.Graph, target: str |
         threads=int(options.get("threads") or os.cpu_count() or 1),
         dump_llvm_dir=str(Path(dump)) if dump else None,
         cache=bool(options.get("cache", True)) and cache.enabled(),
-        schedule=options.get("schedule") or host_schedule(),
+        tiling=options.get("tiling") or host_tiling(),
         optimize=bool(options.get("optimize", True)),
         target=hardware,
     )
     key = None
     if opts.cache and not opts.dump_llvm_dir and not isinstance(model, ir.Graph):
-        key = model_cache.key(model, input_shapes, (opts.schedule, opts.optimize, opts.target))
+        key = model_cache.key(model, input_shapes, (opts.tiling, opts.optimize, opts.target))
     cached = key and model_cache.load(key, target=hardware, threads=opts.threads,
-                                      min_parallel_work=opts.schedule.parallel_min_work)
+                                      min_parallel_work=opts.tiling.parallel_min_work)
     if cached:
-        return CompiledModel(cached[0].graph, opts, cached=cached)
+        compiled = CompiledModel(cached[0].graph, opts)
+        compiled.adopt(*cached)
+        return compiled
     if isinstance(model, ir.Graph):
         graph = model.copy()
         if input_shapes:
-            onnx_frontend.bind_input_shapes(graph, input_shapes)
+            bind_input_shapes(graph, input_shapes)
     else:
         graph = onnx_frontend.load(model, input_shapes=input_shapes)
-    return CompiledModel(graph, opts, cache_key=key)
+    compiled = CompiledModel(graph, opts)
+    if compiled.static_shapes is not None:
+        specialization = compiled.specialize_static()
+        if key is not None:
+            model_cache.store(key, *specialization)
+    return compiled
+
+
+def hardware_target(target) -> Target | None:
+    """None for the host CPU itself; else the preset name, spec path or ``Target`` to emulate."""
+    if isinstance(target, Target):
+        return target
+    if not isinstance(target, (str, os.PathLike)):
+        raise XpucError(f"target must be 'cpu', a preset name, a spec path or a backends.Target, "
+                        f"got {type(target).__name__}")
+    return None if target == "cpu" else backends.load_target(target)

@@ -1,9 +1,10 @@
 """Run compiled kernels in order over statically planned buffers.
 
-Every value a kernel touches resolves to storage: a graph input, a constant, an output
-array of this run, or a slot in the arena (aliases such as Reshape share their source's
-storage). Kernels whose parallel loop has more than one iteration and enough work are
-split into ``[begin, end)`` chunks on a thread pool; ctypes releases the GIL for the call.
+Every value a kernel touches resolves to storage: a graph input, a constant, a value a
+folded (``once``) kernel computed when the executor was built, an output array of this
+run, or a slot in the arena (aliases such as Reshape share their source's storage).
+Kernels whose parallel loop has more than one iteration and enough work are split into
+``[begin, end)`` chunks on a thread pool; ctypes releases the GIL for the call.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Executor:
         self.constants = {name: np.ascontiguousarray(v.data) for name, v in graph.values.items()
                           if v.const and v.data is not None}
         self.constants.update(lowered.constants)
+        self.folded = self._fold()
         self._output_roots = {self.root(o) for o in graph.outputs}
         self.plan = self._plan()
 
@@ -42,11 +44,29 @@ class Executor:
         return name
 
     def _external(self, root: str) -> bool:
-        return root in self.graph.inputs or root in self.constants or root in self._output_roots
+        return root in self.graph.inputs or root in self.constants or root in self.folded or root in self._output_roots
+
+    def _fold(self) -> dict[str, np.ndarray]:
+        """Run the folded kernels once: every buffer one of them touches that is not a constant
+        (or an earlier one's result) is a result, kept like a constant (never in a shared
+        mapping, which a cache hit's constants may be)."""
+        folded: dict[str, np.ndarray] = {}
+        for fn, spec in self.kernels:
+            if not spec.once:
+                continue
+            for root in {self.root(a) for a in spec.args} - set(self.constants) - set(folded):
+                t = self.graph.type_of(root)
+                folded[root] = np.empty(t.shape, t.dtype.numpy)
+            stored = {**self.constants, **folded}
+            args = (ctypes.c_void_p * max(len(spec.args), 1))(*[stored[self.root(a)].ctypes.data for a in spec.args])
+            self._call(fn, args, spec.extent, spec.work)
+        return folded
 
     def _plan(self) -> MemoryPlan:
         lifetimes: dict[str, list[int]] = {}
         for i, (_, spec) in enumerate(self.kernels):
+            if spec.once:
+                continue
             for name in spec.args:
                 root = self.root(name)
                 if not self._external(root):
@@ -64,15 +84,18 @@ class Executor:
         arena = np.empty(max(self.plan.peak_bytes, 1), dtype=np.uint8)
         base = arena.ctypes.data
         outputs = {root: np.empty(self.graph.type_of(root).shape, self.graph.type_of(root).dtype.numpy)
-                   for root in self._output_roots if root not in feeds and root not in self.constants}
+                   for root in self._output_roots
+                   if root not in feeds and root not in self.constants and root not in self.folded}
         keep = [arena]
         addresses: dict[str, int] = {}
-        for table in (feeds, self.constants, outputs):
+        for table in (feeds, self.constants, self.folded, outputs):
             for name, array in table.items():
                 addresses[name] = array.ctypes.data if array.size else arena.ctypes.data
         for name, offset in self.plan.offsets.items():
             addresses[name] = base + offset
         for fn, spec in self.kernels:
+            if spec.once:
+                continue
             args = (ctypes.c_void_p * max(len(spec.args), 1))(*[addresses[self.root(a)] for a in spec.args])
             keep.append(args)
             self._call(fn, args, spec.extent, spec.work)
@@ -81,7 +104,7 @@ class Executor:
             root = self.root(name)
             source = outputs.get(root)
             if source is None:
-                source = feeds[root] if root in feeds else self.constants[root]
+                source = feeds[root] if root in feeds else self.constants.get(root, self.folded.get(root))
             array = source.reshape(self.graph.type_of(name).shape)
             results.append(array.copy() if root in seen or source is not outputs.get(root) else array)
             seen.add(root)

@@ -20,7 +20,7 @@ evicted least recently used first. The folder is trusted as the object code in i
 entry is unpickled and its code run.
 
 The key hashes everything that decides the result: the model's bytes (and its external
-data files), the bound input shapes, schedule, target and options, xpuc's own sources, the
+data files), the bound input shapes, host tiling, target and options, xpuc's own sources, the
 numpy / networkx / onnx versions, and the LLVM version and host CPU (:func:`jit.host_id`).
 """
 
@@ -44,11 +44,11 @@ import numpy as np
 import onnx
 
 from backends.codegen import KernelSpec, Lowered, value_inputs
-from backends.codegen.counters import COUNTERS, Layout
+from backends import emulate
 from backends.target import Target
 from ir.graph import Graph
 
-from . import cache, cost, jit
+from . import cache, jit
 from .executor import Executor
 
 FORMAT = "xpuc-model-cache-1"
@@ -90,7 +90,7 @@ class Entry:
     objects: dict[str, bytes]
     constants: dict[str, tuple[np.dtype, tuple[int, ...], int]]
     """value name -> dtype, shape and offset in the blob."""
-    layout: Layout | None
+    layout: emulate.Layout | None
     counters: int
     """Elements of the emulation's counters buffer (written by kernels, so never mapped)."""
 
@@ -206,7 +206,7 @@ def _entry_path(key: Key) -> Path:
 
 
 def load(key: Key, *, target: Target | None, threads: int,
-         min_parallel_work: int) -> tuple[Executor, cost.Emulation | None] | None:
+         min_parallel_work: int) -> tuple[Executor, emulate.Emulation | None] | None:
     """The executor (and emulation) stored under ``key``, or None on a miss or a bad entry."""
     start = time.perf_counter()
     path = _entry_path(key)
@@ -227,15 +227,15 @@ def load(key: Key, *, target: Target | None, threads: int,
                  for name, (dtype, shape, offset) in entry.constants.items()}
     emulation = None
     if entry.layout is not None:
-        constants[COUNTERS] = np.zeros(entry.counters, np.int64)
-        emulation = cost.Emulation(entry.graph, target, entry.layout, constants[COUNTERS])
+        constants[emulate.COUNTERS] = np.zeros(entry.counters, np.int64)
+        emulation = emulate.Emulation(entry.graph, target, entry.layout, constants[emulate.COUNTERS])
     library = jit.link(entry.objects, entry.symbols, start)
     executor = Executor(entry.graph, Lowered(None, entry.kernels, constants, entry.aliases), library,
                         threads=threads, min_parallel_work=min_parallel_work)
     return executor, emulation
 
 
-def store(key: Key, executor: Executor, emulation: cost.Emulation | None) -> None:
+def store(key: Key, executor: Executor, emulation: emulate.Emulation | None) -> None:
     """Write the entry for ``key``; skipped (it only costs time) when the model files changed
     since they were hashed, a constant cannot be mapped, or the disk refuses."""
     graph = executor.graph

@@ -129,3 +129,10 @@ def test_installed_console_script():
     bad = subprocess.run([script, "import", "/nonexistent/model.onnx"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1
     assert bad.stderr == "xpuc: error: /nonexistent/model.onnx: no such file\n"
+
+
+def test_a_fusion_that_cannot_run_says_why(capsys):
+    code, out, _ = run(capsys, "import", LLAMA)
+    assert code == 0 and "note: fuse-attention did not run: it needs static shapes" in out
+    assert run_json(capsys, LLAMA)["pass_notes"] and not run_json(capsys, LLAMA, "--input-shape", "input_ids=1x8")[
+        "pass_notes"]

@@ -62,7 +62,7 @@ def test_schedule_json_has_the_documented_keys(scheduled):
     code, table, data, _ = scheduled
     assert code == 0
     assert (data["target"], data["family"]) == ("tpu-v4", "systolic")
-    assert set(data["totals"]) == {"latency_s", "energy_j", "cost_usd", "chips"}
+    assert set(data["totals"]) == {"latency_s", "energy_j", "cost_usd", "chips", "kernels"}
     assert data["totals"]["latency_s"] > 0 and data["totals"]["chips"] == 1
     assert data["ops"] and all(OP_KEYS <= set(op) for op in data["ops"])
     engines = set(backends.load_target("tpu-v4").engines) | {"host"}

@@ -1,6 +1,6 @@
 """The packed-panel MatMul kernel at its edges: ragged row blocks, column blocks and panels,
 B packed at compile time vs inside the kernel, batched and broadcast B, narrow floats, and
-a non-default schedule. Every case is checked against onnxruntime."""
+a non-default tiling. Every case is checked against onnxruntime."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import runtime
-from backends.codegen import CpuSchedule, host_schedule
+from backends.codegen import HostTiling, host_tiling
 from conftest import ort_session
 
 RNG = np.random.default_rng(1)
-SMALL = CpuSchedule(vector_width=host_schedule().vector_width, mr=3, nr_vectors=1, mc=6, nc=24)
+SMALL = HostTiling(vector_width=host_tiling().vector_width, mr=3, nr_vectors=1, mc=6, nc=24)
 
 
 def matmul_model(a_shape, b_shape, dtype, weight=None):
@@ -31,17 +31,17 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XPUC_CACHE_DIR", str(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize("schedule", [None, SMALL], ids=["host", "small"])
+@pytest.mark.parametrize("tiling", [None, SMALL], ids=["host", "small"])
 @pytest.mark.parametrize("constant", [False, True], ids=["b_input", "b_constant"])
 @pytest.mark.parametrize("a_shape,b_shape", [((150, 70), (70, 300)), ((1, 64), (64, 40)), ((2, 13, 9), (9, 35)),
                                              ((2, 3, 7, 20), (3, 20, 18)), ((2, 5, 16), (1, 16, 16)),
                                              ((1, 48), (48, 150)), ((2, 2, 30), (2, 30, 100))])
-def test_matmul_matches_onnxruntime(a_shape, b_shape, constant, schedule):
+def test_matmul_matches_onnxruntime(a_shape, b_shape, constant, tiling):
     a = RNG.standard_normal(a_shape, np.float32)
     b = RNG.standard_normal(b_shape, np.float32)
     m = matmul_model(a_shape, b_shape, TensorProto.FLOAT, b if constant else None)
     feeds = {"a": a} if constant else {"a": a, "b": b}
-    ours = runtime.compile(m, schedule=schedule).run(feeds)[0]
+    ours = runtime.compile(m, tiling=tiling).run(feeds)[0]
     np.testing.assert_allclose(ours, ort_session(m).run(None, feeds)[0], rtol=1e-4, atol=1e-4)
 
 

@@ -277,3 +277,48 @@ def test_dce_removes_dead_ops_and_constants():
     assert _op_types(graph) == ["Sigmoid"]
     assert not graph.initializers()
     assert graph.inputs == ["x"]
+
+
+# ------------------------------------------------------------------ pass contract
+def test_an_optimized_graph_is_a_fixed_point_of_every_pass():
+    """Each pass reports whether it changed the graph: none changes what the pipeline produced."""
+    from conftest import MODELS
+    from ir.passes import PASSES, optimize
+
+    graph = optimize(onnx_frontend.load(MODELS / "llama_dynamo.onnx", input_shapes={"input_ids": (1, 8)}))
+    text = ir.format_graph(graph)
+    assert {name: p.run(graph).changed for name, p in PASSES.items()} == dict.fromkeys(PASSES, False)
+    assert ir.format_graph(graph) == text
+
+
+def test_fixed_point_runs_rounds_until_none_changes_and_cleans_up_between():
+    from ir.passes import FixedPoint, graph_pass
+
+    graph, log, budget = ir.Graph(), [], {"a": 2, "b": 1, "clean": 0}
+
+    def logged(name):
+        def run(g):
+            log.append(name)
+            budget[name] -= 1
+            return budget[name] >= 0
+        return graph_pass(name)(run)
+
+    result = FixedPoint("group", [logged("a"), logged("b")], cleanup=[logged("clean")]).run(graph)
+    assert result.changed and result.graph is graph
+    assert log == ["a", "b", "clean", "a", "b", "clean", "a", "b"]
+    assert not FixedPoint("idle", [logged("b")], cleanup=[logged("clean")]).run(graph).changed
+
+
+def test_fusions_that_need_static_shapes_say_so():
+    from conftest import MODELS
+    from ir.passes import DEFAULT_PIPELINE, PASSES, PassManager
+
+    def notes(**load):
+        manager = PassManager([(n, PASSES[n]) for n in DEFAULT_PIPELINE])
+        manager.run(onnx_frontend.load(MODELS / "llama_dynamo.onnx", **load))
+        return manager.notes
+
+    symbolic = notes()
+    assert [n.split()[0] for n in symbolic] == ["fuse-rotary-embedding", "fuse-attention"]
+    assert all("needs static shapes" in n and "--input-shape" in n for n in symbolic)
+    assert notes(input_shapes={"input_ids": (1, 8)}) == []

@@ -118,6 +118,19 @@ def test_symbolic_dims_specialize_per_shape():
     assert len(compiled._specs) == 2
 
 
+def test_constructing_a_compiled_model_compiles_nothing():
+    """compile() compiles a static model eagerly (and would cache it); the constructor only
+    holds the graph, so building one (as a cache hit does) costs no compile and writes nothing."""
+    f = TensorProto.FLOAT
+    compiled = runtime.compile(model([helper.make_node("Relu", ["x"], ["y"])], [("x", f, (2, 8))], [("y", f, (2, 8))]),
+                               cache=False)
+    assert compiled.peak_bytes is not None
+    fresh = runtime.CompiledModel(compiled.graph, compiled.options)
+    assert fresh.peak_bytes is None and fresh.static_shapes == {"x": (2, 8)}
+    x = RNG.standard_normal((2, 8), np.float32)
+    np.testing.assert_array_equal(fresh.run({"x": x})[0], np.maximum(x, 0))
+
+
 def test_disk_cache_and_llvm_dump(tmp_path):
     f = TensorProto.FLOAT
     mdl = model([helper.make_node("Sigmoid", ["x"], ["y"])], [("x", f, (4, 4))], [("y", f, None)])

@@ -14,8 +14,9 @@ import backends
 from backends import report
 from backends.calibration import matmul_graph
 from backends.schedule import BOUNDS
-from backends.systolic import gemm_cycles
-from backends.work import Gemm, graph_work
+from backends.families.systolic import gemm_cycles
+from backends.work import graph_work
+from ir.ops import Gemm
 from frontends import onnx as onnx_frontend
 from ir.dtypes import DType
 from ir.graph import Graph
@@ -180,7 +181,7 @@ def test_activations_larger_than_a_chip_are_a_clear_error():
 def test_report_json_table_and_trace():
     s = backends.schedule(model(TRANSFORMERS[0]), target("tpu-v4"))
     data = json.loads(report.to_json(s))
-    assert set(data["totals"]) == {"latency_s", "energy_j", "cost_usd", "chips"}
+    assert set(data["totals"]) == {"latency_s", "energy_j", "cost_usd", "chips", "kernels"}
     assert {"name", "op", "engine", "chip", "start_s", "duration_s", "flops", "bytes", "bound"} <= set(data["ops"][0])
     assert len(data["ops"]) == len(s.ops)
     table = report.format_table(s)
@@ -210,3 +211,21 @@ def test_systolic_attention_runs_its_softmax_on_the_vector_unit(preset):
         assert records[matrix].flops + records[vector].flops == work.flops
         assert records[matrix].start_s == records[vector].start_s
     assert s.utilization[vector] > 0
+
+
+def test_ops_inside_a_kernel_do_not_wait_for_hbm_on_a_systolic_chip():
+    """A fused chain of 10 f32 Relus on tpu-v4's vector unit: the first op reads x0 from HBM
+    and the last writes x10 (each waits the HBM latency once); the 8 between pass values on
+    chip and cost their arithmetic alone: 64 ops / (2 cores x 1.05e9 Hz x 2048 f32 ops per cycle)."""
+    t = target("tpu-v4")
+    graph = Graph("relu_chain")
+    graph.add_input("x0", TensorType(DType.FLOAT32, (1, 64)))
+    for i in range(10):
+        graph.add_node("Relu", [f"x{i}"], [f"x{i + 1}"], name=f"relu{i}")
+    graph.outputs.append("x10")
+    s = backends.schedule(infer_shapes(graph), t)
+    assert s.kernels == 1
+    assert [o.duration_s for o in s.ops[1:-1]] == [pytest.approx(64 / (2 * 1.05e9 * 2048))] * 8
+    hbm = t.outer
+    for o in (s.ops[0], s.ops[-1]):
+        assert o.duration_s == pytest.approx(hbm.latency_s + 256 / hbm.effective_bandwidth)

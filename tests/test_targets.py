@@ -48,6 +48,10 @@ def test_family_specific_memory_hierarchies():
     assert [m.name for m in backends.load_target("a100-80gb").memory] == ["smem", "l2", "hbm"]
     assert [m.name for m in backends.load_target("tpu-v4").memory] == ["vmem", "hbm"]
     assert [m.name for m in backends.load_target("groq-lpu").memory] == ["sram"]
+    a100, tpu, groq = (backends.load_target(n) for n in ("a100-80gb", "tpu-v4", "groq-lpu"))
+    assert (a100.by_role("buffer").name, a100.by_role("l2").name, a100.outer.name) == ("smem", "l2", "hbm")
+    assert (tpu.by_role("buffer").name, tpu.outer.name, groq.outer.name) == ("vmem", "hbm", "sram")
+    assert [m.name for m in a100.inner] == ["smem", "l2"] and groq.inner == []
 
 
 def test_load_target_accepts_a_path(tmp_path):
@@ -79,6 +83,10 @@ BAD_SPECS = {
     "systolic without array": (lambda s: s["engines"]["array"].pop("array"), "needs array = [rows, cols]"),
     "no power model": (lambda s: s["power"].pop("energy_per_mac_j"), "power needs tdp_w or energy_per_mac_j"),
     "no price": (lambda s: s.update(price={}), "price needs"),
+    "unknown memory role": (lambda s: s["memory"][0].update(role="cache"), "memory[0].role: unknown role 'cache'"),
+    "memory role twice": (lambda s: s["memory"][0].update(role="hbm"), "memory[1].role: 'hbm' is also memory[0]'s"),
+    "no level holds the model": (lambda s: s["memory"][1].update(role="l2"), "exactly one level that holds the model"),
+    "role the family needs": (lambda s: s["memory"][0].update(role="l2"), "needs levels with role buffer"),
 }
 
 
@@ -108,3 +116,36 @@ def _sourced_numbers(table):
     elif isinstance(table, list):
         for value in table:
             yield from _sourced_numbers(value)
+
+
+def test_a_new_family_is_one_class_and_one_registration(monkeypatch):
+    """A family that costs every op as a roofline on its engine, registered under a new name:
+    specs naming it load (its memory roles checked) and graphs schedule on it."""
+    from backends.calibration import matmul_graph
+    from backends.families import FAMILIES, Family
+    from backends.families.base import Cost
+    from backends.roofline import slowest, streaming_bytes
+
+    class Roofline(Family):
+        name, shared_stream, memory = "roofline", True, ("hbm",)
+
+        @staticmethod
+        def tiling(g, engine):
+            return None
+
+        @staticmethod
+        def matrix_cost(work, engine, fmt, target, counts=None):
+            sizes = streaming_bytes(work, target)
+            busy, bound = slowest(work.flops / engine.peak(fmt), sizes, target)
+            return Cost(busy, sizes, bound)
+
+    monkeypatch.setitem(FAMILIES, "roofline", Roofline())
+    spec = tomllib.loads((TARGETS_DIR / "gpu-generic.toml").read_text())
+    spec.update(family="roofline", name="mine")
+    target = parse_target(spec, "mine.toml")
+    s = backends.schedule(matmul_graph(256, 256, 256), target)
+    (op,) = s.ops
+    assert s.family == "roofline" and s.kernels == 1 and target.engines[op.engine].role == "matrix"
+    compute = 2 * 256 ** 3 / target.engines[op.engine].peak("f16")
+    hbm = 3 * 256 * 256 * 2 / target.bandwidth(target.outer.name)  # X, W and Y in f16, once
+    assert op.duration_s == pytest.approx(target.launch_overhead_s + max(compute, hbm))

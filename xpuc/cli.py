@@ -104,12 +104,12 @@ def _cmd_import(args) -> int:
 
     graph = _load(args)
     before = len(graph)
-    timings = {}
+    timings, notes = {}, []
     if not args.no_optimize:
         manager = PassManager([(n, PASSES[n]) for n in DEFAULT_PIPELINE], print_after_all=args.print_after_all,
                               print_after=set(args.print_after), out=sys.stdout)
         graph = optimize(graph, manager=manager)
-        timings = manager.timings
+        timings, notes = manager.timings, manager.notes
     summary = summarize(graph)
     if args.output:
         import onnx
@@ -121,12 +121,29 @@ def _cmd_import(args) -> int:
         print(ir.format_graph(graph))
     if args.json:
         print(json.dumps({**summary.to_dict(), "ops_before_optimization": before,
-                          "pass_seconds": {k: round(v, 6) for k, v in timings.items()}}, indent=2))
+                          "pass_seconds": {k: round(v, 6) for k, v in timings.items()}, "pass_notes": notes},
+                         indent=2))
     else:
         print(format_summary(summary))
         if not args.no_optimize:
             print(f"optimized: {before} -> {len(graph)} ops in {sum(timings.values()):.2f} s")
+        _print_notes(notes)
     return 0
+
+
+def _optimize(graph):
+    """The default pipeline, printing the notes of passes that could not run."""
+    from ir.passes import DEFAULT_PIPELINE, PASSES, PassManager
+
+    manager = PassManager([(n, PASSES[n]) for n in DEFAULT_PIPELINE])
+    graph = manager.run(graph.copy())
+    _print_notes(manager.notes)
+    return graph
+
+
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"note: {note}")
 
 
 def _cmd_targets(args) -> int:
@@ -147,15 +164,14 @@ def _cmd_targets(args) -> int:
 def _cmd_schedule(args) -> int:
     import backends
     from backends import report
-    from ir.passes import optimize
 
     target = backends.load_target(args.target)
-    plan = backends.schedule(optimize(_load(args)), target)
-    print(report.format_table(plan, limit=args.limit or None))
+    schedule = backends.schedule(_optimize(_load(args)), target)
+    print(report.format_table(schedule, limit=args.limit or None))
     if args.json:
-        Path(args.json).write_text(report.to_json(plan))
+        Path(args.json).write_text(report.to_json(schedule))
     if args.trace:
-        Path(args.trace).write_text(json.dumps(report.to_chrome_trace(plan)))
+        Path(args.trace).write_text(json.dumps(report.to_chrome_trace(schedule)))
     return 0
 
 

@@ -1,12 +1,12 @@
 """CPU code generation: lower a graph with static shapes to LLVM IR with llvmlite's builder.
 
-``lower(graph, schedule)`` returns one module with a kernel per fused group of ops; the
+``lower(graph, tiling)`` returns one module with a kernel per fused group of ops; the
 rule modules below fill the op tables in :mod:`rules` when imported.
 """
 
 from . import attention, composite, conv, elementwise, matmul, movement, norm, pool, reduce  # noqa: F401
 from .emit import CodegenError
 from .lower import KernelSpec, Lowered, lower, value_inputs
-from .schedule import CpuSchedule, host_schedule
+from .tiling import HostTiling, host_tiling
 
-__all__ = ["lower", "Lowered", "KernelSpec", "CpuSchedule", "host_schedule", "CodegenError", "value_inputs"]
+__all__ = ["lower", "Lowered", "KernelSpec", "HostTiling", "host_tiling", "CodegenError", "value_inputs"]

@@ -13,12 +13,12 @@ def silu(ctx, x):
     return ctx.b.fmul(x, FLOAT_UNARY["Sigmoid"](ctx.k, x, {}))
 
 
-@pointwise("SiLU", domain="xpuc", elementwise=True)
+@pointwise("SiLU", domain="xpuc")
 def silu_op(ctx, node, idx):
     return silu(ctx, ctx.read(node.inputs[0], idx))
 
 
-@pointwise("SwiGLU", domain="xpuc", elementwise=True)
+@pointwise("SwiGLU", domain="xpuc")
 def swiglu(ctx, node, idx):
     return ctx.b.fmul(silu(ctx, ctx.read_bcast(node.inputs[0], idx)), ctx.read_bcast(node.inputs[1], idx))
 

@@ -44,7 +44,7 @@ def _range_for(ctx, tap, stride, pad, size, out_size):
     return lo, hi
 
 
-@anchor("Conv", epilogue=True)
+@anchor("Conv")
 def conv(ctx, node):
     k, b = ctx.k, ctx.b
     x, w = node.inputs[:2]

@@ -107,7 +107,7 @@ INT_UNARY = {
 }
 
 
-@pointwise(*FLOAT_UNARY, *INT_UNARY, elementwise=True)
+@pointwise(*FLOAT_UNARY, *INT_UNARY)
 def unary(ctx, node, idx):
     x = ctx.read(node.inputs[0], idx)
     table = FLOAT_UNARY if is_float(x.type) else INT_UNARY
@@ -116,7 +116,7 @@ def unary(ctx, node, idx):
     return table[node.op_type](ctx.k, x, node.attrs)
 
 
-@pointwise("IsNaN", "IsInf", elementwise=True)
+@pointwise("IsNaN", "IsInf")
 def predicate(ctx, node, idx):
     x, b = ctx.read(node.inputs[0], idx), ctx.b
     if not is_float(x.type):
@@ -210,7 +210,7 @@ def binary_op(ctx, op: str, x: ll.Value, y: ll.Value, dtype: DType, attrs: dict)
     raise CodegenError(f"{op} is not defined for {dtype} operands")
 
 
-@pointwise(*(set(FLOAT_BINARY) | set(INT_BINARY) | set(COMPARE) | {"Pow"}) - {"Max", "Min"}, elementwise=True)
+@pointwise(*(set(FLOAT_BINARY) | set(INT_BINARY) | set(COMPARE) | {"Pow"}) - {"Max", "Min"})
 def binary(ctx, node, idx):
     x = ctx.read_bcast(node.inputs[0], idx)
     y = ctx.read_bcast(node.inputs[1], idx)
@@ -231,7 +231,7 @@ def power(ctx, x, y, xt: DType, yt: DType) -> ll.Value:
 VARIADIC = {"Sum": "Add", "Max": "Max", "Min": "Min", "Mean": "Add"}
 
 
-@pointwise("Sum", "Mean", "Max", "Min", elementwise=True)
+@pointwise("Sum", "Mean", "Max", "Min")
 def variadic(ctx, node, idx):
     """Sum / Mean / Max / Min over any number of inputs, folded pairwise with the binary op."""
     inputs = [i for i in node.inputs if i]
@@ -244,13 +244,13 @@ def variadic(ctx, node, idx):
     return acc
 
 
-@pointwise("Where", elementwise=True)
+@pointwise("Where")
 def where(ctx, node, idx):
     c, x, y = (ctx.read_bcast(name, idx) for name in node.inputs[:3])
     return ctx.b.select(c, x, y)
 
 
-@pointwise("Clip", elementwise=True)
+@pointwise("Clip")
 def clip(ctx, node, idx):
     x = ctx.read(node.inputs[0], idx)
     dtype = ctx.dtype(node.inputs[0])
@@ -292,7 +292,7 @@ def convert(ctx, v: ll.Value, src: DType, dst: DType, saturate: bool = True, rou
     return b.zext(v, t) if src in UNSIGNED or v.type == I1 else b.sext(v, t)
 
 
-@pointwise("Cast", "CastLike", elementwise=True)
+@pointwise("Cast", "CastLike")
 def cast(ctx, node, idx):
     round_mode = node.attrs.get("round_mode", "up")
     if round_mode not in ROUND_MODES:

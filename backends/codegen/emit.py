@@ -5,7 +5,7 @@ one pointer per buffer it touches, and ``[begin, end)`` is the slice of its para
 loop this call runs, so the executor can split a kernel across threads.
 
 Values inside a kernel live in a *compute type*: narrow floats (f16, bf16) widen to the
-schedule's compute format on load and round back on store; bool computes as ``i1``.
+host tiling's compute format on load and round back on store; bool computes as ``i1``.
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """Graph -> one LLVM module of kernels, plus what the executor needs to run them.
 
-Fusion is decided here, once, from the op tables in :mod:`rules`:
+Which ops form one kernel is decided by ``backends.grouping`` (the schedulers cost the same
+kernels); here each kernel is written:
 
-- a pointwise op whose single consumer evaluates it in its own loop is *inlined* (never
-  stored): chains of elementwise and index-remapping ops become one loop nest;
-- elementwise consumers of an anchor's output (MatMul + bias + activation) become its
-  *epilogue*, applied to each result before the store;
-- alias ops (Reshape ...) share their input's buffer.
-
-Every remaining op is the root of one kernel. A kernel runs at the position of the last op
-it contains, so every input it reads has been computed.
+- a producer the grouping inlines is never stored: its reader evaluates it at each index it
+  reads, through the producer's pointwise rule;
+- epilogue ops (MatMul + bias + activation) are applied to each result of the kernel's
+  root before the store;
+- views (Reshape ...) share their input's buffer; shape-only ops become constants;
+- folded kernels (every input known before the model runs) are marked ``once``: the
+  executor runs them when it is built, never per inference.
 """
 
 from __future__ import annotations
@@ -20,11 +20,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from llvmlite import ir as ll
 
+from backends.grouping import KernelGroup, group_kernels
+from ir import ops
 from ir.graph import Graph, Node
+from ir.ops import Pattern
 
 from . import rules
 from .emit import STORAGE, Buffer, CodegenError, Kernel, row_extent
-from .schedule import CpuSchedule, host_schedule
+from .tiling import HostTiling, host_tiling
+
 
 @dataclass
 class KernelSpec:
@@ -35,6 +39,8 @@ class KernelSpec:
     extent: int
     work: int
     ops: list[str]
+    once: bool = False
+    """Computes values known before the model runs (a folded kernel): run once, when the executor is built."""
 
 
 @dataclass
@@ -47,19 +53,12 @@ class Lowered:
     """value -> the value whose buffer it shares (Reshape outputs and the like)."""
 
 
-@dataclass
-class Group:
-    root: Node
-    epilogue: list[Node]
-    position: int
-
-
 class Context:
     """What a lowering rule sees: the kernel under construction and the graph's values."""
 
-    def __init__(self, lowering: "Lowering", kernel: Kernel, group: Group):
+    def __init__(self, lowering: "Lowering", kernel: Kernel, group: KernelGroup):
         self.lowering, self.k, self.b, self.group = lowering, kernel, kernel.b, group
-        self.graph, self.schedule = lowering.graph, lowering.schedule
+        self.graph, self.tiling = lowering.graph, lowering.tiling
         self.args: list[str] = []
         self._overrides: dict[str, ll.Value] = {}
 
@@ -130,10 +129,12 @@ class Context:
 
 
 class Lowering:
-    def __init__(self, graph: Graph, schedule: CpuSchedule):
-        self.graph, self.schedule = graph, schedule
+    def __init__(self, graph: Graph, tiling: HostTiling):
+        self.graph, self.tiling = graph, tiling
         self.constants: dict[str, np.ndarray] = {}
-        self.inlined: dict[str, Node] = {}
+        self.grouping = group_kernels(graph)
+        self.inlined: dict[str, Node] = {p.outputs[0]: p for g in [*self.grouping.folded, *self.grouping.kernels]
+                                         for p in g.inlined}
         self.aliases: dict[str, str] = {}
 
     @staticmethod
@@ -145,7 +146,7 @@ class Lowering:
         missing: dict[str, list[str]] = {}
         for node in self.graph.nodes:
             op = rules.key(node.op_type, node.domain)
-            if not any(op in table for table in (rules.POINTWISE, rules.ANCHORS, rules.ALIASES, rules.STATIC)):
+            if not any(op in table for table in (rules.POINTWISE, rules.ANCHORS, rules.STATIC)) and not _view(node):
                 missing.setdefault(op, []).append(node.name)
         if missing:
             raise CodegenError("no CPU code generation for: " + "; ".join(
@@ -162,65 +163,36 @@ class Lowering:
             if value.weightless and used:
                 raise CodegenError(f"constant {name!r} has no data (the model was loaded with weights=False)")
 
-    def plan(self) -> list[Group]:
-        g = self.graph
-        order = {n.name: i for i, n in enumerate(g.nodes)}
-        kind = {n.name: rules.key(n.op_type, n.domain) for n in g.nodes}
-        single = lambda v: g.num_uses(v) == 1 and v not in g.outputs  # noqa: E731
-        in_epilogue: set[str] = set()
-        groups: list[Group] = []
-        for node in g.nodes:
-            op = kind[node.name]
-            if op in rules.ANCHORS:
-                chain, v = [], node.outputs[0]
-                while rules.ANCHORS[op].epilogue and v and single(v):
-                    (consumer, _), = g.consumers(v)
-                    if (kind[consumer.name] not in rules.ELEMENTWISE or consumer.name in in_epilogue
-                            or self._shape(consumer.outputs[0]) != self._shape(v)):
-                        break
-                    chain.append(consumer)
-                    in_epilogue.add(consumer.name)
-                    v = consumer.outputs[0]
-                groups.append(Group(node, chain, max(order[n.name] for n in [node, *chain])))
-        for node in g.nodes:
-            op = kind[node.name]
-            if op in rules.STATIC:
-                self.constants.update(zip(node.outputs, rules.STATIC[op](g, node)))
-            elif op in rules.ALIASES:
+    def _buffers(self) -> None:
+        """Views share their input's buffer; outputs decided by shapes become constants."""
+        for node in self.graph.nodes:
+            if _view(node):
                 self.aliases[node.outputs[0]] = node.inputs[0]
-            elif op in rules.POINTWISE and node.name not in in_epilogue:
-                out = node.outputs[0]
-                consumer = g.consumers(out)[0][0] if single(out) else None
-                if consumer is not None and (kind[consumer.name] in rules.POINTWISE or
-                                             (kind[consumer.name] in rules.ANCHORS and
-                                              rules.ANCHORS[kind[consumer.name]].inline_inputs)):
-                    self.inlined[out] = node
-                else:
-                    groups.append(Group(node, [], order[node.name]))
-        return sorted(groups, key=lambda grp: grp.position)
-
-    def _shape(self, name: str):
-        return self.graph.type_of(name).shape
+            rule = rules.STATIC.get(rules.key(node.op_type, node.domain))
+            if rule is not None:
+                self.constants.update((name, data) for name, data in zip(node.outputs, rule(self.graph, node))
+                                      if name and data is not None)
 
     def lower(self, module_name: str = "xpuc") -> Lowered:
         self.check()
+        self._buffers()
         module = ll.Module(module_name)
         module.triple = ""
         kernels = []
-        for i, group in enumerate(self.plan()):
+        for i, group in enumerate([*self.grouping.folded, *self.grouping.kernels]):
             node = group.root
             name = f"k{i}_{_symbol(node.op_type)}"
             kernel = Kernel(module, name)
             ctx = Context(self, kernel, group)
             op = rules.key(node.op_type, node.domain)
             if op in rules.ANCHORS:
-                extent = rules.ANCHORS[op].emit(ctx, node)
+                extent = rules.ANCHORS[op](ctx, node)
             else:
                 extent = _emit_pointwise(ctx, node)
             kernel.finish()
             work = sum(math.prod(ctx.shape(o)) for o in node.outputs if o) or 1
-            kernels.append(KernelSpec(name, ctx.args, extent, work * _cost(node, ctx),
-                                      [node.name] + [n.name for n in group.epilogue]))
+            kernels.append(KernelSpec(name, ctx.args, extent, work * _work_per_element(node, ctx),
+                                      [n.name for n in group.ops], group.once))
         return Lowered(module, kernels, self.constants, self.aliases)
 
 
@@ -232,22 +204,26 @@ def _emit_pointwise(ctx: Context, node: Node) -> int:
     return row_extent(shape)
 
 
-def _cost(node: Node, ctx: Context) -> int:
-    """Rough work per output element, for deciding whether to split a kernel across threads."""
-    if node.op_type in ("MatMul", "Gemm", "FusedMatMul", "Conv", "Attention"):
-        return max(1, int(np.prod(ctx.shape(node.inputs[1])[-2:-1] or (1,))) * 2)
-    return 1
+def _work_per_element(node: Node, ctx: Context) -> int:
+    """Rough work per output element, for deciding whether to split a kernel across threads:
+    a multiply and an add per step of the op's first matrix product, else one."""
+    products = ops.contractions(ctx.graph, node)
+    return max(1, 2 * products[0].gemm.k) if products else 1
 
 
 def _symbol(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text)
 
 
+def _view(node: Node) -> bool:
+    return ops.lookup(node.op_type, node.domain).pattern is Pattern.VIEW
+
+
 def value_inputs(graph: Graph) -> list[str]:
-    """Graph inputs whose contents reach a shape operand (:data:`rules.SHAPE_OPERANDS`), not
-    through a Shape or Size op: code for the graph can only be generated per value of them."""
-    pending = [node.inputs[i] for node in graph.nodes if not node.domain
-               for i in rules.SHAPE_OPERANDS.get(node.op_type, ()) if i < len(node.inputs) and node.inputs[i]]
+    """Graph inputs whose contents reach a shape operand (``OpDef.shape_operands``), not through
+    a shape-only op (Shape, Size): code for the graph can only be generated per value of them."""
+    pending = [node.inputs[i] for node in graph.nodes
+               for i in ops.lookup(node.op_type, node.domain).shape_operands if i < len(node.inputs) and node.inputs[i]]
     seen: set[str] = set()
     while pending:
         name = pending.pop()
@@ -255,11 +231,11 @@ def value_inputs(graph: Graph) -> list[str]:
             continue
         seen.add(name)
         producer = graph.producer(name)
-        if producer is not None and producer.op_type not in ("Shape", "Size"):
+        if producer is not None and ops.lookup(producer.op_type, producer.domain).pattern is not Pattern.SHAPE:
             pending.extend(i for i in producer.inputs if i)
     return [name for name in graph.inputs if name in seen]
 
 
-def lower(graph: Graph, schedule: CpuSchedule | None = None) -> Lowered:
+def lower(graph: Graph, tiling: HostTiling | None = None) -> Lowered:
     """Lower a graph with static shapes into one LLVM module (see the module docstring)."""
-    return Lowering(graph, schedule or host_schedule()).lower()
+    return Lowering(graph, tiling or host_tiling()).lower()

@@ -89,12 +89,12 @@ def _product(ctx, node, trans_a: bool, trans_b: bool) -> Product:
 
 
 def _vectorized(ctx, node, n: int) -> bool:
-    return ctx.dtype(node.inputs[0]) in VECTOR_DTYPES and n >= ctx.schedule.vector_width
+    return ctx.dtype(node.inputs[0]) in VECTOR_DTYPES and n >= ctx.tiling.vector_width
 
 
 def _pack(ctx, data: np.ndarray, name: str) -> Buffer:
     """(K, N) -> (ceil(N / nr), K, nr) panels, zero-padded: what the micro-kernel streams."""
-    nr = ctx.schedule.nr
+    nr = ctx.tiling.nr
     k, n = data.shape
     full = n // nr
     panels = np.empty((-(-n // nr), k, nr), data.dtype)  # one strided copy: packing big weights is compile time
@@ -107,7 +107,7 @@ def _pack(ctx, data: np.ndarray, name: str) -> Buffer:
 
 def emit_product(ctx, node, p: Product, post) -> int:
     """The loop nest; ``post(value, idx)`` finishes a result (bias, activation) before the write."""
-    k, b, s = ctx.k, ctx.b, ctx.schedule
+    k, b, s = ctx.k, ctx.b, ctx.tiling
     dtype = ctx.dtype(node.inputs[0])
     out_rank = len(ctx.shape(node.outputs[0]))
     squeeze = (len(ctx.shape(node.inputs[0])) == 1, len(ctx.shape(node.inputs[1])) == 1)
@@ -142,7 +142,7 @@ def _panels(ctx, p: Product, scratch, rows, columns, a_off, b_off, dtype, write)
 
     With fewer rows than one register tile (decode) a runtime B is read in place,
     ``DIRECT_PANELS`` panels wide: packing it would cost as much as the product."""
-    k, b, s = ctx.k, ctx.b, ctx.schedule
+    k, b, s = ctx.k, ctx.b, ctx.tiling
     (i0, i1), (j0, j1) = rows, columns
     if p.packed is None and p.b.col == 1 and p.m < s.mr:
         wide = s.nr * DIRECT_PANELS
@@ -171,7 +171,7 @@ def _end(k, start, size: int, limit: int):
 
 def _pack_panel(ctx, p: Product, scratch, b_off, j0):
     """Copy B[:, j0:j0+nr] (zeros past N) into ``scratch`` as a K x nr panel."""
-    k, b, nr = ctx.k, ctx.b, ctx.schedule.nr
+    k, b, nr = ctx.k, ctx.b, ctx.tiling.nr
     src = k.base(p.b.buf)
     with k.loop(0, p.k, name="pk") as kk, k.loop(0, nr, name="pc") as c:
         j = b.add(j0, c)
@@ -214,7 +214,7 @@ def _dot(ctx, p: Product, a_off, b_off, i, j, dtype):
 def _tile(ctx, p: Product, panel, a_off, i0, j0, cols, mr, dtype, write):
     """One ``mr``-row tile at (i0, j0) from ``panel`` = (pointer, row stride, width): K rows of
     ``width`` columns of B; ``cols`` of them are real."""
-    k, b, s = ctx.k, ctx.b, ctx.schedule
+    k, b, s = ctx.k, ctx.b, ctx.tiling
     pointer, stride, width = panel
     vw, nv = s.vector_width, width // s.vector_width
     vec = ll.VectorType(F32, vw)
@@ -243,12 +243,12 @@ def _no_post(value, idx):
     return value
 
 
-@anchor("MatMul", epilogue=True)
+@anchor("MatMul")
 def matmul(ctx, node):
     return emit_product(ctx, node, _product(ctx, node, False, False), _no_post)
 
 
-@anchor("Gemm", epilogue=True)
+@anchor("Gemm")
 def gemm(ctx, node):
     alpha, beta = node.attrs.get("alpha", 1.0), node.attrs.get("beta", 1.0)
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
@@ -273,7 +273,7 @@ def activation(ctx, name: str, value):
     return value
 
 
-@anchor("FusedMatMul", domain="xpuc", epilogue=True)
+@anchor("FusedMatMul", domain="xpuc")
 def fused_matmul(ctx, node):
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
 

@@ -14,9 +14,10 @@ import numpy as np
 from llvmlite import ir as ll
 
 from ir.dtypes import DType
+from ir.ops.movement import constant_value
 
 from .elementwise import binary_op, convert
-from .emit import I1, I64, CodegenError, compute_type, row_extent
+from .emit import I64, CodegenError, compute_type
 from .rules import anchor, pointwise, static
 
 
@@ -151,7 +152,7 @@ def _copy_into(ctx, src: str, dst: str, axis: int, offset: int, reverse: bool = 
             ctx.write(dst, shifted, ctx.read(src, idx))
 
 
-@anchor("Concat", inline_inputs=True)
+@anchor("Concat")
 def concat(ctx, node):
     out = node.outputs[0]
     axis = _norm_axis(node.attrs["axis"], len(ctx.shape(out)))
@@ -164,7 +165,7 @@ def concat(ctx, node):
     return 1
 
 
-@anchor("Split", inline_inputs=True)
+@anchor("Split")
 def split(ctx, node):
     src = node.inputs[0]
     axis = _norm_axis(node.attrs.get("axis", 0), len(ctx.shape(src)))
@@ -176,6 +177,41 @@ def split(ctx, node):
                 offset += ctx.shape(name)[axis]
     return 1
 
+
+
+@pointwise("Concat")
+def concat_element(ctx, node, idx):
+    """One element of a Concat computed in its reader's loop: a branch per input, so only the
+    input whose slab along the axis holds the index is read (and computed, when inlined)."""
+    out = node.outputs[0]
+    axis = _norm_axis(node.attrs["axis"], len(ctx.shape(out)))
+    parts, offset = [], 0
+    for name in node.inputs:
+        if name and ctx.shape(name)[axis]:
+            parts.append((name, offset))
+            offset += ctx.shape(name)[axis]
+    slot = ctx.k.alloca(compute_type(ctx.dtype(out)), 1)
+
+    def choose(parts):
+        (name, start), rest = parts[0], parts[1:]
+        shifted = idx[:axis] + [ctx.b.sub(idx[axis], ctx.k.i64(start))] + idx[axis + 1:]
+        if not rest:
+            ctx.b.store(ctx.read(name, shifted), slot)
+            return
+        with ctx.b.if_else(ctx.b.icmp_signed("<", idx[axis], ctx.k.i64(rest[0][1]))) as (inside, after):
+            with inside:
+                ctx.b.store(ctx.read(name, shifted), slot)
+            with after:
+                choose(rest)
+
+    choose(parts)
+    return ctx.b.load(slot)
+
+
+@pointwise("Split")
+def split_first(ctx, node, idx):
+    """Output 0 of a Split (the slab at the start of the axis), for a Split with that output only."""
+    return ctx.read(node.inputs[0], idx)
 
 
 @pointwise("ConstantOfShape")
@@ -193,21 +229,26 @@ def range_(ctx, node, idx):
     return binary_op(ctx, "Add", start, step, dtype, {})
 
 
-@anchor("Dropout", inline_inputs=True)
-def dropout(ctx, node):
-    """Inference Dropout that survived simplification (its mask is read): a copy and an all-true mask.
-    Training mode with a nonzero ratio draws random numbers, which compiled code does not."""
-    if bool(ctx.operand(node, 2, False)) and float(ctx.operand(node, 1, 0.5)) > 0:
+@static("Dropout")
+def dropout_mask(graph, node):
+    """Inference Dropout that survived simplification (its mask is read) is a view of its input
+    and an all-true mask. Training mode with a nonzero ratio draws random numbers, which
+    compiled code does not."""
+    ratio, training = (graph.const_data(node.inputs[i]) if len(node.inputs) > i and node.inputs[i] else None
+                       for i in (1, 2))
+    for i, data in ((1, ratio), (2, training)):
+        if data is None and len(node.inputs) > i and node.inputs[i]:
+            raise CodegenError(f"{node.name}: input {i} ({node.inputs[i]!r}) of Dropout must be a constant "
+                               "for CPU code generation")
+    if training is not None and bool(training) and (ratio is None or float(ratio) > 0):
         raise CodegenError(f"{node.name}: training-mode Dropout is random and not supported by CPU code generation")
-    x, out = node.inputs[0], node.outputs[0]
     mask = node.outputs[1] if len(node.outputs) > 1 else ""
-    shape = ctx.shape(x)
-    with ctx.k.parallel_rows(shape) as idx:
-        if out:
-            ctx.write(out, idx, ctx.read(x, idx))
-        if mask:
-            ctx.write(mask, idx, ll.Constant(I1, 1))
-    return row_extent(shape)
+    return [None, np.ones(graph.type_of(mask).shape, bool) if mask else None]
+
+
+@static("Constant")
+def constant(graph, node):
+    return [constant_value(node.attrs)]
 
 
 @static("Shape")
@@ -238,7 +279,7 @@ def gather_nd(ctx, node, idx):
     return ctx.read(data, idx[:batch] + target + idx[len(prefix):])
 
 
-@anchor("ScatterND", inline_inputs=True)
+@anchor("ScatterND")
 def scatter_nd(ctx, node):
     """A copy of data, then each update row applied in order (later rows win, as in the reference)."""
     k = ctx.k

@@ -48,19 +48,19 @@ def _optional(ctx, node, i):
     return (lambda idx: ctx.read_bcast(name, idx)) if name else None
 
 
-@anchor("LayerNormalization", inline_inputs=True, epilogue=True)
+@anchor("LayerNormalization")
 def layer_norm(ctx, node):
     axis = node.attrs.get("axis", -1) % len(ctx.shape(node.inputs[0]))
     return _row_norm(ctx, node, axis, True, _optional(ctx, node, 1), _optional(ctx, node, 2), node.outputs[1:])
 
 
-@anchor("RMSNormalization", inline_inputs=True, epilogue=True)
+@anchor("RMSNormalization")
 def rms_norm(ctx, node):
     axis = node.attrs.get("axis", -1) % len(ctx.shape(node.inputs[0]))
     return _row_norm(ctx, node, axis, False, _optional(ctx, node, 1), None)
 
 
-@anchor("InstanceNormalization", inline_inputs=True, epilogue=True)
+@anchor("InstanceNormalization")
 def instance_norm(ctx, node):
     """Per (n, c) statistics over the spatial axes; scale and bias are per channel."""
     def per_channel(i):
@@ -68,7 +68,7 @@ def instance_norm(ctx, node):
     return _row_norm(ctx, node, 2, True, per_channel(1), per_channel(2))
 
 
-@pointwise("BatchNormalization", elementwise=False)
+@pointwise("BatchNormalization")
 def batch_norm(ctx, node, idx):
     """Inference form: (x - mean[c]) / sqrt(var[c] + eps) * scale[c] + bias[c]."""
     if node.attrs.get("training_mode", 0):

@@ -37,7 +37,7 @@ def _flat_index(k, b, n, c, pos, xs, column_major: bool):
     return b.add(flat, b.mul(b.add(b.mul(n, k.i64(xs[1])), c), k.i64(plane)))
 
 
-@anchor("MaxPool", "AveragePool", epilogue=True)
+@anchor("MaxPool", "AveragePool")
 def pool(ctx, node):
     k, b = ctx.k, ctx.b
     x, out = node.inputs[0], node.outputs[0]

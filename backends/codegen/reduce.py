@@ -16,7 +16,7 @@ from ir.dtypes import DType
 
 from .elementwise import binary_op, fconst
 from .emit import I64, compute_type, is_float, row_extent
-from .rules import SHAPE_OPERANDS, anchor
+from .rules import anchor
 
 REASSOC = ("reassoc", "nsz")
 """Fast-math flags on accumulations so LLVM may vectorize them (sums are then reordered)."""
@@ -53,8 +53,6 @@ REDUCTIONS = {
     "ReduceLogSumExp": (0, lambda ctx, x: ctx.k.intrinsic("llvm.exp", [x]), add,
                         lambda ctx, acc, n: ctx.k.intrinsic("llvm.log", [acc])),
 }
-
-SHAPE_OPERANDS.update({op: (1,) for op in REDUCTIONS})
 
 
 def initial(dtype: DType, spec) -> ll.Constant:
@@ -103,7 +101,7 @@ def fold(ctx, x: str, out_idx, axes, keepdims, t, init, step):
     return b.load(acc)
 
 
-@anchor(*REDUCTIONS, inline_inputs=True, epilogue=True)
+@anchor(*REDUCTIONS)
 def reduce(ctx, node):
     x, out = node.inputs[0], node.outputs[0]
     dtype, shape, out_shape = ctx.dtype(x), ctx.shape(x), ctx.shape(out)
@@ -119,7 +117,7 @@ def reduce(ctx, node):
     return row_extent(out_shape, 0)
 
 
-@anchor("GlobalAveragePool", "GlobalMaxPool", inline_inputs=True, epilogue=True)
+@anchor("GlobalAveragePool", "GlobalMaxPool")
 def global_pool(ctx, node):
     x, out = node.inputs[0], node.outputs[0]
     shape, dtype = ctx.shape(x), ctx.dtype(x)
@@ -133,7 +131,7 @@ def global_pool(ctx, node):
     return row_extent(ctx.shape(out), 0)
 
 
-@anchor("ArgMax", "ArgMin", inline_inputs=True)
+@anchor("ArgMax", "ArgMin")
 def arg_reduce(ctx, node):
     k, b = ctx.k, ctx.b
     x, out = node.inputs[0], node.outputs[0]
@@ -155,7 +153,7 @@ def arg_reduce(ctx, node):
     return row_extent(ctx.shape(out), 0)
 
 
-@anchor("Softmax", "LogSoftmax", inline_inputs=True, epilogue=True)
+@anchor("Softmax", "LogSoftmax")
 def softmax(ctx, node):
     x, out = node.inputs[0], node.outputs[0]
     shape = ctx.shape(x)
@@ -178,7 +176,7 @@ def softmax(ctx, node):
     return row_extent(outer, 0)
 
 
-@anchor("CumSum", inline_inputs=True)
+@anchor("CumSum")
 def cumsum(ctx, node):
     """Running sums along one axis: each row of that axis is one sequential loop."""
     k, b = ctx.k, ctx.b

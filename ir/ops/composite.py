@@ -15,8 +15,8 @@ from onnx import FunctionProto, helper
 
 from ..types import TensorType
 from .common import broadcast, per_output_element
-from .linalg import matmul_flops, matmul_shape
-from .registry import InferContext, register
+from .linalg import matmul_contractions, matmul_flops, matmul_shape
+from .registry import InferContext, Pattern, register
 
 DOMAIN = "xpuc"
 
@@ -33,12 +33,12 @@ ACTIVATIONS: dict[str, list[tuple[str, dict]]] = {
 (SiLU's Mul) takes the chain's input as its second operand: x * sigmoid(x)."""
 
 
-@register("SiLU", "elementwise", domain=DOMAIN, flops=per_output_element(11))
+@register("SiLU", "elementwise", pattern=Pattern.ELEMENTWISE, domain=DOMAIN, flops=per_output_element(11))
 def _silu(ctx: InferContext) -> list[TensorType]:
     return [ctx.type(0)]
 
 
-@register("SwiGLU", "elementwise", domain=DOMAIN, flops=per_output_element(12))
+@register("SwiGLU", "elementwise", pattern=Pattern.BROADCAST, domain=DOMAIN, flops=per_output_element(12))
 def _swiglu(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), broadcast(ctx, [ctx.shape(0), ctx.shape(1)]))]
 
@@ -48,7 +48,8 @@ def _fused_matmul_flops(ctx: InferContext, outs) -> int:
     return matmul_flops(ctx, outs) + per_output_element((1 if ctx.has(2) else 0) + act)(ctx, outs)
 
 
-@register("FusedMatMul", "matmul", domain=DOMAIN, flops=_fused_matmul_flops)
+@register("FusedMatMul", "matmul", pattern=Pattern.CONTRACTION, domain=DOMAIN, flops=_fused_matmul_flops,
+          contractions=matmul_contractions)
 def _fused_matmul(ctx: InferContext) -> list[TensorType]:
     if ctx.attr("activation", "") not in ACTIVATIONS:
         ctx.fail(f"unknown epilogue activation {ctx.attr('activation')!r}; known: {sorted(ACTIVATIONS)}")

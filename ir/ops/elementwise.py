@@ -2,6 +2,8 @@
 
 The tables below are the data: op type -> FLOPs per output element. Transcendentals count
 as several operations, following common roofline practice (a polynomial evaluation).
+Unary ops and casts are ``Pattern.ELEMENTWISE``; ops that broadcast their inputs
+(binary, variadic, Where, Clip's bounds) are ``Pattern.BROADCAST``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from .. import symbolic
 from ..dtypes import DType
 from ..types import TensorType
 from .common import broadcast, per_output_element, same_as_input
-from .registry import InferContext, register
+from .registry import InferContext, Pattern, register
 
 UNARY_FLOPS = {
     "Abs": 1, "Neg": 1, "Relu": 1, "Sign": 1, "Floor": 1, "Ceil": 1, "Round": 1, "Reciprocal": 1,
@@ -75,22 +77,23 @@ def _propagate_comparison(ctx: InferContext) -> list[np.ndarray | None]:
 
 
 for _op, _cost in UNARY_FLOPS.items():
-    register(_op, "elementwise", flops=per_output_element(_cost))(_unary)
+    register(_op, "elementwise", pattern=Pattern.ELEMENTWISE, flops=per_output_element(_cost))(_unary)
 for _op, _cost in PREDICATES.items():
-    register(_op, "elementwise", flops=per_output_element(_cost))(_predicate)
+    register(_op, "elementwise", pattern=Pattern.ELEMENTWISE, flops=per_output_element(_cost))(_predicate)
 for _op, _cost in BINARY_FLOPS.items():
-    register(_op, "elementwise", flops=per_output_element(_cost),
+    register(_op, "elementwise", pattern=Pattern.BROADCAST, flops=per_output_element(_cost),
              propagate=_propagate_binary if _op in symbolic.BINARY else None)(_binary)
 for _op, _cost in COMPARISONS.items():
-    register(_op, "elementwise", flops=per_output_element(_cost), propagate=_propagate_comparison)(_compare)
+    register(_op, "elementwise", pattern=Pattern.BROADCAST, flops=per_output_element(_cost),
+             propagate=_propagate_comparison)(_compare)
 for _op, _cost in LOGICAL_BINARY.items():
-    register(_op, "elementwise", flops=per_output_element(_cost))(_compare)
+    register(_op, "elementwise", pattern=Pattern.BROADCAST, flops=per_output_element(_cost))(_compare)
 for _op, _cost in VARIADIC_FLOPS.items():
-    register(_op, "elementwise", flops=per_output_element(_cost),
+    register(_op, "elementwise", pattern=Pattern.BROADCAST, flops=per_output_element(_cost),
              propagate=_propagate_binary if _op in symbolic.BINARY else None)(_variadic)
 
 
-@register("Where", "elementwise", flops=per_output_element(1),
+@register("Where", "elementwise", pattern=Pattern.BROADCAST, flops=per_output_element(1),
           propagate=lambda ctx: _propagate_where(ctx))
 def _where(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(1), broadcast(ctx, [ctx.shape(0), ctx.shape(1), ctx.shape(2)]))]
@@ -104,18 +107,18 @@ def _propagate_where(ctx: InferContext) -> list[np.ndarray | None]:
     return [np.where(cond, a, b)]
 
 
-@register("Clip", "elementwise", flops=per_output_element(2))
+@register("Clip", "elementwise", pattern=Pattern.BROADCAST, flops=per_output_element(2))
 def _clip(ctx: InferContext) -> list[TensorType]:
     return same_as_input(ctx)
 
 
-@register("Cast", "elementwise", flops=per_output_element(1),
+@register("Cast", "elementwise", pattern=Pattern.ELEMENTWISE, flops=per_output_element(1),
           propagate=lambda ctx: [ctx.value(0) if ctx.value(0) is not None and not symbolic.is_concrete(ctx.value(0))
                                  else None])
 def _cast(ctx: InferContext) -> list[TensorType]:
     return [TensorType(DType.from_onnx(ctx.attr("to")), ctx.shape(0))]
 
 
-@register("CastLike", "elementwise", flops=per_output_element(1))
+@register("CastLike", "elementwise", pattern=Pattern.ELEMENTWISE, flops=per_output_element(1))
 def _cast_like(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(1), ctx.shape(0))]

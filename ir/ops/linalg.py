@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from ..types import TensorType
 from .common import broadcast
-from .registry import InferContext, numel, register
+from .contraction import Contraction, Gemm, Operand, contiguous_strides
+from .registry import InferContext, Pattern, numel, register
 
 
 def matmul_shape(ctx: InferContext, a, b):
@@ -32,7 +35,23 @@ def matmul_flops(ctx: InferContext, outs: list[TensorType]) -> int:
     return 2 * numel(outs[0]) * (k if isinstance(k, int) else 0)
 
 
-@register("MatMul", "matmul", flops=matmul_flops)
+def matmul_contractions(ctx: InferContext, outs: list[TensorType]) -> list[Contraction]:
+    """One product per output batch element; B is input 1, (..., k, n) broadcast over the
+    output's batch dims (stride 0 along a broadcast dim), or a (k,) vector."""
+    a, w, out = ctx.shape(0), ctx.shape(1), outs[0].shape
+    m = a[-2] if len(a) > 1 else 1
+    n = out[-1] if len(w) > 1 else 1
+    gemm = Gemm(max(1, math.prod(out) // max(1, m * n)), m, n, a[-1])
+    batch_shape = tuple(out[:len(out) - (len(a) > 1) - (len(w) > 1)])
+    if len(w) == 1:
+        return [Contraction(gemm, Operand(1, batch_shape, (0,) * len(batch_shape), 1, 0))]
+    strides = contiguous_strides(w)
+    lead = len(batch_shape) - (len(w) - 2)
+    batch = [0] * lead + [s if d != 1 else 0 for d, s in zip(w[:-2], strides[:-2])]
+    return [Contraction(gemm, Operand(1, batch_shape, tuple(batch), w[-1], 1))]
+
+
+@register("MatMul", "matmul", pattern=Pattern.CONTRACTION, flops=matmul_flops, contractions=matmul_contractions)
 def _matmul(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), matmul_shape(ctx, ctx.shape(0), ctx.shape(1)))]
 
@@ -44,7 +63,14 @@ def _gemm_flops(ctx: InferContext, outs: list[TensorType]) -> int:
     return 2 * numel(outs[0]) * (k if isinstance(k, int) else 0) + bias
 
 
-@register("Gemm", "matmul", flops=_gemm_flops)
+def _gemm_contractions(ctx: InferContext, outs: list[TensorType]) -> list[Contraction]:
+    """One (m x k) by (k x n) product; B is input 1, read transposed under ``transB``."""
+    a, w, out = ctx.shape(0), ctx.shape(1), outs[0].shape
+    row, col = (1, w[1]) if ctx.attr("transB", 0) else (w[1], 1)
+    return [Contraction(Gemm(1, out[0], out[1], a[0] if ctx.attr("transA", 0) else a[1]), Operand(1, (), (), row, col))]
+
+
+@register("Gemm", "matmul", pattern=Pattern.CONTRACTION, flops=_gemm_flops, contractions=_gemm_contractions)
 def _gemm(ctx: InferContext) -> list[TensorType]:
     a, b = ctx.shape(0), ctx.shape(1)
     if a is None or b is None:

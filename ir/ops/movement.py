@@ -12,7 +12,7 @@ from .. import symbolic
 from ..dtypes import DType
 from ..types import Dim, TensorType
 from .common import axis, broadcast, per_output_element, same_as_input
-from .registry import InferContext, register
+from .registry import InferContext, Pattern, register
 
 _NO_FLOPS = per_output_element(0)
 
@@ -35,7 +35,7 @@ def _shape_value(ctx: InferContext) -> list[np.ndarray | None]:
     return [symbolic.sym_array(shape[start:end])]
 
 
-@register("Shape", "shape", propagate=_shape_value, flops=_NO_FLOPS)
+@register("Shape", "shape", pattern=Pattern.SHAPE, propagate=_shape_value, flops=_NO_FLOPS)
 def _shape(ctx: InferContext) -> list[TensorType]:
     shape = ctx.shape(0)
     if shape is None:
@@ -44,14 +44,15 @@ def _shape(ctx: InferContext) -> list[TensorType]:
     return [TensorType(DType.INT64, (max(0, end - start),))]
 
 
-@register("Size", "shape", propagate=lambda ctx: [None if ctx.shape(0) is None else
+@register("Size", "shape", pattern=Pattern.SHAPE, propagate=lambda ctx: [None if ctx.shape(0) is None else
                                                   np.array(symbolic.product(ctx.shape(0)), dtype=object)],
           flops=_NO_FLOPS)
 def _size(ctx: InferContext) -> list[TensorType]:
     return [TensorType(DType.INT64, ())]
 
 
-@register(["Identity", "Dropout"], "movement", propagate=_passthrough, flops=_NO_FLOPS)
+@register("Identity", "movement", pattern=Pattern.VIEW, propagate=_passthrough, flops=_NO_FLOPS)
+@register("Dropout", "movement", pattern=Pattern.VIEW, propagate=_passthrough, flops=_NO_FLOPS, shape_operands=(1, 2))
 def _identity(ctx: InferContext) -> list[TensorType]:
     out = [ctx.type(0)]
     if len(ctx.node.outputs) > 1:  # Dropout's mask
@@ -59,7 +60,7 @@ def _identity(ctx: InferContext) -> list[TensorType]:
     return out
 
 
-@register("Constant", "shape", flops=_NO_FLOPS)
+@register("Constant", "shape", pattern=Pattern.SHAPE, flops=_NO_FLOPS)
 def _constant(ctx: InferContext) -> list[TensorType]:
     value = constant_value(ctx.node.attrs)
     return [TensorType(DType.from_numpy(value.dtype), tuple(value.shape))]
@@ -107,7 +108,7 @@ def _reshape_value(ctx: InferContext) -> list[np.ndarray | None]:
     return [data.reshape(dims)]
 
 
-@register("Reshape", "movement", propagate=_reshape_value, flops=_NO_FLOPS)
+@register("Reshape", "movement", pattern=Pattern.VIEW, propagate=_reshape_value, flops=_NO_FLOPS, shape_operands=(1,))
 def _reshape(ctx: InferContext) -> list[TensorType]:
     dims = _reshape_target(ctx)
     if dims is None:
@@ -122,7 +123,7 @@ def _reshape(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), out)]
 
 
-@register("Flatten", "movement", flops=_NO_FLOPS)
+@register("Flatten", "movement", pattern=Pattern.VIEW, flops=_NO_FLOPS)
 def _flatten(ctx: InferContext) -> list[TensorType]:
     shape = ctx.shape(0)
     if shape is None:
@@ -149,9 +150,9 @@ def _squeeze_axes(ctx: InferContext) -> list[int] | None:
     return sorted(axis(ctx, a, len(shape)) for a in axes) if shape is not None else None
 
 
-@register("Squeeze", "movement", propagate=lambda ctx: [None if ctx.value(0) is None or _squeeze_axes(ctx) is None
-                                                       else ctx.value(0).reshape(_squeezed(ctx))],
-          flops=_NO_FLOPS)
+@register("Squeeze", "movement", pattern=Pattern.VIEW, shape_operands=(1,), flops=_NO_FLOPS,
+          propagate=lambda ctx: [None if ctx.value(0) is None or _squeeze_axes(ctx) is None
+                                 else ctx.value(0).reshape(_squeezed(ctx))])
 def _squeeze(ctx: InferContext) -> list[TensorType]:
     shape = ctx.shape(0)
     if shape is None or _squeeze_axes(ctx) is None:
@@ -179,9 +180,9 @@ def _unsqueezed(ctx: InferContext) -> list[Dim] | None:
     return dims
 
 
-@register("Unsqueeze", "movement", propagate=lambda ctx: [None if ctx.value(0) is None or _unsqueezed(ctx) is None
-                                                         else ctx.value(0).reshape(_unsqueezed(ctx))],
-          flops=_NO_FLOPS)
+@register("Unsqueeze", "movement", pattern=Pattern.VIEW, shape_operands=(1,), flops=_NO_FLOPS,
+          propagate=lambda ctx: [None if ctx.value(0) is None or _unsqueezed(ctx) is None
+                                 else ctx.value(0).reshape(_unsqueezed(ctx))])
 def _unsqueeze(ctx: InferContext) -> list[TensorType]:
     dims = _unsqueezed(ctx)
     return [TensorType(ctx.dtype(0), None if dims is None else tuple(dims))]
@@ -194,7 +195,7 @@ def _perm(ctx: InferContext) -> list[int] | None:
     return [axis(ctx, p, len(shape)) for p in ctx.attr("perm", list(range(len(shape)))[::-1])]
 
 
-@register("Transpose", "movement", flops=_NO_FLOPS,
+@register("Transpose", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS,
           propagate=lambda ctx: [None if ctx.value(0) is None else np.transpose(ctx.value(0), _perm(ctx))])
 def _transpose(ctx: InferContext) -> list[TensorType]:
     perm, shape = _perm(ctx), ctx.shape(0)
@@ -212,7 +213,7 @@ def _concat_value(ctx: InferContext) -> list[np.ndarray | None]:
     return [np.concatenate([np.asarray(p, dtype=object) for p in parts], axis=ctx.attr("axis"))]
 
 
-@register("Concat", "movement", propagate=_concat_value, flops=_NO_FLOPS)
+@register("Concat", "movement", pattern=Pattern.INJECTIVE, propagate=_concat_value, flops=_NO_FLOPS)
 def _concat(ctx: InferContext) -> list[TensorType]:
     shapes = [ctx.shape(i) for i in range(len(ctx.types)) if ctx.has(i)]
     known = [s for s in shapes if s is not None]
@@ -251,7 +252,7 @@ def _split_sizes(ctx: InferContext) -> list[Dim] | None:
     return [chunk] * (n - 1) + [symbolic.sub(total, symbolic.mul(chunk, n - 1))]
 
 
-@register("Split", "movement", flops=_NO_FLOPS)
+@register("Split", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS, shape_operands=(1,))
 def _split(ctx: InferContext) -> list[TensorType]:
     sizes, shape = _split_sizes(ctx), ctx.shape(0)
     if sizes is None:
@@ -269,7 +270,7 @@ def _gather_value(ctx: InferContext) -> list[np.ndarray | None]:
     return [np.take(data, idx.astype(np.int64), axis=a)]
 
 
-@register("Gather", "movement", propagate=_gather_value, flops=_NO_FLOPS)
+@register("Gather", "movement", pattern=Pattern.INJECTIVE, propagate=_gather_value, flops=_NO_FLOPS)
 def _gather(ctx: InferContext) -> list[TensorType]:
     data, idx = ctx.shape(0), ctx.shape(1)
     if data is None or idx is None:
@@ -278,12 +279,12 @@ def _gather(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), data[:a] + idx + data[a + 1:])]
 
 
-@register("GatherElements", "movement", flops=_NO_FLOPS)
+@register("GatherElements", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS)
 def _gather_elements(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), ctx.shape(1))]
 
 
-@register("GatherND", "movement", flops=_NO_FLOPS)
+@register("GatherND", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS)
 def _gather_nd(ctx: InferContext) -> list[TensorType]:
     data, idx, b = ctx.shape(0), ctx.shape(1), ctx.attr("batch_dims", 0)
     if data is None or idx is None or not symbolic.is_int(idx[-1]):
@@ -291,7 +292,7 @@ def _gather_nd(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), idx[:-1] + data[b + idx[-1]:])]
 
 
-@register(["ScatterND", "ScatterElements"], "movement", flops=_NO_FLOPS)
+@register(["ScatterND", "ScatterElements"], "movement", pattern=Pattern.OPAQUE, flops=_NO_FLOPS)
 def _scatter(ctx: InferContext) -> list[TensorType]:
     return same_as_input(ctx)
 
@@ -338,7 +339,7 @@ def _slice_dim(dim: Dim, start: Dim, end: Dim, step: int) -> Dim:
     return symbolic.maximum(symbolic.ceildiv(span, abs(step)), 0)
 
 
-@register("Slice", "movement", flops=_NO_FLOPS, propagate=lambda ctx: [_slice_value(ctx)])
+@register("Slice", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS, shape_operands=(1, 2, 3, 4), propagate=lambda ctx: [_slice_value(ctx)])
 def _slice(ctx: InferContext) -> list[TensorType]:
     params = _slice_params(ctx)
     if params is None:
@@ -374,7 +375,8 @@ def _expand_value(ctx: InferContext) -> list[np.ndarray | None]:
     return [np.broadcast_to(data, shape)]
 
 
-@register("Expand", "movement", propagate=_expand_value, flops=_NO_FLOPS)
+@register("Expand", "movement", pattern=Pattern.INJECTIVE, propagate=_expand_value, flops=_NO_FLOPS,
+          shape_operands=(1,))
 def _expand(ctx: InferContext) -> list[TensorType]:
     shape = _expand_shape(ctx)
     if shape is None and ctx.has(1) and ctx.shape(1) and symbolic.is_int(ctx.shape(1)[0]) and ctx.shape(0) is not None:
@@ -383,7 +385,7 @@ def _expand(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), shape)]
 
 
-@register("Tile", "movement", flops=_NO_FLOPS)
+@register("Tile", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS, shape_operands=(1,))
 def _tile(ctx: InferContext) -> list[TensorType]:
     shape, reps = ctx.shape(0), ctx.value(1)
     if shape is None or reps is None:
@@ -392,7 +394,7 @@ def _tile(ctx: InferContext) -> list[TensorType]:
                                           for d, r in zip(shape, reps.reshape(-1))))]
 
 
-@register("Pad", "movement", flops=_NO_FLOPS)
+@register("Pad", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS, shape_operands=(1, 3))
 def _pad(ctx: InferContext) -> list[TensorType]:
     shape, pads = ctx.shape(0), ctx.ints(1)
     if shape is None or pads is None:
@@ -405,12 +407,12 @@ def _pad(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), tuple(out))]
 
 
-@register("Trilu", "movement", flops=_NO_FLOPS)
+@register("Trilu", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS, shape_operands=(1,))
 def _trilu(ctx: InferContext) -> list[TensorType]:
     return same_as_input(ctx)
 
 
-@register("CumSum", "reduce", flops=per_output_element(1))
+@register("CumSum", "reduce", pattern=Pattern.REDUCTION, flops=per_output_element(1), shape_operands=(1,))
 def _cumsum(ctx: InferContext) -> list[TensorType]:
     return same_as_input(ctx)
 
@@ -421,7 +423,7 @@ def _shape_from_value(ctx: InferContext, index: int) -> tuple[Dim, ...] | None:
     return None if v is None else tuple(symbolic.canonical(d) for d in v.reshape(-1))
 
 
-@register("ConstantOfShape", "movement", flops=_NO_FLOPS)
+@register("ConstantOfShape", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS, shape_operands=(0,))
 def _constant_of_shape(ctx: InferContext) -> list[TensorType]:
     value = ctx.attr("value")
     dtype = DType.FLOAT32 if value is None else DType.from_numpy(np.asarray(value).dtype)
@@ -431,7 +433,7 @@ def _constant_of_shape(ctx: InferContext) -> list[TensorType]:
     return [TensorType(dtype, shape)]
 
 
-@register("Range", "movement", flops=_NO_FLOPS)
+@register("Range", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS, shape_operands=(0, 1, 2))
 def _range(ctx: InferContext) -> list[TensorType]:
     """max(ceil((limit - start) / delta), 0) elements; symbolic when the bounds are shape values."""
     start, limit, delta = (ctx.value(i) for i in range(3))
@@ -447,18 +449,20 @@ def _range(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), (symbolic.maximum(length, 0),))]
 
 
-@register(["RandomNormalLike", "RandomUniformLike"], "movement", flops=_NO_FLOPS)
+@register(["RandomNormalLike", "RandomUniformLike"], "movement", pattern=Pattern.OPAQUE, flops=_NO_FLOPS,
+          deterministic=False)
 def _random_like(ctx: InferContext) -> list[TensorType]:
     dtype = ctx.attr("dtype")
     return [TensorType(DType.from_onnx(dtype) if dtype is not None else ctx.dtype(0), ctx.shape(0))]
 
 
-@register(["RandomNormal", "RandomUniform"], "movement", flops=_NO_FLOPS)
+@register(["RandomNormal", "RandomUniform"], "movement", pattern=Pattern.OPAQUE, flops=_NO_FLOPS,
+          deterministic=False)
 def _random(ctx: InferContext) -> list[TensorType]:
     return [TensorType(DType.from_onnx(ctx.attr("dtype", DType.FLOAT32.onnx)), tuple(ctx.attr("shape")))]
 
 
-@register(["EyeLike"], "movement", flops=_NO_FLOPS)
+@register(["EyeLike"], "movement", pattern=Pattern.SHAPE, flops=_NO_FLOPS)
 def _eye_like(ctx: InferContext) -> list[TensorType]:
     dtype = ctx.attr("dtype")
     return [TensorType(DType.from_onnx(dtype) if dtype is not None else ctx.dtype(0), ctx.shape(0))]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 from .. import symbolic
 from ..dtypes import DType
 from ..types import TensorType
 from .common import axis, per_output_element, same_as_input
-from .registry import InferContext, numel, register
+from .contraction import Contraction, Gemm, Operand
+from .registry import InferContext, Pattern, numel, register
 
 
 def _window_output(ctx: InferContext, spatial, kernel, *, ceil_mode: bool = False):
@@ -45,7 +48,16 @@ def symbolic_product_int(dims) -> int:
     return total
 
 
-@register("Conv", "conv", flops=_conv_flops)
+def _conv_contractions(ctx: InferContext, outs: list[TensorType]) -> list[Contraction]:
+    """im2col: each group multiplies (N*H'*W') x (C/g*kh*kw) patches by the (C/g*kh*kw) x
+    (Cout/g) weights, which are W's rows of that group read transposed."""
+    w, out = ctx.shape(1), outs[0].shape
+    group = ctx.attr("group", 1)
+    gemm = Gemm(group, out[0] * math.prod(out[2:]), w[0] // group, math.prod(w[1:]))
+    return [Contraction(gemm, Operand(1, (group,), (gemm.n * gemm.k,), 1, gemm.k))]
+
+
+@register("Conv", "conv", pattern=Pattern.CONTRACTION, flops=_conv_flops, contractions=_conv_contractions)
 def _conv(ctx: InferContext) -> list[TensorType]:
     x, w = ctx.shape(0), ctx.shape(1)
     if x is None or w is None:
@@ -61,7 +73,7 @@ def _pool_flops(ctx: InferContext, outs: list[TensorType]) -> int:
     return numel(outs[0]) * symbolic_product_int(ctx.attr("kernel_shape", []))
 
 
-@register(["MaxPool", "AveragePool", "LpPool"], "pool", flops=_pool_flops)
+@register(["MaxPool", "AveragePool", "LpPool"], "pool", pattern=Pattern.CONTRACTION, flops=_pool_flops)
 def _pool(ctx: InferContext) -> list[TensorType]:
     x = ctx.shape(0)
     if x is None:
@@ -74,18 +86,20 @@ def _pool(ctx: InferContext) -> list[TensorType]:
     return out
 
 
-@register(["GlobalAveragePool", "GlobalMaxPool"], "pool", flops=lambda ctx, outs: numel(ctx.type(0)))
+@register(["GlobalAveragePool", "GlobalMaxPool"], "pool", pattern=Pattern.REDUCTION,
+          flops=lambda ctx, outs: numel(ctx.type(0)))
 def _global_pool(ctx: InferContext) -> list[TensorType]:
     x = ctx.shape(0)
     return [TensorType(ctx.dtype(0), None if x is None else (*x[:2], *([1] * (len(x) - 2))))]
 
 
-@register(["BatchNormalization", "InstanceNormalization"], "norm", flops=per_output_element(4))
+@register("BatchNormalization", "norm", pattern=Pattern.BROADCAST, flops=per_output_element(4))
+@register("InstanceNormalization", "norm", pattern=Pattern.REDUCTION, flops=per_output_element(4))
 def _channel_norm(ctx: InferContext) -> list[TensorType]:
     return same_as_input(ctx) + [ctx.type(1)] * (len(ctx.node.outputs) - 1)  # training-mode running stats
 
 
-@register("LRN", "norm", flops=lambda ctx, outs: numel(outs[0]) * (ctx.attr("size", 1) + 4))
+@register("LRN", "norm", pattern=Pattern.REDUCTION, flops=lambda ctx, outs: numel(outs[0]) * (ctx.attr("size", 1) + 4))
 def _lrn(ctx: InferContext) -> list[TensorType]:
     return same_as_input(ctx)
 
@@ -100,12 +114,12 @@ def _norm_stats(ctx: InferContext) -> list[TensorType]:
     return [TensorType(stash, tuple(x[:a]) + (1,) * (len(x) - a))] * (len(ctx.node.outputs) - 1)
 
 
-@register("LayerNormalization", "norm", flops=per_output_element(8))
+@register("LayerNormalization", "norm", pattern=Pattern.REDUCTION, flops=per_output_element(8))
 def _layer_norm(ctx: InferContext) -> list[TensorType]:
     return same_as_input(ctx) + _norm_stats(ctx)
 
 
-@register("RMSNormalization", "norm", flops=per_output_element(4))
+@register("RMSNormalization", "norm", pattern=Pattern.REDUCTION, flops=per_output_element(4))
 def _rms_norm(ctx: InferContext) -> list[TensorType]:
     x = ctx.shape(0)
     if x is not None:
@@ -113,7 +127,7 @@ def _rms_norm(ctx: InferContext) -> list[TensorType]:
     return same_as_input(ctx)
 
 
-@register("GroupNormalization", "norm", flops=per_output_element(8))
+@register("GroupNormalization", "norm", pattern=Pattern.REDUCTION, flops=per_output_element(8))
 def _group_norm(ctx: InferContext) -> list[TensorType]:
     return same_as_input(ctx)
 
@@ -144,7 +158,15 @@ def _attention_flops(ctx: InferContext, outs: list[TensorType]) -> int:
     return 2 * scores * d + 2 * scores * dv + 5 * scores
 
 
-@register("Attention", "attention", flops=_attention_flops)
+def _attention_contractions(ctx: InferContext, outs: list[TensorType]) -> list[Contraction]:
+    """Scores Q·Kᵀ (sq x skv over d) and context P·V (sq x dv over skv), per batch and query
+    head; K and V follow the past cache, so B is assembled inside the op."""
+    (b, heads, sq, d), dv = _heads(ctx, 0, "q_num_heads"), _heads(ctx, 2, "kv_num_heads")[3]
+    skv = _heads(ctx, 1, "kv_num_heads")[2] + (ctx.shape(4)[2] if ctx.has(4) else 0)
+    return [Contraction(Gemm(b * heads, sq, skv, d)), Contraction(Gemm(b * heads, sq, dv, skv))]
+
+
+@register("Attention", "attention", pattern=Pattern.OPAQUE, flops=_attention_flops, contractions=_attention_contractions)
 def _attention(ctx: InferContext) -> list[TensorType]:
     """Scaled dot-product attention (ONNX opset 23), with grouped-query heads and a KV cache."""
     q, k, v = _heads(ctx, 0, "q_num_heads"), _heads(ctx, 1, "kv_num_heads"), _heads(ctx, 2, "kv_num_heads")
@@ -162,7 +184,7 @@ def _attention(ctx: InferContext) -> list[TensorType]:
     return (outs + extra)[:len(ctx.node.outputs)]
 
 
-@register("RotaryEmbedding", "elementwise", flops=per_output_element(3))
+@register("RotaryEmbedding", "elementwise", pattern=Pattern.INJECTIVE, flops=per_output_element(3))
 def _rotary(ctx: InferContext) -> list[TensorType]:
     x = ctx.shape(0)
     if x is not None and len(x) not in (3, 4):

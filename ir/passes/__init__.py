@@ -1,7 +1,8 @@
 """Graph -> Graph passes and the default optimization pipeline.
 
-``optimize(graph)`` copies the graph, then runs ``DEFAULT_PIPELINE``. Each pass can also be
-called on its own; all of them mutate and return the graph they are given.
+``optimize(graph)`` copies the graph, then runs ``DEFAULT_PIPELINE``. Each pass follows the
+contract in :mod:`.manager` (``run`` says whether it changed the graph; calling it returns
+the graph, mutated in place), so it can also be used on its own.
 """
 
 from __future__ import annotations
@@ -11,21 +12,18 @@ from typing import Iterable
 from ..graph import Graph
 from .cse import eliminate_common_subexpressions
 from .dce import eliminate_dead_code
-from .fold import fold_constants
+from .fold import fold, fold_constants
 from .fuse import FUSIONS
-from .manager import PassFn, PassManager
+from .manager import (STATIC_SHAPES, FixedPoint, Pass, PassManager, PassResult, Requirement, Sequence,
+                      graph_pass)
 from .shape_inference import infer_shapes
-from .simplify import simplify
+from .simplify import simplify, simplify_rules
 
-PASSES: dict[str, PassFn] = {
-    "infer-shapes": infer_shapes,
-    "fold-constants": fold_constants,
-    "simplify": simplify,
-    "cse": eliminate_common_subexpressions,
-    "dce": eliminate_dead_code,
-    **FUSIONS,
-}
-"""Every pass by its command-line name."""
+PASSES: dict[str, Pass] = {p.name: p for p in [
+    infer_shapes, fold, fold_constants, simplify_rules, simplify, eliminate_common_subexpressions,
+    eliminate_dead_code, *FUSIONS.values(),
+]}
+"""Every pass by its command-line name (groups included: fold-constants, simplify)."""
 
 DEFAULT_PIPELINE = ["infer-shapes", "fold-constants", "simplify", "cse", "dce", *FUSIONS, "infer-shapes", "dce"]
 
@@ -38,5 +36,6 @@ def optimize(graph: Graph, *, pipeline: Iterable[str] = DEFAULT_PIPELINE, print_
     return manager.run(graph.copy())
 
 
-__all__ = ["PASSES", "DEFAULT_PIPELINE", "PassManager", "optimize", "infer_shapes", "fold_constants", "simplify",
-           "eliminate_common_subexpressions", "eliminate_dead_code"]
+__all__ = ["PASSES", "DEFAULT_PIPELINE", "Pass", "PassResult", "Requirement", "STATIC_SHAPES", "Sequence",
+           "FixedPoint", "graph_pass", "PassManager", "optimize", "infer_shapes", "fold", "fold_constants",
+           "simplify", "simplify_rules", "eliminate_common_subexpressions", "eliminate_dead_code"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import ops
 from ..graph import Graph
-from .shape_inference import NEVER_EVALUATE
+from .manager import graph_pass
 
 MAX_DEDUP_ELEMENTS = 4096
 """Constants up to this size are compared by content (exporters repeat small ones a lot)."""
@@ -19,18 +20,21 @@ def _hashable(value):
     return value
 
 
-def eliminate_common_subexpressions(graph: Graph) -> Graph:
+@graph_pass("cse")
+def eliminate_common_subexpressions(graph: Graph) -> bool:
     """Readers of a duplicate op or small constant read the first copy; duplicate ops are removed,
     duplicate constants are left for DCE."""
     canonical: dict = {}
+    changed = False
     for value in list(graph.initializers()):
         if value.data is not None and value.data.size <= MAX_DEDUP_ELEMENTS and value.name not in graph.outputs:
             key = ("const", _hashable(value.data))
             first = canonical.setdefault(key, value.name)
-            if first != value.name:
+            if first != value.name and graph.num_uses(value.name):
                 graph.replace_uses(value.name, first)
+                changed = True
     for node in graph.nodes:
-        if node.op_type in NEVER_EVALUATE:  # two random draws are not one
+        if not ops.lookup(node.op_type, node.domain).deterministic:  # two random draws are not one
             continue
         key = (node.domain, node.op_type, tuple(node.inputs), len(node.outputs),
                tuple(sorted((k, _hashable(v)) for k, v in node.attrs.items())))
@@ -40,8 +44,10 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
         for mine, theirs in zip(node.outputs, first.outputs):
             if mine and theirs:
                 graph.replace_uses(mine, theirs)
+                changed = True
             elif mine:
                 break
         else:
             graph.remove_node(node)
-    return graph
+            changed = True
+    return changed

@@ -21,25 +21,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import symbolic
+from .. import ops, symbolic
 from ..graph import Graph, Node
 from ..reference import run_nodes
 from ..types import TensorType
 from .dce import eliminate_dead_code
-from .shape_inference import NEVER_EVALUATE, symbolic_values
+from .manager import Sequence, graph_pass
+from .shape_inference import symbolic_values
 
 MAX_GROWTH_BYTES = 1 << 20
 """A folded result may exceed its inputs' size by at most this much (1 MiB)."""
 
 
-def fold_constants(graph: Graph) -> Graph:
-    """Replace every op whose result is known at compile time by a constant, then drop dead code."""
+@graph_pass("fold")
+def fold(graph: Graph) -> bool:
+    """Replace every op whose result is known at compile time by a constant (the ops that
+    computed it are left for dead-code elimination)."""
+    changed = False
     known = symbolic_values(graph)
     batch: list[Node] = []
     pending: dict[str, int] = {}  # outputs of ops in the batch -> bytes of the constants they come from
     for node in graph.nodes:
         outs = [o for o in node.outputs if o]
-        if not outs or node.op_type in NEVER_EVALUATE or node.domain:
+        if not outs or node.domain or not ops.lookup(node.op_type).deterministic:
             continue
         source = _foldable(graph, node, pending)
         if source is not None:
@@ -50,12 +54,18 @@ def fold_constants(graph: Graph) -> Graph:
         if all(r is not None for r in resolved):
             for name, data in zip(outs, resolved):
                 graph.make_constant(name, data)
+            changed = True
         elif node.op_type in SYMBOLIC_OPERANDS:
-            _replace_symbolic_operand(graph, node, known)
+            changed |= _replace_symbolic_operand(graph, node, known)
     if batch:
         for name, data in _run(graph, batch).items():
             graph.make_constant(name, data)
-    return eliminate_dead_code(graph)
+            changed = True
+    return changed
+
+
+fold_constants = Sequence("fold-constants", [fold, eliminate_dead_code])
+"""Fold, then drop the ops and constants the folded values no longer need."""
 
 
 def _reshape_target(graph: Graph, node: Node, target: np.ndarray) -> np.ndarray | None:
@@ -110,14 +120,16 @@ SYMBOLIC_OPERANDS = {"Reshape": (1, _reshape_target), "Expand": (1, _expand_shap
 adjust the op's attributes to keep its meaning)."""
 
 
-def _replace_symbolic_operand(graph: Graph, node: Node, known: dict[str, np.ndarray]) -> None:
+def _replace_symbolic_operand(graph: Graph, node: Node, known: dict[str, np.ndarray]) -> bool:
     index, rewrite = SYMBOLIC_OPERANDS[node.op_type]
     value = known.get(node.inputs[index]) if len(node.inputs) > index else None
     if value is None or symbolic.is_concrete(value) or value.ndim != 1:
-        return
+        return False
     data = rewrite(graph, node, value)
-    if data is not None:
-        graph.set_input(node, index, graph.add_constant(data, f"{node.name}_operand"))
+    if data is None:
+        return False
+    graph.set_input(node, index, graph.add_constant(data, f"{node.name}_operand"))
+    return True
 
 
 def _concrete(value: np.ndarray | None, t: TensorType) -> np.ndarray | None:

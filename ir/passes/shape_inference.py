@@ -20,6 +20,7 @@ from ..errors import ShapeError, XpucError
 from ..graph import Graph, Node
 from ..reference import run_nodes
 from ..types import TensorType
+from .manager import graph_pass
 
 MAX_SYMBOLIC_ELEMENTS = 64
 """Only small tensors (shapes, indices, masks of shape values) have their contents tracked."""
@@ -27,15 +28,11 @@ MAX_SYMBOLIC_ELEMENTS = 64
 MAX_EVALUATED_INPUT_ELEMENTS = 1 << 16
 """Ops reading bigger constants (weights) are left to their rules, to keep inference cheap."""
 
-NEVER_EVALUATE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                  "Bernoulli"}
-"""Ops whose result is not a function of their inputs."""
 
-
-def infer_shapes(graph: Graph) -> Graph:
-    """Set the type of every op output. Returns the same graph (types updated in place)."""
-    symbolic_values(graph)
-    return graph
+@graph_pass("infer-shapes")
+def infer_shapes(graph: Graph) -> bool:
+    """Set the type of every op output (in place); changed when any type differs from before."""
+    return _infer(graph)[1]
 
 
 def symbolic_values(graph: Graph) -> dict[str, np.ndarray]:
@@ -44,7 +41,12 @@ def symbolic_values(graph: Graph) -> dict[str, np.ndarray]:
     The result maps value names to arrays (object arrays when they hold dim symbols); the
     constant folder turns fully concrete ones into constants.
     """
+    return _infer(graph)[0]
+
+
+def _infer(graph: Graph) -> tuple[dict[str, np.ndarray], bool]:
     known: dict[str, np.ndarray] = {}
+    changed = False
     for node in graph.nodes:
         opdef = ops.lookup(node.op_type, node.domain)
         if opdef is None:
@@ -53,24 +55,24 @@ def symbolic_values(graph: Graph) -> dict[str, np.ndarray]:
         ctx = ops.InferContext(node, [_input_type(graph, v) for v in node.inputs], inputs, graph.opset)
         try:
             out_types = opdef.infer(ctx)
-            out_values = _evaluate_small(graph, node, ctx, out_types)
+            out_values = _evaluate_small(graph, node, ctx, out_types) if opdef.deterministic else None
             if out_values is None:
                 out_values = opdef.propagate(ctx) if opdef.propagate else []
         except XpucError:
             raise
         except Exception as exc:  # a malformed model must give a clear error, not a traceback
             raise ShapeError(f"{node.name} ({node.op_type}): cannot infer shapes: {exc}") from exc
-        _assign(graph, node, out_types)
+        changed |= _assign(graph, node, out_types)
         for name, value in zip(node.outputs, out_values):
             if name and value is not None and np.size(value) <= MAX_SYMBOLIC_ELEMENTS:
                 known[name] = _as_array(value)
-    return known
+    return known, changed
 
 
 def _evaluate_small(graph: Graph, node: Node, ctx: ops.InferContext,
                     out_types: list[TensorType]) -> list[np.ndarray] | None:
-    """Run an op whose inputs are all concrete and whose outputs are small; None if it is not one."""
-    if node.domain or node.op_type in NEVER_EVALUATE or not any(node.outputs):
+    """Run a deterministic op whose inputs are all concrete and whose outputs are small; None if it is not one."""
+    if node.domain or not any(node.outputs):
         return None
     present = [i for i, v in enumerate(node.inputs) if v]
     if any(ctx.values[i] is None or ctx.values[i].size > MAX_EVALUATED_INPUT_ELEMENTS or ctx.types[i].dtype is None
@@ -103,14 +105,18 @@ def _input_value(graph: Graph, known: dict[str, np.ndarray], value: str) -> np.n
     return data if data is not None else known.get(value)
 
 
-def _assign(graph: Graph, node: Node, out_types: list[TensorType]) -> None:
+def _assign(graph: Graph, node: Node, out_types: list[TensorType]) -> bool:
+    """Set the outputs' types; whether any of them changed."""
+    changed = False
     for name, inferred in zip(node.outputs, out_types):
         if not name:
             continue
         value = graph.values[name]
         if name in graph.outputs:
             _check_declared(node, name, value.type, inferred)
+        changed |= value.type != inferred
         value.type = inferred
+    return changed
 
 
 def _check_declared(node: Node, name: str, declared: TensorType, inferred: TensorType) -> None:

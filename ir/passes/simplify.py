@@ -14,6 +14,7 @@ import numpy as np
 
 from ..graph import Graph, Node
 from .dce import eliminate_dead_code
+from .manager import FixedPoint, graph_pass
 from .shape_inference import infer_shapes
 
 Rule = Callable[[Graph, Node], bool]
@@ -172,19 +173,19 @@ RULES: dict[str, list[Rule]] = {
 }
 
 
-def simplify(graph: Graph) -> Graph:
-    """Apply RULES until nothing changes."""
-    changed = True
-    while changed:
-        changed = False
-        for node in graph.nodes:
-            if node.domain or not graph.has_node(node.name) or graph.node(node.name) is not node:
-                continue  # removed, or rebuilt by bypass, earlier in this sweep
-            for rule in RULES.get(node.op_type, ()):
-                if rule(graph, node):
-                    changed = True
-                    break
-        if changed:
-            eliminate_dead_code(graph)
-            infer_shapes(graph)
-    return graph
+@graph_pass("simplify-rules")
+def simplify_rules(graph: Graph) -> bool:
+    """One sweep of RULES over every op; a rule that fires may enable another on an op the sweep passed."""
+    changed = False
+    for node in graph.nodes:
+        if node.domain or not graph.has_node(node.name) or graph.node(node.name) is not node:
+            continue  # removed, or rebuilt by bypass, earlier in this sweep
+        for rule in RULES.get(node.op_type, ()):
+            if rule(graph, node):
+                changed = True
+                break
+    return changed
+
+
+simplify = FixedPoint("simplify", [simplify_rules], cleanup=[eliminate_dead_code, infer_shapes])
+"""RULES until nothing changes, with the dead ops they leave removed and types refreshed in between."""

@@ -11,6 +11,7 @@ import math
 
 from ...graph import Graph, Node
 from ...ops.composite import DOMAIN
+from ..manager import graph_pass
 from .pattern import close, operands, private, producer_of, product, replace_with, rewrite, scalar
 
 TANH_COEFF = 0.044715
@@ -95,14 +96,17 @@ def _fuse_swiglu(graph: Graph, root: Node) -> bool:
     return False
 
 
-def fuse_gelu(graph: Graph) -> Graph:
+@graph_pass("fuse-gelu")
+def fuse_gelu(graph: Graph) -> bool:
     """0.5 * x * (1 + erf(x / sqrt 2)) -> Gelu; the tanh form -> Gelu(approximate="tanh")."""
     return rewrite(graph, [_fuse_gelu])
 
 
-def fuse_silu(graph: Graph) -> Graph:
+@graph_pass("fuse-silu")
+def fuse_silu(graph: Graph) -> bool:
     return rewrite(graph, [_fuse_silu])
 
 
-def fuse_swiglu(graph: Graph) -> Graph:
+@graph_pass("fuse-swiglu")
+def fuse_swiglu(graph: Graph) -> bool:
     return rewrite(graph, [_fuse_swiglu])

@@ -9,7 +9,8 @@ Reshape) before the MatMuls. The fused op takes K and V with their own ``kv_num_
 Rather than pattern-matching each exporter's Reshape/Transpose idiom, the K and V operands
 are traced back through movement ops and *checked on indices*: the movement chain applied
 to ``arange`` must equal "repeat heads, then transpose" exactly, which proves the rewrite.
-This needs static shapes (bind input shapes at load time).
+This needs static shapes (bind input shapes at load time); the pass declares it, so the
+pass manager says so instead of letting it find nothing.
 
 A constant mask equal to the standard causal mask becomes ``is_causal=1``; an all-zero
 constant mask disappears; any other mask is passed as ``attn_mask``.
@@ -27,21 +28,21 @@ from onnx.reference import ReferenceEvaluator
 
 from ...export import attribute_proto
 from ...graph import Graph, Node
+from ...ops import moves_elements
 from ...types import TensorType
+from ..manager import STATIC_SHAPES, graph_pass
 from .pattern import add_constant_like, operands, private, producer_of, product, replace_with, rewrite, scalar, skip
 
 MASKED = -1e4
 """Mask entries at or below this are "masked": exp underflows to 0 in fp16 and fp32 for any
 realistic score, so -inf, finfo.min and BERT/GPT-2's -10000 all mean the same."""
 
-MOVEMENT = frozenset({"Reshape", "Transpose", "Unsqueeze", "Squeeze", "Expand", "Identity", "Flatten"})
-"""Ops that only move elements: a chain of them is identified exactly by where arange goes."""
-
 IDENTITY = (0, 1, 2, 3)
 PERMS = [IDENTITY] + [p for p in itertools.permutations(range(4)) if p != IDENTITY]
 
 
-def fuse_attention(graph: Graph) -> Graph:
+@graph_pass("fuse-attention", requires=(STATIC_SHAPES,))
+def fuse_attention(graph: Graph) -> bool:
     return rewrite(graph, [_fuse])
 
 
@@ -172,9 +173,10 @@ def _layout(shape: tuple, perm: tuple, repeat: int, transposed: bool) -> np.ndar
 
 
 def _movement_chain(graph: Graph, value: str) -> tuple[list[str], list[Node]]:
-    """[value, its movement op's input, ...] and the ops between them (nearest first)."""
+    """[value, its movement op's input, ...] and the ops between them (nearest first): ops that only
+    move elements (``ir.ops.moves_elements``), so a chain of them is identified exactly by where arange goes."""
     values, ops = [value], []
-    while (node := graph.producer(values[-1])) is not None and node.op_type in MOVEMENT and not node.domain \
+    while (node := graph.producer(values[-1])) is not None and moves_elements(node) \
             and all(graph.const_data(v) is not None for v in node.inputs[1:] if v):
         ops.append(node)
         values.append(node.inputs[0])

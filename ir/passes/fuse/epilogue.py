@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ...graph import Graph, Node
 from ...ops.composite import DOMAIN
+from ..manager import graph_pass
 from .pattern import replace_with, rewrite
 
 EPILOGUES: dict[tuple[str, str, str | None], str] = {
@@ -66,5 +67,6 @@ def _fuse_epilogue(graph: Graph, matmul: Node) -> bool:
     return True
 
 
-def fuse_matmul_epilogue(graph: Graph) -> Graph:
+@graph_pass("fuse-matmul-epilogue")
+def fuse_matmul_epilogue(graph: Graph) -> bool:
     return rewrite(graph, [_fuse_epilogue])

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...graph import Graph, Node
+from ..manager import graph_pass
 from .pattern import (add_constant_like, operands, private, producer_of, product, replace_with, rewrite, scalar,
                       sole_consumer)
 
@@ -169,11 +170,13 @@ def _fuse_norm(graph: Graph, mean_sq: Node, want: str) -> bool:
     return True
 
 
-def fuse_rms_norm(graph: Graph) -> Graph:
+@graph_pass("fuse-rms-norm")
+def fuse_rms_norm(graph: Graph) -> bool:
     """x / sqrt(mean(x^2) + eps) * w  ->  RMSNormalization(x, w)."""
     return rewrite(graph, [lambda g, n: _fuse_norm(g, n, "rms")])
 
 
-def fuse_layer_norm(graph: Graph) -> Graph:
+@graph_pass("fuse-layer-norm")
+def fuse_layer_norm(graph: Graph) -> bool:
     """(x - mean(x)) / sqrt(var(x) + eps) * g + b  ->  LayerNormalization(x, g, b)."""
     return rewrite(graph, [lambda g, n: _fuse_norm(g, n, "layer")])

@@ -170,10 +170,13 @@ def add_constant_like(graph: Graph, data: np.ndarray, like: str, hint: str = "co
     return graph.add_constant(np.asarray(data).astype(dtype.numpy if dtype is not None else np.float32), hint)
 
 
-def rewrite(graph: Graph, rules: Sequence[Rule]) -> Graph:
-    """Try every rule on every op (as a pattern root), in topological order, once per op."""
+def rewrite(graph: Graph, rules: Sequence[Rule]) -> bool:
+    """Try every rule on every op (as a pattern root), in topological order, once per op;
+    whether any rule fired."""
+    changed = False
     for node in graph.nodes:
         for rule in rules:
             if graph.has_node(node.name) and rule(graph, node):
+                changed = True
                 break
-    return graph
+    return changed

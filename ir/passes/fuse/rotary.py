@@ -7,7 +7,7 @@ does not broadcast their batch, so the caches are materialised at the graph's ba
 Partial rotary (Phi: only the first ``r`` of ``D`` channels rotate, the rest are concatenated
 back untouched) becomes one op with ``rotary_embedding_dim = r``.
 
-Only constant caches are fused (static shapes fold them): the half-cache rewrite is exact
+Only constant caches are fused (static shapes fold them; the pass declares that it needs them): the half-cache rewrite is exact
 only when both halves of cos/sin are equal, which is checked on the numbers.
 """
 
@@ -16,10 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 from ...graph import Graph, Node
+from ..manager import STATIC_SHAPES, graph_pass
 from .pattern import operands, private, producer_of, replace_with, rewrite
 
 
-def fuse_rotary_embedding(graph: Graph) -> Graph:
+@graph_pass("fuse-rotary-embedding", requires=(STATIC_SHAPES,))
+def fuse_rotary_embedding(graph: Graph) -> bool:
     caches: dict[tuple, str] = {}  # q and k of a layer (and all layers) share one half cache
     return rewrite(graph, [lambda g, node: _fuse(g, node, caches)])
 

@@ -1,8 +1,8 @@
-"""How a kernel's loops are tiled, ordered and vectorized: the knobs lowering reads.
+"""How the host code's loops are tiled, ordered and vectorized: the knobs lowering reads.
 
-Lowering never hard-codes a tile size; it asks the schedule. ``host_schedule()`` gives the
-defaults for the CPU this process runs on; target schedules (a systolic array's tiles, a
-GPU's blocks) will be other instances of the same dataclass.
+Lowering never hard-codes a tile size; it asks the tiling. ``host_tiling()`` gives the
+defaults for the CPU this process runs on. (A target's own tiles, a systolic array's folds
+or a GPU's thread blocks, are its family's ``tiling`` in ``backends.families``.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ir.dtypes import DType
 
 
 @dataclass(frozen=True)
-class CpuSchedule:
+class HostTiling:
     """Loop-nest parameters for one CPU.
 
     vector_width: float32 lanes per SIMD register (8 for AVX2, 16 for AVX-512).
@@ -42,9 +42,9 @@ class CpuSchedule:
         return self.nr_vectors * self.vector_width
 
 
-def host_schedule() -> CpuSchedule:
-    """The default schedule for the host CPU, sized by its widest float vector."""
+def host_tiling() -> HostTiling:
+    """The default tiling for the host CPU, sized by its widest float vector."""
     features = llvm.get_host_cpu_features()
     width = 16 if features.get("avx512f") else 8 if features.get("avx") else 4
     mr = 6 if width == 8 else 4
-    return CpuSchedule(vector_width=width, nr_vectors=2, mr=mr, mc=12 * mr, cpu=llvm.get_host_cpu_name())
+    return HostTiling(vector_width=width, nr_vectors=2, mr=mr, mc=12 * mr, cpu=llvm.get_host_cpu_name())

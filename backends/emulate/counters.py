@@ -9,7 +9,7 @@ one int64 array that every counting kernel receives as its first argument. On an
 with ``zero_skipping`` it first counts the nonzero weights of the tile's B block in memory
 as the model runs, so the counts follow the data; otherwise a tile's weights count as dense
 and no weight is read. The host's arithmetic is untouched: outputs are bit for bit those
-of a CPU compile, and the number format of the arithmetic stays the ``CpuSchedule``'s.
+of a CPU compile, and the number format of the arithmetic stays the ``HostTiling``'s.
 
 The counters live in ``Lowered.constants`` under :data:`COUNTERS` (the executor passes
 constants by address); whoever runs the model zeroes them before a run and reads them
@@ -18,36 +18,26 @@ after it with :meth:`Layout.read`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 
 import numpy as np
 from llvmlite import ir as ll
 
 from backends.placement import choose_engine
-from backends.scheduler import FAMILY_MODELS
+from backends.families import FAMILIES
 from backends.target import Target
 from backends.tiles import GemmCounts, Tiling
-from backends.work import Gemm, graph_work
+from backends.work import graph_work
+from ir import ops
 from ir.dtypes import DType
 from ir.graph import Graph, Node
+from ir.ops import Gemm, Operand
 
-from .emit import I64, Buffer, Kernel, is_float
-from .lower import KernelSpec, Lowered
+from backends.codegen.emit import I64, Buffer, Kernel, is_float
+from backends.codegen.lower import KernelSpec, Lowered
 
 COUNTERS = "__xpuc_counters__"
 FIELDS = tuple(f.name for f in fields(GemmCounts))
-
-
-@dataclass(frozen=True)
-class Weights:
-    """Where element (k, n) of B, the weight side of one product, lives in a value's buffer."""
-
-    name: str
-    batch_shape: tuple[int, ...]
-    batch_strides: tuple[int, ...]
-    row: int
-    col: int
 
 
 @dataclass
@@ -66,7 +56,7 @@ class Layout:
 
 def attach(lowered: Lowered, graph: Graph, target: Target) -> Layout:
     """Add a counting kernel after each matrix product the target's matrix engines run."""
-    tiling = FAMILY_MODELS[target.family].tiling
+    tiling = FAMILIES[target.family].tiling
     layout = Layout([])
     for work in graph_work(graph):
         engine, _ = choose_engine(work, target)
@@ -75,7 +65,7 @@ def attach(lowered: Lowered, graph: Graph, target: Target) -> Layout:
         tilings = [tiling(g, engine) for g in work.gemms]
         if None in tilings:
             continue
-        weights = _WEIGHTS.get(work.node.op_type, lambda *_: [None] * len(work.gemms))(graph, work.node, work.gemms)
+        weights = [c.weight for c in ops.contractions(graph, work.node)]
         first = len(layout.slots)
         layout.slots += [(work.name, i) for i in range(len(work.gemms))]
         spec = _emit(lowered.module, graph, work.node, first, work.gemms, tilings,
@@ -87,7 +77,7 @@ def attach(lowered: Lowered, graph: Graph, target: Target) -> Layout:
 
 
 def _emit(module: ll.Module, graph: Graph, node: Node, first: int, gemms: list[Gemm], tilings: list[Tiling],
-          weights: list[Weights | None]) -> KernelSpec:
+          weights: list[Operand | None]) -> KernelSpec:
     name = f"count{first}_{''.join(c if c.isalnum() else '_' for c in node.name)}"
     k = Kernel(module, name)
     counters = k.base(Buffer.contiguous(0, DType.INT64, (1,)))
@@ -95,10 +85,11 @@ def _emit(module: ll.Module, graph: Graph, node: Node, first: int, gemms: list[G
     for slot, (g, t, w) in enumerate(zip(gemms, tilings, weights), start=first):
         b_operand = None
         if w is not None:
-            if w.name not in args:
-                args.append(w.name)
-            dtype = graph.type_of(w.name).dtype
-            b_operand = (k.base(Buffer.contiguous(args.index(w.name), dtype, (1,))), dtype, w)
+            value = node.inputs[w.input]
+            if value not in args:
+                args.append(value)
+            dtype = graph.type_of(value).dtype
+            b_operand = (k.base(Buffer.contiguous(args.index(value), dtype, (1,))), dtype, w)
         _count_tiles(k, counters, slot * len(FIELDS), g, t, b_operand)
     k.finish()
     return KernelSpec(name, args, 1, 1, [node.name])
@@ -113,7 +104,7 @@ def _count_tiles(k: Kernel, counters, base: int, g: Gemm, t: Tiling, b_operand) 
     batch_shape = w.batch_shape if w else (g.batch,)
     nnz_slot = k.alloca(I64, 1)
     with k.nest(batch_shape, name="batch") as bidx:
-        b_off = k.i64(0)
+        b_off = k.i64(w.offset if w else 0)
         for i, stride in zip(bidx, w.batch_strides if w else ()):
             b_off = b.add(b_off, b.mul(i, k.i64(stride)))
         with k.loop(0, g.m, tm, name="tm") as i0, k.loop(0, g.n, tn, name="tn") as j0, \
@@ -155,38 +146,3 @@ def _nonzeros(k: Kernel, b_operand, b_off, rows, cols, acc):
             nonzero = b.icmp_unsigned("!=", value, ll.Constant(value.type, 0))
         b.store(b.add(b.load(acc), b.zext(nonzero, I64)), acc)
     return b.load(acc)
-
-
-# ----------------------------------------------------------------- where B lives, per op
-def _contiguous_strides(shape) -> list[int]:
-    return [math.prod(shape[i + 1:]) for i in range(len(shape))]
-
-
-def _matmul_weights(graph: Graph, node: Node, gemms: list[Gemm]) -> list[Weights]:
-    """MatMul's B: (..., k, n) broadcast over the output's batch dims, or a (k,) vector."""
-    a, w, out = (tuple(graph.type_of(v).shape) for v in (node.inputs[0], node.inputs[1], node.outputs[0]))
-    batch_shape = out[:len(out) - (len(a) > 1) - (len(w) > 1)]
-    if len(w) == 1:
-        return [Weights(node.inputs[1], batch_shape, (0,) * len(batch_shape), 1, 0)]
-    strides = _contiguous_strides(w)
-    lead = len(batch_shape) - (len(w) - 2)
-    batch = [0] * lead + [s if d != 1 else 0 for d, s in zip(w[:-2], strides[:-2])]
-    return [Weights(node.inputs[1], batch_shape, tuple(batch), w[-1], 1)]
-
-
-def _gemm_weights(graph: Graph, node: Node, gemms: list[Gemm]) -> list[Weights]:
-    w = tuple(graph.type_of(node.inputs[1]).shape)
-    row, col = (1, w[1]) if node.attr("transB", 0) else (w[1], 1)
-    return [Weights(node.inputs[1], (), (), row, col)]
-
-
-def _conv_weights(graph: Graph, node: Node, gemms: list[Gemm]) -> list[Weights]:
-    """Per group, the (C/g*kh*kw) x (Cout/g) im2col weight matrix is W's rows of that group."""
-    g = gemms[0]
-    return [Weights(node.inputs[1], (g.batch,), (g.n * g.k,), 1, g.k)]
-
-
-_WEIGHTS = {"MatMul": _matmul_weights, "FusedMatMul": _matmul_weights, "Gemm": _gemm_weights,
-            "Conv": _conv_weights}
-"""op type -> where each product's B lives; other products (attention's two, whose B is an
-activation) count as dense."""

@@ -21,16 +21,21 @@ companion record that overlaps the array's two products.
 from __future__ import annotations
 
 
+from typing import TYPE_CHECKING
+
 from ir import ops
 from ir.dtypes import DType
+from ir.ops import Gemm
 
-from .roofline import reread_bytes, slowest, streaming_bytes
-from .schedule import Companion, Cost
-from .target import Engine, Target
-from .tiles import GemmCounts, Tiling, dense_counts, rounds_work, skipped_flops
-from .work import Gemm, OpWork
+from ..roofline import reread_bytes, slowest
+from ..tiles import GemmCounts, Tiling, dense_counts, rounds_work, skipped_flops
+from .base import Companion, Cost, Family
 
-shared_stream = False
+if TYPE_CHECKING:
+    from ..target import Engine, Target
+    from ..work import OpWork
+
+DATAFLOWS = ("os", "ws", "is")
 _SOFTMAX_FAMILY = ops.lookup("Softmax").family
 
 _TILES = {
@@ -53,24 +58,19 @@ def gemm_cycles(g: Gemm, engine: Engine, counts: GemmCounts | None = None) -> fl
     return rounds_work(counts or dense_counts(g, tiling(g, engine)), engine.count) - 1
 
 
-def op_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
+def matrix_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
     """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense."""
     itemsize = DType.from_short(fmt).itemsize
-    buffer, hbm = target.memory[0], target.outer
-    first_tile, footprint, flops, companion = 0.0, {}, None, None
-    if engine.role == "matrix" and work.gemms:
-        counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
-        cycles = sum(gemm_cycles(g, engine, c) for g, c in zip(work.gemms, counts))
-        companion = _softmax_on_vector(work, target)
-        flops = work.flops - skipped_flops(work.gemms, counts) - (companion.cost.flops if companion else 0)
-        compute = max(cycles / engine.clock_hz, flops / engine.peak(fmt))
-        sizes = {m.name: sum(c.elements for c in counts) * itemsize for m in target.memory[:-1]}
-        sizes[hbm.name] = work.io_bytes + reread_bytes(work, itemsize, buffer.capacity_bytes / 2)
-        first_tile = min(_tile_bytes(work.gemms[0], engine, itemsize), sizes[hbm.name])
-        footprint = {buffer.name: min(buffer.capacity_bytes, 2 * first_tile * engine.count)}
-    else:
-        compute = work.flops / (engine.peak(fmt) * engine.efficiency)
-        sizes = streaming_bytes(work, target)
+    buffer, hbm = target.by_role("buffer"), target.outer
+    counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
+    cycles = sum(gemm_cycles(g, engine, c) for g, c in zip(work.gemms, counts))
+    companion = _softmax_on_vector(work, target)
+    flops = work.flops - skipped_flops(work.gemms, counts) - (companion.cost.flops if companion else 0)
+    compute = max(cycles / engine.clock_hz, flops / engine.peak(fmt))
+    sizes = {m.name: sum(c.elements for c in counts) * itemsize for m in target.inner}
+    sizes[hbm.name] = work.io_bytes + reread_bytes(work, itemsize, buffer.capacity_bytes / 2)
+    first_tile = min(_tile_bytes(work.gemms[0], engine, itemsize), sizes[hbm.name])
+    footprint = {buffer.name: min(buffer.capacity_bytes, 2 * first_tile * engine.count)}
     busy, bound = slowest(compute, sizes, target)
     return Cost(hbm.latency_s + first_tile / hbm.effective_bandwidth + busy, sizes, bound, footprint, flops,
                 companion)
@@ -89,7 +89,7 @@ def _softmax_on_vector(work: OpWork, target: Target) -> Companion | None:
         return None
     fmt = vector.runs(_SOFTMAX_FAMILY, "Softmax", work.fmt)
     scores = work.gemms[0]
-    sizes = {target.memory[0].name: 2 * scores.batch * scores.m * scores.n * DType.from_short(fmt).itemsize}
+    sizes = {target.by_role("buffer").name: 2 * scores.batch * scores.m * scores.n * DType.from_short(fmt).itemsize}
     busy, bound = slowest(rest / (vector.peak(fmt) * vector.efficiency), sizes, target)
     return Companion("softmax", vector, fmt, Cost(busy, sizes, bound, flops=rest))
 
@@ -98,3 +98,19 @@ def _tile_bytes(g: Gemm, engine: Engine, itemsize: float) -> float:
     """One fold's operands: the streamed slices of A and B that the first fold needs."""
     rows, cols = engine.array
     return (min(g.m, rows) * g.k + g.k * min(g.n, cols)) * itemsize
+
+
+def _check_engine(engine: Engine) -> str | None:
+    if engine.role == "matrix" and (engine.array is None or len(engine.array) != 2 or engine.dataflow not in DATAFLOWS):
+        return f"a systolic matrix engine needs array = [rows, cols] and dataflow one of {', '.join(DATAFLOWS)}"
+    return None
+
+
+class Systolic(Family):
+    name = "systolic"
+    shared_stream = False
+    memory = ("buffer", "hbm")
+    tiling = staticmethod(tiling)
+    matrix_cost = staticmethod(matrix_cost)
+    waits_for_outer = True
+    check_engine = staticmethod(_check_engine)

@@ -10,19 +10,24 @@ the same order and times. A matrix engine with an ``array`` shape pads K and N t
 
 from __future__ import annotations
 
-from .roofline import slowest, streaming_bytes
-from .schedule import Cost
-from .target import Engine, Target
-from .tiles import GemmCounts, Tiling, dense_counts, skipped_flops
-from .work import Gemm, OpWork
+from typing import TYPE_CHECKING
 
-shared_stream = False
+from ir.ops import Gemm
+
+from ..roofline import slowest, streaming_bytes
+from ..tiles import GemmCounts, Tiling, dense_counts, skipped_flops
+from .base import Cost, Family
+
+if TYPE_CHECKING:
+    from ..target import Engine, Target
+    from ..work import OpWork
 
 
-def op_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
-    """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense."""
+def matrix_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
+    """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense.
+    Without an ``array`` the engine has no tiles to pad the products to."""
     flops = padded = work.flops
-    if engine.role == "matrix" and work.gemms and engine.array:
+    if engine.array:
         counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
         flops -= skipped_flops(work.gemms, counts)
         padded = max(flops, sum(c.work for c in counts))
@@ -38,3 +43,12 @@ def tiling(g: Gemm, engine: Engine) -> Tiling | None:
         return None
     rows, cols = engine.array
     return Tiling(None, cols, rows, scaled=2 * g.m * rows * cols)
+
+
+class Dataflow(Family):
+    name = "sram-dataflow"
+    shared_stream = False
+    memory = ("sram",)
+    tiling = staticmethod(tiling)
+    matrix_cost = staticmethod(matrix_cost)
+    waits_for_outer = True
