@@ -161,7 +161,22 @@ def _attention(graph: Graph, node: Node) -> list[Gemm | None]:
     return [Gemm(b * heads, sq, skv, d), Gemm(b * heads, sq, dv, skv)]
 
 
-_GEMMS = {"MatMul": _matmul, "FusedMatMul": _matmul, "Gemm": _gemm, "Conv": _conv, "Attention": _attention}
+def _experts(graph: Graph, node: Node) -> list[Gemm | None]:
+    """xpuc.MixtureOfExperts: the router (tokens x experts over hidden), then the routed rows
+    spread evenly over the experts they reach: each of ``min(E, tokens * top_k)`` experts runs
+    its gate/up product (rows x 2I over hidden) and its down product (rows x hidden over I)."""
+    x, router, down = (_static(graph, v) for v in (node.inputs[0], node.inputs[1], node.inputs[3]))
+    if x is None or router is None or down is None:
+        return [None]
+    tokens, (hidden, experts), inter = math.prod(x[:-1]), router, down[1]
+    routed = tokens * node.attr("top_k", 2)
+    active = min(experts, routed)
+    rows = -(-routed // active)
+    return [Gemm(1, tokens, experts, hidden), Gemm(active, rows, 2 * inter, hidden), Gemm(active, rows, hidden, inter)]
+
+
+_GEMMS = {"MatMul": _matmul, "FusedMatMul": _matmul, "Gemm": _gemm, "Conv": _conv, "Attention": _attention,
+          "MixtureOfExperts": _experts}
 
 
 def live_bytes(graph: Graph, works: list[OpWork], sizes: dict[str, int] | None = None) -> list[int]:

@@ -88,11 +88,22 @@ def load(source: ConfigSource | ModelConfig, *, input_shapes: Mapping[str, Seque
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"unsupported dtype {dtype!r}; supported: {', '.join(DTYPES)}")
     element = DTYPES[dtype] if dtype else (cfg.dtype if weights is None else DType.FLOAT32)
+    if weights == "random":
+        _check_fits(cfg, element)
     graph = build_graph(cfg, weights, element, seed)
     if input_shapes:
         onnx_frontend.bind_input_shapes(graph, input_shapes)
     ir.verify(graph)
     return infer_shapes(graph)
+
+
+def _check_fits(cfg: ModelConfig, dtype: DType) -> None:
+    """Refuse random weights that would not fit in half this machine's memory (before making them)."""
+    need = parameter_count(build_graph(cfg, None, dtype, 0)) * dtype.itemsize
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have / 2:
+        raise ConfigError(f"{cfg.name}: random weights would take {need / 2**30:,.1f} GiB, more than half of this "
+                          f"machine's {have / 2**30:,.1f} GiB; schedule it weightless instead")
 
 
 def parameter_count(graph: ir.Graph) -> int:

@@ -229,10 +229,12 @@ class _Reader:
         return self.family.defaults.get(key, DEFAULTS.get(key, default))
 
     def positive(self, key: str, default: Any = None, required: bool = False) -> int:
-        value = self.get(key, default)
+        value = self.get(key)
+        if value is None and required:
+            self.problems.append(f"missing {key}")
+            return 1
+        value = default if value is None else value
         if value is None:
-            if required:
-                self.problems.append(f"missing {key}")
             return 1
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             self.problems.append(f"{key} must be a positive integer, got {value!r}")
