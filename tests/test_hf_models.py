@@ -128,3 +128,16 @@ def test_selective_scan_matches_its_recurrence(with_state):
     exported = ort_session(ir.to_onnx(graph)).run(None, feeds)
     _close(exported, [e.astype(np.float32) for e in expected])
     _close(runtime.compile(graph, cache=False).run(feeds), exported)
+
+
+def test_softplus_of_large_and_very_negative_steps_matches_onnxruntime():
+    """Mamba's time steps go through Softplus: log(1 + exp(x)) must not overflow past x = 88
+    (it once gave inf) nor round tiny results to zero."""
+    graph = ir.Graph("softplus")
+    graph.add_input("x", TensorType(F32, (6,)))
+    graph.outputs.append(graph.add_node("Softplus", ["x"], 1).outputs[0])
+    infer_shapes(graph)
+    x = np.array([-100, -20, 0, 20, 90, 200], np.float32)
+    expected = ort_session(ir.to_onnx(graph)).run(None, {"x": x})
+    _close(runtime.compile(graph, cache=False).run({"x": x}), expected)
+    assert expected[0][-1] == 200
