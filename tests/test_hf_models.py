@@ -12,6 +12,7 @@ import ir
 import runtime
 from conftest import FIXTURES, ort_session
 from frontends import hf
+from frontends import onnx as onnx_frontend
 from ir.dtypes import DType
 from ir.passes import infer_shapes
 from ir.types import TensorType
@@ -141,3 +142,16 @@ def test_softplus_of_large_and_very_negative_steps_matches_onnxruntime():
     expected = ort_session(ir.to_onnx(graph)).run(None, {"x": x})
     _close(runtime.compile(graph, cache=False).run({"x": x}), expected)
     assert expected[0][-1] == 200
+
+
+@pytest.mark.parametrize("family", ["mamba", "mixtral"])
+def test_exported_composites_import_back_as_themselves(family):
+    """An export carries MixtureOfExperts / SelectiveScan as functions (reference bodies with
+    TopK and Scan); importing it gives the composite back, which compiles and matches."""
+    graph = hf.load(TINY[family], weights="random", input_shapes={"input_ids": (1, 8)})
+    model = ir.to_onnx(graph)
+    composite = {"mamba": "xpuc.SelectiveScan", "mixtral": "xpuc.MixtureOfExperts"}[family]
+    types = [n.qualified_type for n in onnx_frontend.load(model).nodes]
+    assert types.count(composite) == TINY[family]["num_hidden_layers"] and not {"Scan", "TopK"} & set(types)
+    ids = np.arange(8, dtype=np.int64).reshape(1, 8)
+    _close(runtime.compile(model, cache=False).run({"input_ids": ids}), ort_session(model).run(None, {"input_ids": ids}))

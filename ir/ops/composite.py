@@ -68,6 +68,9 @@ class Composite:
 
     name: Callable[[dict, int], str]
     body: Callable[[dict, int, int], FunctionProto]
+    parse: Callable[[str], dict | None]
+    """attrs of the configuration a function name stands for (None: not this composite's), so
+    an exported graph imports back as the composite rather than as its reference body."""
 
 
 COMPOSITES: dict[str, Composite] = {}
@@ -75,6 +78,15 @@ COMPOSITES: dict[str, Composite] = {}
 
 def register_composite(op_type: str, composite: Composite) -> None:
     COMPOSITES[op_type] = composite
+
+
+def from_function(name: str) -> tuple[str, dict] | None:
+    """(op type, attrs) of the registered composite whose exported function is called ``name``."""
+    for op_type, composite in COMPOSITES.items():
+        attrs = composite.parse(name)
+        if attrs is not None:
+            return op_type, attrs
+    return None
 
 
 def function_name(op_type: str, attrs: dict, num_inputs: int) -> str:

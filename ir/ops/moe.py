@@ -14,6 +14,8 @@ every expert is resident but each token pays for ``top_k``.
 
 from __future__ import annotations
 
+import re
+
 from onnx import FunctionProto, TensorProto, helper
 
 from ..types import TensorType
@@ -86,6 +88,13 @@ def _name(attrs: dict, num_inputs: int) -> str:
     return f"MixtureOfExpertsTop{attrs.get('top_k', 2)}{norm}{attrs.get('activation', 'SiLU')}"
 
 
+def _parse(name: str) -> dict | None:
+    match = re.fullmatch(r"MixtureOfExpertsTop(\d+)(Norm)?(\w*)", name)
+    if match is None or match[3] not in ACTIVATIONS:
+        return None
+    return {"top_k": int(match[1]), "normalize": int(bool(match[2])), "activation": match[3]}
+
+
 def _body(attrs: dict, num_inputs: int, opset: int) -> FunctionProto:
     """Dense reference semantics: every expert computes every token, and weights outside the
     top-k are zero (exact, and runs anywhere; the op's cost model is the sparse one)."""
@@ -138,4 +147,4 @@ def _body(attrs: dict, num_inputs: int, opset: int) -> FunctionProto:
                                 nodes, opsets)
 
 
-register_composite("MixtureOfExperts", Composite(_name, _body))
+register_composite("MixtureOfExperts", Composite(_name, _body, _parse))

@@ -107,4 +107,6 @@ def _body(attrs: dict, num_inputs: int, opset: int) -> FunctionProto:
                                 [helper.make_opsetid("", opset)])
 
 
-register_composite("SelectiveScan", Composite(_name, _body))
+register_composite("SelectiveScan", Composite(_name, _body,
+                                              lambda name: {} if name in ("SelectiveScan", "SelectiveScanWithState")
+                                              else None))
