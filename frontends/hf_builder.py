@@ -144,8 +144,8 @@ class Builder:
         c = self.cfg
         shape = self.op("Shape", [ids], "input_shape")
         self.seq = self.op("Gather", [shape, self.const(np.array(1), "seq_axis")], "seq_len", axis=0)
-        self.pos = self.op("Range", [self.const(np.array(0), "pos_start"), self.seq, self.const(np.array(1), "pos_step")],
-                           "positions")
+        start, step = self.const(np.array(0), "pos_start"), self.const(np.array(1), "pos_step")
+        self.pos = self.op("Range", [start, self.seq, step], "positions")
         row = self.op("Unsqueeze", [self.pos, self.const(np.array([0]), "axis0")], "positions_row")
         self.position_ids = self.op("Expand", [row, shape], "position_ids")
         if c.rope is not None:

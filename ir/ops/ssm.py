@@ -1,6 +1,7 @@
 """``xpuc.SelectiveScan``: the selective state-space recurrence of Mamba, one op.
 
-``Y, FinalState = SelectiveScan(U[B, L, I], Delta[B, L, I], A[I, N], Bs[B, L, N], C[B, L, N], D[I][, InitialState[B, I, N]])``
+``Y, FinalState = SelectiveScan(U[B, L, I], Delta[B, L, I], A[I, N], Bs[B, L, N], C[B, L, N], D[I]
+[, InitialState[B, I, N]])``
 
 For every batch row b and channel i, a state ``h[N]`` (zero, or ``InitialState[b, i]``) runs
 over the sequence (transformers' ``MambaMixer.slow_forward``, token-major layout)::
