@@ -18,11 +18,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import onnx
+import onnx.inliner  # a submodule: `import onnx` alone does not load it
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper, helper, numpy_helper
 
 import ir
 from ir import ops
+from ir.ops import composite
 from ir.dtypes import DType
 from ir.errors import ModelLoadError, UnsupportedOpsError
 from ir.passes.shape_inference import infer_shapes
@@ -117,6 +119,7 @@ def _default_opset(proto: onnx.ModelProto) -> int | None:
 
 def _canonicalize(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Inline local functions and upgrade to the canonical opset."""
+    proto = _restore_composites(proto)
     if proto.functions:
         proto = onnx.inliner.inline_local_functions(proto)
     if _default_opset(proto) < CANONICAL_OPSET:
@@ -127,6 +130,32 @@ def _canonicalize(proto: onnx.ModelProto) -> onnx.ModelProto:
             raise ModelLoadError(f"cannot upgrade the model from opset {_default_opset(proto)} to "
                                  f"{CANONICAL_OPSET}: {exc}") from None
     return proto
+
+
+def _restore_composites(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Calls of functions xpuc exported for its own composites (``xpuc.MixtureOfExperts``,
+    ``xpuc.SelectiveScan``) become those ops again instead of their reference bodies (in a
+    copy: the caller's model is left as it was)."""
+    if not any(n.domain == composite.DOMAIN and composite.from_function(n.op_type) for n in proto.graph.node):
+        return proto
+    proto = _copy(proto)
+    restored = set()
+    for node in proto.graph.node:
+        found = composite.from_function(node.op_type) if node.domain == composite.DOMAIN else None
+        if found is not None:
+            restored.add(node.op_type)
+            node.op_type = found[0]
+            node.attribute.extend(helper.make_attribute(k, v) for k, v in found[1].items())
+    kept = [f for f in proto.functions if not (f.domain == composite.DOMAIN and f.name in restored)]
+    del proto.functions[:]
+    proto.functions.extend(kept)
+    return proto
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return copy
 
 
 DETACHED = "xpuc-detached-payload"

@@ -61,40 +61,67 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--json", metavar="FILE", help="write the schedule as JSON (schema: backends/report.py)")
     sched.add_argument("--trace", metavar="FILE", help="write a Chrome trace (open in ui.perfetto.dev)")
     sched.add_argument("--limit", type=int, default=40, help="show at most this many op rows (0: all)")
+    models = commands.add_parser("models", help="list the bundled model configs (usable wherever a model is taken)")
+    models.add_argument("--json", action="store_true", help="print the list as JSON")
+
     run = commands.add_parser("run", help="compile a model for this CPU, run it, and summarize the outputs")
-    run.add_argument("model", nargs="?", default=str(DEFAULT_MODEL), help="ONNX file (default: the bundled tiny Llama)")
+    run.add_argument("model", nargs="?", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     run.add_argument("--input", action="append", type=_input_file, default=[], metavar="NAME=FILE.npy",
                      help="feed an input from a .npy file (repeatable)")
     run.add_argument("--random", action="store_true", help="feed inputs not given by --input with random values")
-    run.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
+    run.add_argument("--seed", type=int, default=0,
+                     help="seed for --random and for a config's random weights (default 0)")
     run.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=DIMS",
                      help="bind an input's shape, e.g. input_ids=1x128 (repeatable)")
     run.add_argument("-t", "--target", default="cpu",
                      help="cpu (default), or a hardware preset / .toml spec whose cost the run emulates")
     run.add_argument("-o", "--output-dir", metavar="OUTDIR", help="save each output as OUTDIR/<name>.npy")
-    for sub in (imp, targets, sched, run):
+    for sub in (imp, targets, sched, models, run):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
+MODEL_HELP = ("ONNX file, Hugging Face config.json, or bundled config name (see `xpuc models`); "
+              "default: the bundled tiny Llama. Configs and the bundled model default to input_ids=1x128")
+
+
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", default=str(DEFAULT_MODEL),
-                        help="ONNX file (default: the bundled tiny Llama, with input_ids=1x128)")
+    parser.add_argument("model", nargs="?", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     parser.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=DIMS",
                         help="bind an input's shape, e.g. input_ids=1x128 (repeatable)")
     parser.add_argument("--no-weights", action="store_true", help="read shapes and dtypes only; skip weight data")
 
 
 def _load(args):
+    """The model as a graph: a config (preset name or config.json) is built weightless."""
+    from frontends import hf
     from frontends import onnx as onnx_frontend
 
+    if _is_config(args.model):
+        return hf.load(args.model, input_shapes=_input_shapes(args))
     return onnx_frontend.load(args.model, input_shapes=_input_shapes(args), weights=not args.no_weights)
 
 
+def _is_config(model: str) -> bool:
+    """A Hugging Face config or preset name, rather than an ONNX file (an unknown name is an error)."""
+    from frontends import hf
+    from ir.errors import ModelLoadError
+
+    if hf.recognizes(model):
+        return True
+    if not Path(model).exists() and "." not in Path(model).name:
+        raise ModelLoadError(f"{model}: no such file, nor a bundled model config (`xpuc models` lists them)")
+    return False
+
+
 def _input_shapes(args) -> dict:
-    """--input-shape bindings; the bundled model defaults to DEFAULT_INPUT_SHAPES."""
+    """--input-shape bindings; the bundled model and configs default to DEFAULT_INPUT_SHAPES."""
+    from frontends import hf
+
     shapes = dict(args.input_shape)
-    return DEFAULT_INPUT_SHAPES if not shapes and Path(args.model) == DEFAULT_MODEL else shapes
+    if shapes or not (Path(args.model) == DEFAULT_MODEL or hf.recognizes(args.model)):
+        return shapes
+    return DEFAULT_INPUT_SHAPES
 
 
 def _cmd_import(args) -> int:
@@ -175,11 +202,29 @@ def _cmd_schedule(args) -> int:
     return 0
 
 
+def _cmd_models(args) -> int:
+    from frontends import hf
+
+    rows = [hf.describe(name) for name in hf.presets()]
+    if args.json:
+        print(json.dumps([row.__dict__ for row in rows], indent=2))
+        return 0
+    print(f"{'name':18} {'family':8} {'parameters':>17} {'layers':>6} {'hidden':>6} {'heads/kv':>8} {'context':>8}")
+    for r in rows:
+        heads = f"{r.heads}/{r.kv_heads}" if r.heads else "-"  # Mamba has no attention
+        print(f"{r.name:18} {r.family:8} {r.parameters:17,} {r.layers:6} {r.hidden:6} {heads:>8} {r.context:8}")
+    return 0
+
+
 def _cmd_run(args) -> int:
     import runtime
+    from frontends import hf
     from runtime import feeds as io
 
-    compiled = runtime.compile(args.model, args.target, input_shapes=_input_shapes(args))
+    model = args.model
+    if _is_config(model):  # a config has no weights: run it with seeded random ones
+        model = hf.load(model, weights="random", seed=args.seed, input_shapes=_input_shapes(args))
+    compiled = runtime.compile(model, args.target, input_shapes=_input_shapes(args))
     feeds = io.load_feeds(dict(args.input))
     if args.random:
         feeds = io.random_feeds(compiled, feeds, seed=args.seed)
@@ -196,7 +241,8 @@ def _cmd_run(args) -> int:
     return 0
 
 
-COMMANDS = {"import": _cmd_import, "targets": _cmd_targets, "schedule": _cmd_schedule, "run": _cmd_run}
+COMMANDS = {"import": _cmd_import, "targets": _cmd_targets, "schedule": _cmd_schedule, "models": _cmd_models,
+            "run": _cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
 rule modules below fill the op tables in :mod:`rules` when imported.
 """
 
-from . import attention, composite, conv, elementwise, matmul, movement, norm, pool, reduce  # noqa: F401
+from . import attention, composite, conv, elementwise, matmul, moe, movement, norm, pool, reduce, scan  # noqa: F401
 from .emit import CodegenError
 from .lower import KernelSpec, Lowered, lower, value_inputs
 from .tiling import HostTiling, host_tiling

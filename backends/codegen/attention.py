@@ -112,14 +112,7 @@ def attention(ctx, node):
             b.store(k.intrinsic("llvm.maximum", [b.load(top), score]), top)
         masked = b.fcmp_ordered("==", b.load(top), neg_inf)
         safe_top = b.select(masked, zero, b.load(top))
-        total_p = k.alloca(real, 1)
-        b.store(zero, total_p)
-        with k.loop(0, total, name="e") as t:
-            slot = b.gep(scores, [t])
-            e = k.intrinsic("llvm.exp", [b.fsub(b.load(slot), safe_top)])
-            b.store(e, slot)
-            b.store(b.fadd(b.load(total_p), e), total_p)
-        denom = b.load(total_p)
+        denom = exp_and_sum(k, scores, total, safe_top)
         inv = b.fdiv(fconst(zero, 1), b.select(b.fcmp_ordered("==", denom, zero), fconst(zero, 1), denom))
         with k.loop(0, dv, name="z") as d:
             b.store(zero, b.gep(acc, [d]))
@@ -134,6 +127,20 @@ def attention(ctx, node):
             ctx.write(out, y.index(bi, h, s, d), b.load(b.gep(acc, [d])))
         _write_present(ctx, node, read_k, read_v, bi, h, s, group, total, k_new.dim, dv)
     return ctx.shape(node.inputs[0])[0] * q.heads * q.seq
+
+
+def exp_and_sum(k, row, count: int, top):
+    """``row[t] = exp(row[t] - top)`` for t < count, in place; returns their sum (softmax's
+    numerators and denominator)."""
+    b = k.b
+    total = k.alloca(top.type, 1)
+    b.store(ll.Constant(top.type, 0.0), total)
+    with k.loop(0, count, name="e") as t:
+        slot = b.gep(row, [t])
+        e = k.intrinsic("llvm.exp", [b.fsub(b.load(slot), top)])
+        b.store(e, slot)
+        b.store(b.fadd(b.load(total), e), total)
+    return b.load(total)
 
 
 def _input(node, i: int) -> str | None:

@@ -28,8 +28,11 @@ def _sigmoid(k, x, a):
 
 
 def _softplus(k, x, a):
+    """max(x, 0) + log1p(exp(-|x|)): log(1 + exp(x)) without overflow past x = 88 or
+    cancellation for very negative x (the form onnxruntime uses)."""
     b = k.b
-    return k.intrinsic("llvm.log", [b.fadd(fconst(x, 1), k.intrinsic("llvm.exp", [x]))])
+    tail = k.libm("log1p", [k.intrinsic("llvm.exp", [b.fneg(k.intrinsic("llvm.fabs", [x]))])])
+    return b.fadd(k.intrinsic("llvm.maxnum", [x, fconst(x, 0)]), tail)
 
 
 def _gelu(k, x, a):

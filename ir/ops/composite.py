@@ -11,6 +11,9 @@ it too. Hardware targets see the composite as one unit (a fused epilogue, a gate
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 from onnx import FunctionProto, helper
 
 from ..types import TensorType
@@ -59,8 +62,38 @@ def _fused_matmul(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), shape)]
 
 
+@dataclass(frozen=True)
+class Composite:
+    """How a composite defined in its own module (``moe``, ``ssm``) exports: the function's name
+    and its ONNX body for one configuration (attrs, number of inputs, opset)."""
+
+    name: Callable[[dict, int], str]
+    body: Callable[[dict, int, int], FunctionProto]
+    parse: Callable[[str], dict | None]
+    """attrs of the configuration a function name stands for (None: not this composite's), so
+    an exported graph imports back as the composite rather than as its reference body."""
+
+
+COMPOSITES: dict[str, Composite] = {}
+
+
+def register_composite(op_type: str, composite: Composite) -> None:
+    COMPOSITES[op_type] = composite
+
+
+def from_function(name: str) -> tuple[str, dict] | None:
+    """(op type, attrs) of the registered composite whose exported function is called ``name``."""
+    for op_type, composite in COMPOSITES.items():
+        attrs = composite.parse(name)
+        if attrs is not None:
+            return op_type, attrs
+    return None
+
+
 def function_name(op_type: str, attrs: dict, num_inputs: int) -> str:
     """Name of the exported function for one configuration of a composite op."""
+    if op_type in COMPOSITES:
+        return COMPOSITES[op_type].name(attrs, num_inputs)
     if op_type == "FusedMatMul":
         return "FusedMatMul" + ("Bias" if num_inputs > 2 else "") + attrs.get("activation", "")
     return op_type
@@ -68,6 +101,8 @@ def function_name(op_type: str, attrs: dict, num_inputs: int) -> str:
 
 def function_body(op_type: str, attrs: dict, num_inputs: int, opset: int) -> FunctionProto:
     """The ONNX function implementing one configuration of a composite op."""
+    if op_type in COMPOSITES:
+        return COMPOSITES[op_type].body(attrs, num_inputs, opset)
     opsets = [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)]
     name = function_name(op_type, attrs, num_inputs)
     if op_type == "SiLU":
