@@ -14,6 +14,7 @@ from .dce import eliminate_dead_code
 from .fold import fold_constants
 from .fuse import FUSIONS
 from .manager import PassFn, PassManager
+from .quantize import quantize
 from .shape_inference import infer_shapes
 from .simplify import simplify
 
@@ -38,5 +39,5 @@ def optimize(graph: Graph, *, pipeline: Iterable[str] = DEFAULT_PIPELINE, print_
     return manager.run(graph.copy())
 
 
-__all__ = ["PASSES", "DEFAULT_PIPELINE", "PassManager", "optimize", "infer_shapes", "fold_constants", "simplify",
-           "eliminate_common_subexpressions", "eliminate_dead_code"]
+__all__ = ["PASSES", "DEFAULT_PIPELINE", "PassManager", "optimize", "quantize", "infer_shapes", "fold_constants",
+           "simplify", "eliminate_common_subexpressions", "eliminate_dead_code"]

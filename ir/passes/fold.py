@@ -8,6 +8,9 @@ Two sources of constants:
   implementation (``ir.reference``), the whole constant subgraph at once (one op at a time
   only if that fails), never by a hand-written interpreter.
 
+Folding never undoes a format: a weight stored in a narrow type and decoded by a
+DequantizeLinear or a widening Cast stays stored that way (``ir.passes.quantize`` put it there).
+
 Folding never grows the model much: an op whose result is far larger than its inputs (an
 Expand or ConstantOfShape of a big shape) stays an op.
 
@@ -39,7 +42,7 @@ def fold_constants(graph: Graph) -> Graph:
     pending: dict[str, int] = {}  # outputs of ops in the batch -> bytes of the constants they come from
     for node in graph.nodes:
         outs = [o for o in node.outputs if o]
-        if not outs or node.op_type in NEVER_EVALUATE or node.domain:
+        if not outs or node.op_type in NEVER_EVALUATE or node.domain or decodes_stored_weight(graph, node):
             continue
         source = _foldable(graph, node, pending)
         if source is not None:
@@ -56,6 +59,18 @@ def fold_constants(graph: Graph) -> Graph:
         for name, data in _run(graph, batch).items():
             graph.make_constant(name, data)
     return eliminate_dead_code(graph)
+
+
+def decodes_stored_weight(graph: Graph, node: Node) -> bool:
+    """A DequantizeLinear, or a Cast widening a float, of a constant: a weight deliberately stored
+    in a narrow format (``ir.passes.quantize``), which folding would turn back into float32."""
+    if not graph.is_const(node.inputs[0]):
+        return False
+    if node.op_type == "DequantizeLinear":
+        return True
+    source, target = graph.type_of(node.inputs[0]).dtype, graph.type_of(node.outputs[0]).dtype
+    return node.op_type == "Cast" and source is not None and target is not None and source.is_float \
+        and target.is_float and target.itemsize > source.itemsize
 
 
 def _reshape_target(graph: Graph, node: Node, target: np.ndarray) -> np.ndarray | None:
