@@ -4,7 +4,8 @@
 rule modules below fill the op tables in :mod:`rules` when imported.
 """
 
-from . import attention, composite, conv, elementwise, matmul, movement, norm, pool, reduce  # noqa: F401
+from . import (attention, composite, conv, elementwise, integer, matmul, movement, norm, pool,  # noqa: F401
+               quantize_linear, reduce)
 from .emit import CodegenError
 from .lower import KernelSpec, Lowered, lower, value_inputs
 from .schedule import CpuSchedule, host_schedule

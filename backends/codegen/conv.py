@@ -12,6 +12,7 @@ from __future__ import annotations
 from llvmlite import ir as ll
 
 from .emit import F32, CodegenError, row_extent
+from .quantized import absorbs
 from .rules import anchor
 
 
@@ -44,7 +45,7 @@ def _range_for(ctx, tap, stride, pad, size, out_size):
     return lo, hi
 
 
-@anchor("Conv", epilogue=True)
+@anchor("Conv", epilogue=True, absorbs=absorbs)
 def conv(ctx, node):
     k, b = ctx.k, ctx.b
     x, w = node.inputs[:2]

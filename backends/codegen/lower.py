@@ -190,10 +190,10 @@ class Lowering:
                 self.aliases[node.outputs[0]] = node.inputs[0]
             elif op in rules.POINTWISE and node.name not in in_epilogue:
                 out = node.outputs[0]
-                consumer = g.consumers(out)[0][0] if single(out) else None
-                if consumer is not None and (kind[consumer.name] in rules.POINTWISE or
-                                             (kind[consumer.name] in rules.ANCHORS and
-                                              rules.ANCHORS[kind[consumer.name]].inline_inputs)):
+                consumer, index = g.consumers(out)[0] if single(out) else (None, None)
+                anchor = rules.ANCHORS.get(kind[consumer.name]) if consumer is not None else None
+                if consumer is not None and (kind[consumer.name] in rules.POINTWISE or anchor is not None and (
+                        anchor.inline_inputs or anchor.absorbs and anchor.absorbs(g, node, index))):
                     self.inlined[out] = node
                 else:
                     groups.append(Group(node, [], order[node.name]))

@@ -45,6 +45,10 @@ class Anchor:
     """Inputs may be computed in this kernel (it reads each input element O(1) times)."""
     epilogue: bool = False
     """Elementwise consumers of output 0 may be applied before its store."""
+    absorbs: Callable | None = None
+    """``absorbs(graph, producer, index) -> bool``: this anchor computes the pointwise op feeding
+    its input ``index`` itself (a product decoding its stored low-bit weight), though it reads
+    the input many times."""
 
 
 def key(op_type: str, domain: str = "") -> str:
@@ -61,10 +65,11 @@ def pointwise(*op_types: str, domain: str = "", elementwise: bool = False):
     return wrap
 
 
-def anchor(*op_types: str, domain: str = "", inline_inputs: bool = False, epilogue: bool = False):
+def anchor(*op_types: str, domain: str = "", inline_inputs: bool = False, epilogue: bool = False,
+           absorbs: Callable | None = None):
     def wrap(fn):
         for op in op_types:
-            ANCHORS[key(op, domain)] = Anchor(fn, inline_inputs, epilogue)
+            ANCHORS[key(op, domain)] = Anchor(fn, inline_inputs, epilogue, absorbs)
         return fn
     return wrap
 
