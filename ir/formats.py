@@ -100,7 +100,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in [
            summary="float8 e4m3fn weights (per-tensor scale) and activations (dynamic per-tensor scale)"),
     Format("fp8-e5m2", DType.FLOAT8E5M2, DType.FLOAT8E5M2, F32, "tensor", activation_scale="dynamic",
            summary="float8 e5m2 weights (per-tensor scale) and activations (dynamic per-tensor scale)"),
-    Format("int8", DType.INT8, F32, F32, "channel", summary="weight-only int8, symmetric, one scale per output channel"),
+    Format("int8", DType.INT8, F32, F32, "channel",
+           summary="weight-only int8, symmetric, one scale per output channel"),
     *(_int4(g) for g in GROUP_SIZES),
     Format("w8a8", DType.INT8, DType.UINT8, I32, "channel", activation_scale="dynamic",
            summary="int8 weights (per output channel) times uint8 activations quantized per tensor as the "
@@ -142,4 +143,26 @@ def relative_step(dtype: DType) -> float:
     return float(ml_dtypes.finfo(dtype.numpy).eps)
 
 
-__all__ = ["Format", "FORMATS", "ALIASES", "NAMES", "GROUP_SIZES", "lookup", "largest", "relative_step", "UnknownFormatError"]
+FLOAT32_AGREEMENT = 1e-5
+"""Relative L2 distance allowed between two float32 runtimes on a model (order of summation)."""
+RANGE_OVER_RMS = 8.0
+"""A dynamically scaled activation's range over its RMS element: +-4 sigma of a normal tensor."""
+
+
+def agreement(fmt: Format) -> float:
+    """How far (relative L2) two correct runtimes may be apart on one graph in ``fmt``.
+
+    Both decode weights to the same float32 values, so a weight-only format agrees to float32
+    rounding. Where activations are rounded as the model runs, a one-ulp float32 difference
+    can put an element on the other side of a rounding boundary; it then differs by one step of
+    the activation format, and so does what is computed from it. The bound is one relative
+    step: 2**-mantissa bits for float formats; for integer codes over a per-tensor range,
+    range / 255 relative to the RMS element (:data:`RANGE_OVER_RMS`)."""
+    if fmt.activations is DType.FLOAT32:
+        return FLOAT32_AGREEMENT
+    step = relative_step(fmt.activations)
+    return step * RANGE_OVER_RMS if fmt.activations.is_int else step
+
+
+__all__ = ["Format", "FORMATS", "ALIASES", "NAMES", "GROUP_SIZES", "lookup", "largest", "relative_step", "agreement",
+           "UnknownFormatError"]

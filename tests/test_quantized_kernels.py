@@ -158,20 +158,22 @@ def test_conv_reads_its_dequantized_weight_inline():
 
 
 # ----------------------------------------------------------------- integer ops
+@pytest.mark.parametrize("constant", [True, False], ids=["b_packed", "b_input"])
 @pytest.mark.parametrize("a_type, b_type", [(np.uint8, np.int8), (np.int8, np.uint8), (np.uint8, np.uint8)])
 @pytest.mark.parametrize("zero_points", ["none", "scalar", "per_row_column"])
-def test_matmul_integer_is_exact(a_type, b_type, zero_points):
+def test_matmul_integer_is_exact(a_type, b_type, zero_points, constant):
     m, k, n = 5, 300, 37  # K large enough that a float32 sum would round; N past a whole vector
     info_a, info_b = np.iinfo(a_type), np.iinfo(b_type)
     a = RNG.integers(info_a.min, info_a.max + 1, (2, m, k)).astype(a_type)
     b = RNG.integers(info_b.min, info_b.max + 1, (k, n)).astype(b_type)
     za = {"none": None, "scalar": np.asarray(a_type(3)), "per_row_column": _ints(a_type, (m,), 0, 9)}[zero_points]
     zb = {"none": None, "scalar": np.asarray(b_type(5)), "per_row_column": _ints(b_type, (n,), 0, 9)}[zero_points]
-    inits = {"b": b} | ({"za": za, "zb": zb} if za is not None else {})
+    inits = ({"b": b} if constant else {}) | ({"za": za, "zb": zb} if za is not None else {})
     names = ["a", "b"] + (["za", "zb"] if za is not None else [])
-    model = _model([helper.make_node("MatMulInteger", names, ["y"])],
-                   [("a", helper.np_dtype_to_tensor_dtype(np.dtype(a_type)), [2, m, k])], inits, TensorProto.INT32)
-    got = runtime.compile(model).run({"a": a})[0]
+    tensor = lambda t: helper.np_dtype_to_tensor_dtype(np.dtype(t))  # noqa: E731
+    inputs = [("a", tensor(a_type), [2, m, k])] + ([] if constant else [("b", tensor(b_type), [k, n])])
+    model = _model([helper.make_node("MatMulInteger", names, ["y"])], inputs, inits, TensorProto.INT32)
+    got = runtime.compile(model).run({"a": a} if constant else {"a": a, "b": b})[0]
     za64 = np.zeros(1) if za is None else za.astype(np.int64).reshape(-1, 1)
     zb64 = 0 if zb is None else zb.astype(np.int64)
     want = np.einsum("bmk,kn->bmn", a.astype(np.int64) - za64, b.astype(np.int64) - zb64)

@@ -2,14 +2,9 @@
 matches xpuc's native run within a tolerance derived from its format; the formats order by
 accuracy as they should; BitNet's ternary weights come back as themselves.
 
-Tolerance of xpuc against onnxruntime on the same quantized graph (:func:`tolerance`): both
-decode weights to the same float32 values, so a weight-only format agrees to float32
-rounding. Where activations are rounded as the model runs, a float32 difference of one ulp
-can put an element on the other side of a rounding boundary; that element then differs by one
-step of the activation format, and so does what is computed from it. The bound is one
-relative step: 2**-mantissa bits for float formats, and for w8a8's uint8 codes over a
-per-tensor range, range / 255 relative to the RMS element, taking the range as 8 RMS (+-4
-sigma of a normal activation).
+The tolerance of xpuc against onnxruntime on the same quantized graph is derived from its
+format by ``ir.formats.agreement`` (one step of the activation format where activations are
+rounded as the model runs, float32 rounding for weight-only formats).
 """
 
 from __future__ import annotations
@@ -23,29 +18,17 @@ import ir
 import runtime
 from conftest import MODELS, fixture_feeds, ort_session
 from frontends import onnx as onnx_frontend
-from ir.dtypes import DType
-from ir.formats import Format, lookup, relative_step
+from ir.formats import FLOAT32_AGREEMENT, agreement, lookup
 from ir.passes import optimize, quantize
 from runtime.accuracy import compare
 
 SHAPES = {"input_ids": (2, 16)}
-FLOAT32_AGREEMENT = 1e-5
-"""Relative L2 between two float32 runs of these models (xpuc against onnxruntime: under 5e-7)."""
-RANGE_OVER_RMS = 8.0
 CASES = [("llama_dynamo", p) for p in ("bf16", "fp16", "fp8-e4m3", "fp8-e5m2", "int8", "int4-g32", "int4-g128",
                                        "w8a8", "ternary")] + \
         [("gpt2_legacy", p) for p in ("fp8-e4m3", "int4-g64", "w8a8")] + \
         [("bert_dynamo", p) for p in ("bf16", "w8a8")] + [("bitnet_legacy", "ternary")]
 """Every format on a Llama (MatMul), the Gemm/FusedMatMul paths on GPT-2, an encoder, BitNet's
 own format; ``scripts/check_quantized_fixtures.py`` runs every fixture in every format."""
-
-
-def tolerance(fmt: Format) -> float:
-    """How far xpuc and onnxruntime may be apart on a graph in ``fmt`` (module docstring)."""
-    if fmt.activations is DType.FLOAT32:
-        return FLOAT32_AGREEMENT
-    step = relative_step(fmt.activations)
-    return step * RANGE_OVER_RMS if fmt.activations.is_int else step
 
 
 @functools.cache
@@ -65,7 +48,7 @@ def _native(name: str, precision: str | None) -> np.ndarray:
 def test_quantized_fixture_runs_in_onnxruntime_and_matches_native(name, precision):
     graph, feeds = _graph(name)
     reference = ort_session(ir.to_onnx(quantize(graph.copy(), precision))).run(None, feeds)[0]
-    assert compare(_native(name, precision), reference).rel_l2 <= tolerance(lookup(precision))
+    assert compare(_native(name, precision), reference).rel_l2 <= agreement(lookup(precision))
 
 
 @pytest.mark.parametrize("name", ["llama_dynamo", "gpt2_legacy"])

@@ -244,7 +244,8 @@ def pack(ctx, weight: StoredWeight, name: str) -> Panels | None:
         raw = raw.reshape(-1, per, raw.shape[1])
         raw = sum(raw[:, i] << (i * bits) for i in range(per)).astype(np.uint8)
     else:
-        bits, raw = codec.storage.width, np.pad(weight.codes.view(f"u{codec.storage.width // 8}"), ((0, 0), (0, -n % nr)))
+        bits = codec.storage.width
+        raw = np.pad(weight.codes.view(f"u{bits // 8}"), ((0, 0), (0, -n % nr)))
     panels = np.ascontiguousarray(raw.reshape(raw.shape[0], -1, nr).transpose(1, 0, 2))
     scales = np.pad(weight.scales * np.float32(codec.factor), ((0, 0), (0, -n % nr))).astype(np.float32)
     scale_panels = np.ascontiguousarray(scales.reshape(scales.shape[0], -1, nr).transpose(1, 0, 2))
