@@ -1,9 +1,9 @@
 """Number formats: the one table of precisions a model can be put in.
 
 The names here are the values of ``--precision`` everywhere: ``ir.passes.quantize`` rewrites a
-graph into a format, ``runtime.compile(..., precision=...)`` and ``xpuc run/import`` run it, and
-the cost model's precision policy reads the same :class:`Format` records (which element types a
-product's operands and accumulator take, and how weights are scaled). ``docs/formats.md``
+graph into a format, ``runtime.compile(..., precision=...)`` and ``xpuc import/run/schedule``
+take it, and the cost model's precision policy reads the same :class:`Format` records (which
+element types a product's operands and accumulator take, and how weights are scaled). ``docs/formats.md``
 describes each format and its ONNX form.
 
 Calibration is round-to-nearest from the weights themselves (no data set): each scale is the
