@@ -18,7 +18,11 @@ fusion kinds (``HloInstruction::FusionKind``: kLoop, kInput, kOutput):
 - loop and input fusion (kLoop, kInput): an elementwise, broadcast or injective op with one
   output, read by exactly one op, is computed inside that reader's loop when the reader is
   elementwise, broadcast, injective or a reduction. A contraction reads each input element
-  many times, so it would recompute such a producer for every use: it never absorbs one;
+  many times, so it would recompute such a producer for every use: it never absorbs one,
+  except the decoding of a weight stored in a narrow format (a DequantizeLinear or widening
+  Cast of constants feeding its B operand, ``ir.passes.quantize``), which it decodes in its
+  prologue, panel by panel, as low-bit GEMM kernels do; such a decode is never folded, or the
+  narrow weight would be widened back to float32 before the model runs;
 - every other op roots a kernel of its own (opaque ops always do).
 
 No fusion crosses between folded and run-time ops, or through a view. Every input of a
@@ -40,6 +44,7 @@ from dataclasses import dataclass, field
 from ir import ops
 from ir.graph import Graph, Node
 from ir.ops import Pattern
+from ir.ops.quant import decodes_stored_weight
 
 FREE = (Pattern.VIEW, Pattern.SHAPE)
 """No kernel: a view of its input's buffer, or a constant decided by shapes."""
@@ -134,7 +139,8 @@ def group_kernels(graph: Graph) -> Grouping:
                 ready[o] = ready.get(inputs[0], -1) if inputs else -1
             views[node.outputs[0]] = node.inputs[0]
             continue
-        if kind is Pattern.SHAPE or inputs and opdef.deterministic and all(v in known for v in inputs):
+        if kind is Pattern.SHAPE or inputs and opdef.deterministic and all(v in known for v in inputs) \
+                and not decodes_stored_weight(graph, node):
             if kind is not Pattern.SHAPE:
                 folded.add(node.name)
             known.update(outs)
@@ -165,7 +171,9 @@ def group_kernels(graph: Graph) -> Grouping:
         elif kind in INLINED and name not in epilogue_of:
             outs = [o for o in node.outputs if o]
             reader = single(outs[0]) if len(outs) == 1 else None
-            if reader is not None and pattern[reader.name] in ABSORBS and (reader.name in folded) == (name in folded):
+            if reader is not None and (reader.name in folded) == (name in folded) and (
+                    pattern[reader.name] in ABSORBS or pattern[reader.name] is Pattern.CONTRACTION
+                    and decodes_stored_weight(graph, node) and reader.inputs[1:2] == [outs[0]]):
                 inline_into[name] = reader
 
     def root_of(node: Node) -> Node:

@@ -24,7 +24,8 @@ from backends.codegen import HostTiling, host_tiling, lower, value_inputs
 from backends.target import Target
 from frontends import onnx as onnx_frontend
 from ir.errors import ShapeError, XpucError
-from ir.passes import optimize
+from ir.formats import lookup as lookup_format
+from ir.passes import optimize, quantize
 from ir.shapes import bind_input_shapes
 from ir.types import Dim
 
@@ -32,7 +33,7 @@ from . import cache, model_cache
 from .executor import Executor
 from .jit import compile_module
 
-OPTIONS = {"threads", "dump_llvm_dir", "cache", "tiling", "optimize"}
+OPTIONS = {"threads", "dump_llvm_dir", "cache", "tiling", "optimize", "precision"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class Options:
     optimize: bool
     target: Target | None = None
     """A hardware target to emulate: each run then counts its cost on it (``last_cost``)."""
+    precision: str | None = None
+    """A number format (``ir.formats``) the model's products are quantized to before lowering."""
 
 
 class CompiledModel:
@@ -117,6 +120,8 @@ class CompiledModel:
                 for name, data in values.items():
                     graph.replace_uses(name, graph.add_constant(data.copy(), name))
                 graph = optimize(graph) if self.options.optimize else ir.passes.infer_shapes(graph)
+                if self.options.precision:
+                    graph = quantize(graph, self.options.precision)
                 lowered = lower(graph, self.options.tiling)
                 emulation = emulate.attach(graph, lowered, self.options.target) if self.options.target else None
                 library = compile_module(lowered.module, dump_llvm_dir=self.options.dump_llvm_dir,
@@ -174,7 +179,9 @@ def compile(model: str | os.PathLike | onnx.ModelProto | ir.Graph, target: str |
     options: ``threads`` (default: all cores), ``dump_llvm_dir`` (write each kernel's IR),
         ``cache`` (default True: reuse whole compiled models (:mod:`model_cache`) and kernels'
         object code from ``$XPUC_CACHE_DIR``; ``XPUC_NO_CACHE=1`` also turns it off),
-        ``tiling`` (a :class:`HostTiling`: the host code's loop tiling), ``optimize`` (default True: run ``ir.passes.optimize``).
+        ``tiling`` (a :class:`HostTiling`: the host code's loop tiling), ``optimize`` (default True: run ``ir.passes.optimize``),
+        ``precision`` (a format name from ``ir.formats``: quantize the products with
+        ``ir.passes.quantize`` after optimizing; default: the model's own types).
     """
     hardware = hardware_target(target)
     unknown = sorted(set(options) - OPTIONS)
@@ -190,10 +197,11 @@ def compile(model: str | os.PathLike | onnx.ModelProto | ir.Graph, target: str |
         tiling=options.get("tiling") or host_tiling(),
         optimize=bool(options.get("optimize", True)),
         target=hardware,
+        precision=lookup_format(options["precision"]).name if options.get("precision") else None,
     )
     key = None
     if opts.cache and not opts.dump_llvm_dir and not isinstance(model, ir.Graph):
-        key = model_cache.key(model, input_shapes, (opts.tiling, opts.optimize, opts.target))
+        key = model_cache.key(model, input_shapes, (opts.tiling, opts.optimize, opts.target, opts.precision))
     cached = key and model_cache.load(key, target=hardware, threads=opts.threads,
                                       min_parallel_work=opts.tiling.parallel_min_work)
     if cached:

@@ -24,10 +24,11 @@ from runtime.cache import cache_dir
 
 OPS = frozenset("""
     Abs Add And Attention AveragePool BatchNormalization Cast Clip Concat Constant ConstantOfShape Conv Cos
-    CumSum Div Dropout Equal Erf Exp Expand Flatten Gather GatherElements Gelu Gemm GlobalAveragePool Greater
-    Identity IsNaN LayerNormalization LeakyRelu Less LRN MatMul Max MaxPool Mean Min Mul Neg Not Or Pow Range
-    Reciprocal ReduceMax ReduceMean ReduceSum Relu Reshape RMSNormalization RotaryEmbedding Shape Sigmoid Sin
-    Slice Softmax Softplus Split Sqrt Squeeze Sub Sum Tanh Transpose Trilu Unsqueeze Where""".split())
+    CumSum DequantizeLinear Div Dropout DynamicQuantizeLinear Equal Erf Exp Expand Flatten Gather GatherElements
+    Gelu Gemm GlobalAveragePool Greater Identity IsNaN LayerNormalization LeakyRelu Less LRN MatMul MatMulInteger
+    Max MaxPool Mean Min Mul Neg Not Or Pow QuantizeLinear Range Reciprocal ReduceMax ReduceMean ReduceSum Relu
+    Reshape RMSNormalization RotaryEmbedding Shape Sigmoid Sin Slice Softmax Softplus Split Sqrt Squeeze Sub Sum
+    Tanh Transpose Trilu Unsqueeze Where""".split())
 EXTRA_OPS = frozenset({"GatherND", "ScatterND", "Size"})
 """Ops real models leave behind (mask code of transformer exports, shape queries), tested too."""
 SUPPORTED_TYPES = frozenset(dtype.onnx for dtype in STORAGE)

@@ -109,6 +109,17 @@ def test_input_shapes_target_and_options_are_part_of_the_key(cache_dir, imports)
     assert again.last_cost.ops and again.last_cost == emulated.last_cost
 
 
+def test_precision_is_part_of_the_key_and_a_quantized_entry_hits(cache_dir, imports):
+    """Each format compiles once; a warm int4 model reads its packed codes from the entry."""
+    mlp_head = mlp()
+    mlp_head.graph.node[-1].output[0] = "r"  # a reader after the fused product, which is then no head
+    mlp_head.graph.node.append(helper.make_node("Neg", ["r"], ["y"]))
+    cold = {p: run(mlp_head, precision=p) for p in ("int8", "int4")}
+    assert len(imports) == 2 and not np.array_equal(cold["int8"], cold["int4"])
+    np.testing.assert_array_equal(run(mlp_head, precision="int4-g128"), cold["int4"])  # an alias: the same key
+    assert len(imports) == 2
+
+
 def test_path_memo_sees_an_edit_of_the_model_and_of_its_external_data(cache_dir, imports, tmp_path):
     path = tmp_path / "model.onnx"
 

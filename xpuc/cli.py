@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--print-ir", action="store_true", help="print the final IR")
     imp.add_argument("--dot", metavar="FILE", help="write the final graph as Graphviz DOT")
     imp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _precision_argument(imp, "quantize the optimized graph's products to this format (docs/formats.md)")
 
     targets = commands.add_parser("targets", help="list the bundled hardware targets, or show one")
     targets.add_argument("action", nargs="?", choices=["list", "show"], default="list")
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--json", metavar="FILE", help="write the schedule as JSON (schema: backends/report.py)")
     sched.add_argument("--trace", metavar="FILE", help="write a Chrome trace (open in ui.perfetto.dev)")
     sched.add_argument("--limit", type=int, default=40, help="show at most this many op rows (0: all)")
+    _precision_argument(sched, "quantize the graph's products to this format before scheduling")
     models = commands.add_parser("models", help="list the bundled model configs (usable wherever a model is taken)")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
 
@@ -76,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-t", "--target", default="cpu",
                      help="cpu (default), or a hardware preset / .toml spec whose cost the run emulates")
     run.add_argument("-o", "--output-dir", metavar="OUTDIR", help="save each output as OUTDIR/<name>.npy")
+    _precision_argument(run, "run the model's products in this format (docs/formats.md)")
+    run.add_argument("--accuracy", action="store_true",
+                     help="with --precision: also run in float32 on the same inputs and print the error of each output")
     for sub in (imp, targets, sched, models, run):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
@@ -83,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
 
 MODEL_HELP = ("ONNX file, Hugging Face config.json, or bundled config name (see `xpuc models`); "
               "default: the bundled tiny Llama. Configs and the bundled model default to input_ids=1x128")
+
+
+def _precision_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    from ir.formats import NAMES
+
+    parser.add_argument("--precision", choices=NAMES, metavar="FORMAT", help=f"{help}; one of {', '.join(NAMES)}")
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +137,7 @@ def _input_shapes(args) -> dict:
 
 def _cmd_import(args) -> int:
     import ir
-    from ir.passes import DEFAULT_PIPELINE, PASSES, PassManager, optimize
+    from ir.passes import DEFAULT_PIPELINE, PASSES, PassManager, optimize, quantize
     from ir.summary import format_summary, summarize
 
     graph = _load(args)
@@ -137,6 +148,8 @@ def _cmd_import(args) -> int:
                               print_after=set(args.print_after), out=sys.stdout)
         graph = optimize(graph, manager=manager)
         timings, notes = manager.timings, manager.notes
+    if args.precision:
+        graph = quantize(graph, args.precision)
     summary = summarize(graph)
     if args.output:
         import onnx
@@ -193,7 +206,12 @@ def _cmd_schedule(args) -> int:
     from backends import report
 
     target = backends.load_target(args.target)
-    schedule = backends.schedule(_optimize(_load(args)), target)
+    graph = _optimize(_load(args))
+    if args.precision:
+        from ir.passes import quantize
+
+        graph = quantize(graph, args.precision)
+    schedule = backends.schedule(graph, target)
     print(report.format_table(schedule, limit=args.limit or None))
     if args.json:
         Path(args.json).write_text(report.to_json(schedule))
@@ -219,18 +237,27 @@ def _cmd_models(args) -> int:
 def _cmd_run(args) -> int:
     import runtime
     from frontends import hf
+    from ir.errors import XpucError
     from runtime import feeds as io
 
+    if args.accuracy and not args.precision:
+        raise XpucError("--accuracy compares a --precision run with the float32 one: give --precision")
     model = args.model
     if _is_config(model):  # a config has no weights: run it with seeded random ones
         model = hf.load(model, weights="random", seed=args.seed, input_shapes=_input_shapes(args))
-    compiled = runtime.compile(model, args.target, input_shapes=_input_shapes(args))
+    compiled = runtime.compile(model, args.target, input_shapes=_input_shapes(args), precision=args.precision)
     feeds = io.load_feeds(dict(args.input))
     if args.random:
         feeds = io.random_feeds(compiled, feeds, seed=args.seed)
     outputs = compiled.run(feeds)
     for name, array in zip(compiled.output_names, outputs):
         print(io.describe(name, array))
+    if args.accuracy:
+        from runtime.accuracy import compare_outputs
+
+        reference = runtime.compile(model, input_shapes=_input_shapes(args)).run(feeds)
+        for name, accuracy in compare_outputs(compiled.output_names, outputs, reference).items():
+            print(f"{name} in {args.precision} against float32: {accuracy}")
     if compiled.last_cost is not None:
         cost = compiled.last_cost
         print(f"emulated on {cost.target} ({cost.family}): latency {cost.latency_s * 1e3:.4f} ms, "

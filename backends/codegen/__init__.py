@@ -4,7 +4,8 @@
 rule modules below fill the op tables in :mod:`rules` when imported.
 """
 
-from . import attention, composite, conv, elementwise, matmul, moe, movement, norm, pool, reduce, scan  # noqa: F401
+from . import (attention, composite, conv, elementwise, integer, matmul, moe, movement, norm, pool,  # noqa: F401
+               quantize_linear, reduce, scan)
 from .emit import CodegenError
 from .lower import KernelSpec, Lowered, lower, value_inputs
 from .tiling import HostTiling, host_tiling

@@ -27,6 +27,7 @@ from ir.ops.composite import ACTIVATIONS
 
 from .elementwise import FLOAT_UNARY
 from .emit import F32, I32, STORAGE, Buffer, compute_type, is_float
+from .quantized import Panels, pack, stored_weight
 from .rules import anchor
 
 VECTOR_DTYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
@@ -56,6 +57,8 @@ class Product:
     b: Operand
     packed: Buffer | None = None
     """B packed at compile time as (N / nr, K, nr) panels, when it is a constant matrix."""
+    stored: Panels | None = None
+    """B's codes, when B is a weight stored in a narrow format: decoded a panel at a time."""
 
 
 def _matrix(ctx, name: str, buf: Buffer, batch_shape, transpose: bool, vector_role: str) -> Operand:
@@ -79,10 +82,18 @@ def _product(ctx, node, trans_a: bool, trans_b: bool) -> Product:
     n = b2[-2] if trans_b else b2[-1]
     a = _matrix(ctx, a_name, ctx.buffer(a_name), batch, trans_a, "row")
     data = ctx.const(b_name)
+    vector = len(b_shape) == 2 and _vectorized(ctx, node, n) and k * ctx.schedule.nr * 4 <= MAX_PANEL_BYTES
+    weight = stored_weight(ctx, b_name, trans_b)
+    stored = pack(ctx, weight, b_name) if weight is not None and vector else None
+    if weight is not None and stored is None:  # a layout panels do not take: decoded once, at compile time
+        data = weight.dequantized()
     packed = data is not None and len(b_shape) == 2 and _vectorized(ctx, node, n)
     # A packed B is read from its panels only: no kernel argument (-1), so nothing passes or keeps it.
-    b_buf = Buffer.contiguous(-1, ctx.dtype(b_name), b_shape) if packed else ctx.buffer(b_name)
-    p = Product(batch, m, n, k, a, _matrix(ctx, b_name, b_buf, batch, trans_b, "col"))
+    if packed or stored:
+        b_buf = Buffer.contiguous(-1, ctx.dtype(b_name), b_shape)
+    else:
+        b_buf = ctx.buffer(b_name) if weight is None else ctx.add_constant(data, f"{b_name}_decoded")
+    p = Product(batch, m, n, k, a, _matrix(ctx, b_name, b_buf, batch, trans_b, "col"), stored=stored)
     if packed:
         p.packed = _pack(ctx, data.T if trans_b else data, b_name)
     return p
@@ -144,7 +155,7 @@ def _panels(ctx, p: Product, scratch, rows, columns, a_off, b_off, dtype, write)
     ``DIRECT_PANELS`` panels wide: packing it would cost as much as the product."""
     k, b, s = ctx.k, ctx.b, ctx.tiling
     (i0, i1), (j0, j1) = rows, columns
-    if p.packed is None and p.b.col == 1 and p.m < s.mr:
+    if p.packed is None and p.stored is None and p.b.col == 1 and p.m < s.mr:
         wide = s.nr * DIRECT_PANELS
         wide_end = b.add(j0, b.mul(b.udiv(b.sub(j1, j0), k.i64(wide)), k.i64(wide)))
         with k.loop(j0, wide_end, wide, name="wide") as jp, k.loop(i0, i1, name="row") as i:
@@ -155,6 +166,8 @@ def _panels(ctx, p: Product, scratch, rows, columns, a_off, b_off, dtype, write)
     with k.loop(j0, j1, s.nr, name="panel") as jp:
         if p.packed is not None:
             panel = b.gep(k.base(p.packed), [b.mul(jp, k.i64(p.k))])
+        elif p.stored is not None:
+            panel = p.stored.decode_panel(ctx, scratch, jp)
         else:
             panel = _pack_panel(ctx, p, scratch, b_off, jp)
         cols = b.sub(_end(k, jp, s.nr, p.n), jp)

@@ -16,6 +16,7 @@ from .fold import fold, fold_constants
 from .fuse import FUSIONS
 from .manager import (STATIC_SHAPES, FixedPoint, Pass, PassManager, PassResult, Requirement, Sequence,
                       graph_pass)
+from .quantize import quantize
 from .shape_inference import infer_shapes
 from .simplify import simplify, simplify_rules
 
@@ -38,4 +39,4 @@ def optimize(graph: Graph, *, pipeline: Iterable[str] = DEFAULT_PIPELINE, print_
 
 __all__ = ["PASSES", "DEFAULT_PIPELINE", "Pass", "PassResult", "Requirement", "STATIC_SHAPES", "Sequence",
            "FixedPoint", "graph_pass", "PassManager", "optimize", "infer_shapes", "fold", "fold_constants",
-           "simplify", "simplify_rules", "eliminate_common_subexpressions", "eliminate_dead_code"]
+           "simplify", "simplify_rules", "eliminate_common_subexpressions", "eliminate_dead_code", "quantize"]

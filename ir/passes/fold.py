@@ -8,6 +8,9 @@ Two sources of constants:
   implementation (``ir.reference``), the whole constant subgraph at once (one op at a time
   only if that fails), never by a hand-written interpreter.
 
+Folding never undoes a format: a weight stored in a narrow type and decoded by a
+DequantizeLinear or a widening Cast stays stored that way (``ir.passes.quantize`` put it there).
+
 Folding never grows the model much: an op whose result is far larger than its inputs (an
 Expand or ConstantOfShape of a big shape) stays an op.
 
@@ -23,6 +26,7 @@ import numpy as np
 
 from .. import ops, symbolic
 from ..graph import Graph, Node
+from ..ops.quant import decodes_stored_weight
 from ..reference import run_nodes
 from ..types import TensorType
 from .dce import eliminate_dead_code
@@ -43,7 +47,7 @@ def fold(graph: Graph) -> bool:
     pending: dict[str, int] = {}  # outputs of ops in the batch -> bytes of the constants they come from
     for node in graph.nodes:
         outs = [o for o in node.outputs if o]
-        if not outs or node.domain or not ops.lookup(node.op_type).deterministic:
+        if not outs or node.domain or not ops.lookup(node.op_type).deterministic or decodes_stored_weight(graph, node):
             continue
         source = _foldable(graph, node, pending)
         if source is not None:

@@ -1,0 +1,70 @@
+"""Linear quantization: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger.
+
+The ops quantized graphs are written in (``ir.passes.quantize``), with ONNX's semantics at
+opset 23: a scale (and zero point) per tensor, per ``axis`` slice, or per ``block_size``
+elements along ``axis``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..dtypes import DType
+from ..graph import Graph, Node
+from ..types import TensorType
+from .common import axis, per_output_element
+from .linalg import matmul_contractions, matmul_flops, matmul_shape
+from .registry import InferContext, Pattern, register
+
+
+def _check_scale(ctx: InferContext) -> None:
+    """The scale's shape must fit the input: one scale, one per ``axis`` slice, or one per block."""
+    x, scale, block = ctx.shape(0), ctx.shape(1), ctx.attr("block_size", 0)
+    if x is None or scale is None or not block and math.prod(d if isinstance(d, int) else 2 for d in scale) == 1:
+        return
+    ax = axis(ctx, ctx.attr("axis", 1), len(x))
+    if len(scale) != (len(x) if block else 1):
+        ctx.fail(f"scale of shape {tuple(scale)} fits neither one scale per axis-{ax} slice nor per block "
+                 f"(input {tuple(x)}, block_size {block})")
+    have, dim = scale[ax if block else 0], x[ax]
+    want = -(-dim // block) if block and isinstance(dim, int) else dim
+    if isinstance(have, int) and isinstance(want, int) and have != want:
+        ctx.fail(f"axis {ax} of the input ({x[ax]} elements, block_size {block}) needs {want} scales, got {have}")
+
+
+@register("DequantizeLinear", "elementwise", pattern=Pattern.INJECTIVE, flops=per_output_element(2))
+def _dequantize(ctx: InferContext) -> list[TensorType]:
+    _check_scale(ctx)
+    out = ctx.attr("output_dtype", 0)
+    return [TensorType(DType.from_onnx(out) if out else ctx.dtype(1), ctx.shape(0))]
+
+
+@register("QuantizeLinear", "elementwise", pattern=Pattern.INJECTIVE, flops=per_output_element(3))
+def _quantize(ctx: InferContext) -> list[TensorType]:
+    _check_scale(ctx)
+    out = ctx.attr("output_dtype", 0)
+    dtype = DType.from_onnx(out) if out else ctx.dtype(2) if ctx.has(2) else DType.UINT8
+    return [TensorType(dtype, ctx.shape(0))]
+
+
+@register("DynamicQuantizeLinear", "elementwise", pattern=Pattern.OPAQUE, flops=per_output_element(5))
+def _dynamic_quantize(ctx: InferContext) -> list[TensorType]:
+    return [TensorType(DType.UINT8, ctx.shape(0)), TensorType(DType.FLOAT32, ()), TensorType(DType.UINT8, ())]
+
+
+@register("MatMulInteger", "matmul", pattern=Pattern.CONTRACTION, flops=matmul_flops,
+          contractions=matmul_contractions)
+def _matmul_integer(ctx: InferContext) -> list[TensorType]:
+    return [TensorType(DType.INT32, matmul_shape(ctx, ctx.shape(0), ctx.shape(1)))]
+
+
+def decodes_stored_weight(graph: Graph, node: Node) -> bool:
+    """A DequantizeLinear, or a Cast widening a float, of a constant: a weight deliberately stored
+    in a narrow format (``ir.passes.quantize``), which folding would turn back into float32."""
+    if not graph.is_const(node.inputs[0]):
+        return False
+    if node.op_type == "DequantizeLinear":
+        return True
+    source, target = graph.type_of(node.inputs[0]).dtype, graph.type_of(node.outputs[0]).dtype
+    return node.op_type == "Cast" and source is not None and target is not None and source.is_float \
+        and target.is_float and target.itemsize > source.itemsize
