@@ -167,6 +167,8 @@ _GEMMS = {"MatMul": _matmul, "FusedMatMul": _matmul, "Gemm": _gemm, "Conv": _con
 def live_bytes(graph: Graph, works: list[OpWork], sizes: dict[str, int] | None = None) -> list[int]:
     """Activation bytes held while each op runs: every value already produced (or fed in)
     that this op or a later one still reads. Views alias their input and add nothing."""
+    if not works:  # everything folded away: no op runs, so nothing is held while one does
+        return []
     sizes = value_bytes(graph) if sizes is None else sizes
     index = {w.name: i for i, w in enumerate(works)}
     last_use: dict[str, int] = {}
