@@ -30,6 +30,16 @@ class GatherElements(OpRun):
         return (np.take_along_axis(data, indices, axis=axis),)
 
 
+class GlobalMaxPool(OpRun):
+    """onnx 1.23's GlobalMaxPool reduces axes (r-2, r-1) counted from r-2, so any input that is
+    not 4-D (N, C, W) or (N, C, D, H, W) loses the wrong axes."""
+
+    op_domain = ""
+
+    def _run(self, x):
+        return (x.max(axis=tuple(range(2, x.ndim)), keepdims=True),)
+
+
 def _correctly_rounded(op_type: str, fn) -> type[OpRun]:
     """A unary math op computed in float64 and rounded once, so folded constants (rotary
     cos/sin tables, say) are correctly rounded: numpy's float32 kernels are off by an ulp."""
@@ -43,7 +53,7 @@ def _correctly_rounded(op_type: str, fn) -> type[OpRun]:
 CORRECTLY_ROUNDED = {"Sin": np.sin, "Cos": np.cos, "Tan": np.tan, "Exp": np.exp, "Log": np.log, "Tanh": np.tanh,
                      "Sqrt": np.sqrt, "Reciprocal": np.reciprocal}
 
-OVERRIDES = [GatherElements] + [_correctly_rounded(op, fn) for op, fn in CORRECTLY_ROUNDED.items()]
+OVERRIDES = [GatherElements, GlobalMaxPool] + [_correctly_rounded(op, fn) for op, fn in CORRECTLY_ROUNDED.items()]
 
 
 def run_nodes(nodes: list[Node], feeds: dict[str, np.ndarray], wanted: list[str], opset: int) -> dict[str, np.ndarray]:
