@@ -40,6 +40,19 @@ class GlobalMaxPool(OpRun):
         return (x.max(axis=tuple(range(2, x.ndim)), keepdims=True),)
 
 
+class LRN(OpRun):
+    """onnx 1.23's LRN loops over the batch dim where it means the channels, so it fills only
+    the first N channels' sums (the rest stay 0), and it refuses anything but 4-D input."""
+
+    op_domain = ""
+
+    def _run(self, x, alpha=None, beta=None, bias=None, size=None):
+        squares = np.square(x.astype(np.float64))
+        before, after = (size - 1) // 2, -(-(size - 1) // 2)
+        total = np.stack([squares[:, max(0, c - before):c + after + 1].sum(1) for c in range(x.shape[1])], 1)
+        return ((x / (bias + alpha / size * total) ** beta).astype(x.dtype),)
+
+
 def _correctly_rounded(op_type: str, fn) -> type[OpRun]:
     """A unary math op computed in float64 and rounded once, so folded constants (rotary
     cos/sin tables, say) are correctly rounded: numpy's float32 kernels are off by an ulp."""
@@ -53,7 +66,7 @@ def _correctly_rounded(op_type: str, fn) -> type[OpRun]:
 CORRECTLY_ROUNDED = {"Sin": np.sin, "Cos": np.cos, "Tan": np.tan, "Exp": np.exp, "Log": np.log, "Tanh": np.tanh,
                      "Sqrt": np.sqrt, "Reciprocal": np.reciprocal}
 
-OVERRIDES = [GatherElements, GlobalMaxPool] + [_correctly_rounded(op, fn) for op, fn in CORRECTLY_ROUNDED.items()]
+OVERRIDES = [GatherElements, GlobalMaxPool, LRN] + [_correctly_rounded(op, fn) for op, fn in CORRECTLY_ROUNDED.items()]
 
 
 def run_nodes(nodes: list[Node], feeds: dict[str, np.ndarray], wanted: list[str], opset: int) -> dict[str, np.ndarray]:
