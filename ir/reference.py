@@ -20,13 +20,16 @@ from .graph import Node
 
 class GatherElements(OpRun):
     """onnx 1.23's GatherElements uses ``np.choose``, which takes at most 64 choices, and its
-    fallback reshapes wrongly: BERT's token-type lookup over 128 positions breaks it."""
+    fallback reshapes wrongly: BERT's token-type lookup over 128 positions breaks it.
+    Off the gathered axis, the output has the indices' extent (never broadcast)."""
 
     op_domain = ""
 
     def _run(self, data, indices, axis=None):
         axis = 0 if axis is None else axis
         indices = np.where(indices < 0, indices + data.shape[axis], indices)
+        # indices may be shorter than data off the axis; take_along_axis would broadcast them
+        data = data[tuple(slice(None) if d == axis else slice(0, n) for d, n in enumerate(indices.shape))]
         return (np.take_along_axis(data, indices, axis=axis),)
 
 
