@@ -12,19 +12,37 @@ import pytest
 
 import backends.codegen.rules as codegen_rules
 from fuzz import compute, elementwise, movement
-from fuzz.check import check
+from fuzz.check import OracleError, check
 from fuzz.generate import generate
 from fuzz.minimize import FIXTURES, ddmin, intermediates, load, minimize, save, subprogram
 from ir.ops.registry import lookup, supported_ops
 
 FIXTURE_DIRS = sorted(p for p in FIXTURES.glob("*") if (p / "model.onnx").exists())
 SLICE_SEED = 0
+SLICE_CHUNKS, SLICE_CHUNK = 10, 30
+"""300 programs in chunks, so a failure names its chunk and the chunks can run in parallel."""
 
 
 @pytest.mark.parametrize("path", FIXTURE_DIRS, ids=lambda p: p.name)
 def test_regression_fixture_passes_every_check(path):
     case = load(path)
     assert [str(f) for f in check(case)] == []
+
+
+@pytest.mark.parametrize("chunk", range(SLICE_CHUNKS))
+def test_fixed_seed_slice(chunk):
+    failures, skipped = {}, 0
+    for index in range(chunk * SLICE_CHUNK, (chunk + 1) * SLICE_CHUNK):
+        case = generate(SLICE_SEED, index)
+        try:
+            found = check(case)
+        except OracleError:
+            skipped += 1
+            continue
+        if found:
+            failures[index] = [str(f) for f in found]
+    assert not failures, f"python -m fuzz --seed {SLICE_SEED} --start INDEX --count 1 --minimize: {failures}"
+    assert skipped <= SLICE_CHUNK // 5, "most programs must be ones onnxruntime can run"
 
 
 # ------------------------------------------------------------------ the fuzzer's parts
