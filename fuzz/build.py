@@ -124,7 +124,7 @@ class Builder:
 
     def values(self, shape, dtype, lo, hi) -> np.ndarray:
         if dtype == np.bool_:
-            return self.rng.random(shape) < 0.5
+            return np.asarray(self.rng.random(shape) < 0.5)
         if dtype.kind in "iu":
             low = int(math.ceil(lo))
             return self.rng.integers(low, max(low, int(math.floor(hi))) + 1, shape).astype(dtype)

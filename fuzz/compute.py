@@ -12,7 +12,6 @@ import math
 import numpy as np
 
 from .build import FLOAT_CAP, Builder, Tensor
-from .movement import _any
 
 REDUCE = {
     # op -> (needs positive input, result interval from (lo, hi, n))
@@ -132,19 +131,17 @@ def matmul(b: Builder) -> bool:
     k = a.shape[-1]
     if b.rng.random() < 0.6 or a.rank == 1:
         n = b.dim(allow_symbol=False) if b.rng.random() < 0.85 else b.dim(small=True)
-        w_shape = (k, n) if b.rng.random() < 0.85 or a.rank < 2 else (b.partner_shape(a.shape[:-2], grow=False) + (k, n))
-        w = b.pick(lambda t: t.dtype == a.dtype and tuple(t.shape) == tuple(w_shape)) or b.leaf(w_shape)
-        if b.rng.random() < 0.15 and a.rank >= 1:  # a vector operand on the right
-            w = b.pick(lambda t: t.dtype == a.dtype and tuple(t.shape) == (k,)) or b.leaf((k,))
+        batch = b.partner_shape(a.shape[:-2], grow=False) if b.rng.random() < 0.15 else ()
+        w_shape = (k,) if b.rng.random() < 0.15 else (*batch, k, n)  # a vector operand on the right
+        w = b.pick(lambda t: t.dtype == a.dtype and tuple(t.shape) == w_shape) or b.leaf(w_shape)
     else:
         w = b.pick(lambda t: t.dtype == a.dtype and t.rank >= 2 and t.shape[-2] == k and t is not a) or b.leaf(
             b.partner_shape(a.shape[:-2], grow=False) + (k, b.dim(small=True)))
-    batch = b.broadcast(a.shape[:-2], w.shape[:-2]) if w.rank >= 2 else a.shape[:-2]
+    batch = b.broadcast(a.shape[:-2], w.shape[:-2])
     if batch is None:
         return False
+    # numpy matmul: a 1-D operand gains a dim for the product and loses it after
     shape = (*batch, *a.shape[-2:-1], *w.shape[-1:]) if w.rank >= 2 else a.shape[:-1]
-    if a.rank == 1:
-        shape = (*w.shape[:-2], w.shape[-1])
     if b.numel(shape) > 8192:
         return False
     kk = b.size(k)
@@ -289,7 +286,7 @@ def norm(b: Builder) -> bool:
         eps = b.choice([1e-5, 1e-6, 1e-3])
         b.node(op, inputs, [b.result(x, lo=-bound, hi=bound, exact=False)], axis=axis, epsilon=eps)
         return True
-    x = _image(b)
+    x = _image(b, 2 if op == "LRN" else None)  # onnxruntime runs LRN on 4-D input only
     c = x.shape[1]
     if op == "BatchNormalization":
         inputs = [x, _channel(b, c), _channel(b, c), _channel(b, c), _channel(b, c, 0.5, 2.0)]
@@ -325,7 +322,7 @@ def attention(b: Builder) -> bool:
     if b.rng.random() < 0.5:
         attrs["is_causal"] = 1
     elif b.rng.random() < 0.5:
-        mask_shape = b.choice([(sq, skv), (1, 1, sq, skv), (batch, 1, sq, skv), (skv,)])
+        mask_shape = b.choice([(sq, skv), (1, 1, sq, skv), (batch, 1, sq, skv), (1, sq, skv)])
         if b.rng.random() < 0.5:
             keep = b.rng.random(mask_shape) < 0.8
             keep[..., 0] = True  # every query sees one key

@@ -10,6 +10,7 @@ program of each distinct failure is shrunk and saved under ``--fixtures``.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -58,6 +59,7 @@ TASKS = {"run_one": run_one, "minimize_one": minimize_one}
 
 
 def _serve(conn) -> None:
+    faulthandler.enable()  # a segfault in generated code prints where Python was, on stderr
     while True:
         task = conn.recv()
         if task is None:

@@ -28,7 +28,9 @@ def _scalar(b: Builder, value: float, like: Tensor) -> str:
 
 
 def _op(b: Builder, op: str, inputs, like: Tensor, lo: float, hi: float, **attrs) -> Tensor:
-    out, = b.node(op, inputs, [b.result(like, lo=lo, hi=hi, exact=False)], **attrs)
+    """An elementwise (or shape-keeping) op typed like ``like``, shaped by broadcasting."""
+    shape = b.broadcast(*(t.shape for t in inputs if isinstance(t, Tensor)))
+    out, = b.node(op, inputs, [b.result(like, shape=shape, lo=lo, hi=hi, exact=False)], **attrs)
     return out
 
 
@@ -62,7 +64,7 @@ def rms_norm(b: Builder) -> bool:
     axis = -1 if miss != "axis" or x.rank < 2 else -2
     reduced = tuple(1 if i == x.rank + axis else s for i, s in enumerate(x.shape))
     ms, = b.node("ReduceMean", [sq, b.ints([axis])], [b.result(sq, shape=reduced)], keepdims=1)
-    eps = b.const(np.full((d,), 1e-5, x.dtype), pool=False).name if miss == "eps-vector" else \
+    eps = b.const(np.full((d,), 1e-5, x.dtype), pool=False) if miss == "eps-vector" else \
         _scalar(b, b.choice([1e-5, 1e-6]), x)
     var = ms if miss == "no-eps" else _op(b, "Add", [ms, eps] if b.rng.random() < 0.5 else [eps, ms], ms, 1e-6,
                                           ms.hi + 1e-5)
