@@ -121,7 +121,8 @@ def _correctly_rounded(op_type: str, fn) -> type[OpRun]:
 CORRECTLY_ROUNDED = {"Sin": np.sin, "Cos": np.cos, "Tan": np.tan, "Exp": np.exp, "Log": np.log, "Tanh": np.tanh,
                      "Sqrt": np.sqrt, "Reciprocal": np.reciprocal}
 
-OVERRIDES = [GatherElements, GlobalMaxPool, LRN, MaxPool] + [_correctly_rounded(op, fn) for op, fn in CORRECTLY_ROUNDED.items()]
+OVERRIDES = [GatherElements, GlobalMaxPool, LRN, MaxPool] + [
+    _correctly_rounded(op, fn) for op, fn in CORRECTLY_ROUNDED.items()]
 
 
 def run_nodes(nodes: list[Node], feeds: dict[str, np.ndarray], wanted: list[str], opset: int) -> dict[str, np.ndarray]:
