@@ -104,3 +104,17 @@ def test_every_op_with_code_generation_is_fuzzed():
     lowered = {op for domain, op in supported_ops() if any(codegen_rules.key(op, domain) in t for t in tables)}
     assert lowered - generated - set(NOT_GENERATED) == set()
     assert all(lookup(op) for op in generated), "generators are named after the op types they write"
+
+
+def test_value_ranges_refuse_ill_conditioned_and_undefined_operands():
+    from fuzz.build import Tensor
+    from fuzz.elementwise import value_range
+
+    def t(lo, hi):
+        return Tensor("x", (4,), np.dtype(np.float32), lo, hi, exact=False)
+
+    assert value_range("Tan", {}, [t(-50.0, 50.0)]) is None  # poles inside: a last-bit change is a big one
+    lo, hi = value_range("Tan", {}, [t(-0.9, 0.9)])
+    assert lo < np.tan(-0.9) and hi > np.tan(0.9)
+    assert value_range("Log", {}, [t(-1.0, 1.0)]) is None and value_range("Log", {}, [t(1.1, 2.0)]) is not None
+    assert value_range("Exp", {}, [t(0.0, 50.0)]) is None  # past the float32 cap
