@@ -179,9 +179,13 @@ class Lowering:
                             or self._shape(consumer.outputs[0]) != self._shape(v)):
                         break
                     chain.append(consumer)
-                    in_epilogue.add(consumer.name)
                     v = consumer.outputs[0]
-                groups.append(Group(node, chain, max(order[n.name] for n in [node, *chain])))
+                position = max(order[n.name] for n in [node, *chain])
+                readers = [reader for out in node.outputs[1:] if out for reader, _ in g.consumers(out)]
+                if any(order[reader.name] < position for reader in readers):
+                    chain, position = [], order[node.name]  # a reader of another output must not wait for it
+                in_epilogue.update(n.name for n in chain)
+                groups.append(Group(node, chain, position))
         for node in g.nodes:
             op = kind[node.name]
             if op in rules.STATIC:
