@@ -130,6 +130,12 @@ class Builder:
             return self.rng.integers(low, max(low, int(math.floor(hi))) + 1, shape).astype(dtype)
         return self.rng.uniform(lo, hi, shape).astype(dtype)
 
+    def scales(self, shape, dtype) -> np.ndarray:
+        """Norm weights: either sign, magnitude in [0.5, 2]. A weight near zero squeezes a channel
+        into a few float16 steps, and the next normalization would blow that rounding up."""
+        magnitude = self.rng.uniform(0.5, 2.0, shape)
+        return (np.where(self.rng.random(shape) < 0.5, -magnitude, magnitude)).astype(dtype)
+
     def leaf(self, shape, dtype=None, lo: float = -3.0, hi: float = 3.0) -> Tensor:
         """A new operand: a graph input, or (when the shape is static) sometimes a constant."""
         dtype = np.dtype(dtype or self.float_dtype)

@@ -266,6 +266,10 @@ def _channel(b: Builder, c: int, lo=-2.0, hi=2.0) -> Tensor:
     return b.const(b.values((c,), np.dtype(b.float_dtype), lo, hi))
 
 
+def _channel_scale(b: Builder, c: int) -> Tensor:
+    return b.const(b.scales((c,), b.float_dtype))
+
+
 def norm(b: Builder) -> bool:
     """LayerNormalization / RMSNormalization over trailing axes, or a CNN norm over channels."""
     op = b.choice(["LayerNormalization", "RMSNormalization", "BatchNormalization", "InstanceNormalization", "LRN"])
@@ -279,7 +283,7 @@ def norm(b: Builder) -> bool:
             return False
         n = math.prod(tail)
         scale_shape = tail if b.rng.random() < 0.8 else tail[-1:]
-        scale = b.const(b.values(scale_shape, np.dtype(x.dtype), -2, 2))
+        scale = b.const(b.scales(scale_shape, x.dtype))
         inputs = [x, scale] + ([b.const(b.values(scale_shape, np.dtype(x.dtype), -2, 2))]
                                if op == "LayerNormalization" and b.rng.random() < 0.7 else [])
         bound = 2 * math.sqrt(n) + 2
@@ -289,13 +293,13 @@ def norm(b: Builder) -> bool:
     x = _image(b, 2 if op == "LRN" else None)  # onnxruntime runs LRN on 4-D input only
     c = x.shape[1]
     if op == "BatchNormalization":
-        inputs = [x, _channel(b, c), _channel(b, c), _channel(b, c), _channel(b, c, 0.5, 2.0)]
+        inputs = [x, _channel_scale(b, c), _channel(b, c), _channel(b, c), _channel(b, c, 0.5, 2.0)]
         bound = (x.magnitude + 2) / math.sqrt(0.5) * 2 + 2
         b.node(op, inputs, [b.result(x, lo=-bound, hi=bound, exact=False)], epsilon=1e-5)
     elif op == "InstanceNormalization":
         n = b.numel(x.shape[2:])
         bound = 2 * math.sqrt(n) + 2
-        b.node(op, [b.scaled(x, 100.0), _channel(b, c), _channel(b, c)], [b.result(x, lo=-bound, hi=bound,
+        b.node(op, [b.scaled(x, 100.0), _channel_scale(b, c), _channel(b, c)], [b.result(x, lo=-bound, hi=bound,
                                                                                    exact=False)], epsilon=1e-5)
     else:
         size = int(b.choice([1, 3, 5]))

@@ -85,7 +85,7 @@ def rms_norm(b: Builder) -> bool:
                 _op(b, "Div", [_scalar(b, 1.0, x), root], root, 0, 1e3)
             y = _mul(b, x, inv, x, -bound, bound)
     if b.rng.random() < 0.8:
-        w = b.const(b.values((d,), np.dtype(x.dtype), -2, 2), pool=False)
+        w = b.const(b.scales((d,), x.dtype), pool=False)
         y = _mul(b, y, w, y, -2 * bound, 2 * bound)
     return True
 
@@ -116,7 +116,7 @@ def layer_norm(b: Builder) -> bool:
         y = _op(b, "Div", [center, root], x, -bound, bound)
     else:
         y = _mul(b, center, _op(b, "Reciprocal", [root], root, 0, 400.0), x, -bound, bound)
-    gamma = b.const(b.values((d,), np.dtype(x.dtype), -2, 2), pool=False)
+    gamma = b.const(b.scales((d,), x.dtype), pool=False)
     y = _mul(b, y, gamma, y, -2 * bound, 2 * bound)
     beta_shape = (d,) if miss != "bias-by-row" or x.rank < 2 else (x.shape[-2], 1) if isinstance(x.shape[-2], int) \
         else (d,)
