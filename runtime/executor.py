@@ -27,7 +27,8 @@ def _root(lowered: Lowered, name: str) -> str:
 
 
 def _constants(graph: Graph, lowered: Lowered) -> dict[str, np.ndarray]:
-    constants = {name: np.ascontiguousarray(v.data) for name, v in graph.values.items() if v.const and v.data is not None}
+    constants = {name: np.ascontiguousarray(v.data) for name, v in graph.values.items()
+                 if v.const and v.data is not None}
     constants.update(lowered.constants)
     return constants
 
