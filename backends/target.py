@@ -8,7 +8,14 @@ loading, numbers are plain floats on the dataclasses; ``Target.provenance`` maps
 key path to its source id, so reports can show where a figure came from.
 
 The dataclass fields themselves are the schema: their annotations say which keys exist,
-which are sourced numbers, and which may be left out (those with defaults).
+which are sourced numbers, and which may be left out (those with defaults). Every number
+must be finite (TOML's ``nan`` and ``inf`` are refused) and its sign follows its kind:
+
+- :data:`Num` (positive): what sizes or rates the hardware (a count, a clock, a peak, a
+  capacity, a bandwidth, an efficiency, a lifetime). Zero would mean a machine that cannot
+  run the work, and the schedulers divide by these.
+- :data:`NonNeg` (zero allowed): what adds a cost (a latency, an overhead, an energy, a power
+  draw, a price). Zero is a legitimate idealization: the cost it adds is then zero.
 """
 
 from __future__ import annotations
@@ -38,7 +45,10 @@ MEMORY_ROLES = {
 MODEL_STORES = ("hbm", "sram")
 
 Num = float
-"""A sourced, non-negative number: ``{value = ..., source = "<key of [sources]>"}``."""
+"""A sourced positive number: ``{value = ..., source = "<key of [sources]>"}``."""
+
+NonNeg = typing.Annotated[float, "zero allowed"]
+"""A sourced number that may be zero (a latency, an overhead, an energy, a power, a price)."""
 
 Dims = tuple[int, ...]
 """A sourced list of positive integers (an array or tile shape)."""
@@ -103,9 +113,9 @@ class MemoryLevel:
     role: str
     capacity_bytes: Num
     bandwidth_bytes_per_s: Num
-    latency_s: Num
+    latency_s: NonNeg
     efficiency: Num = 1.0
-    energy_per_byte_j: Num | None = None
+    energy_per_byte_j: NonNeg | None = None
 
     @property
     def effective_bandwidth(self) -> float:
@@ -117,7 +127,7 @@ class Link:
     """A chip-to-chip interconnect, or the host link that fallbacks cross."""
 
     bandwidth_bytes_per_s: Num
-    latency_s: Num
+    latency_s: NonNeg
     topology: str = "point-to-point"
     flops_per_s: Num | None = None
     max_chips: Num | None = None
@@ -127,15 +137,15 @@ class Link:
 class Power:
     """Idle power always; then either TDP (dynamic power scales with activity) or energies."""
 
-    idle_w: Num
+    idle_w: NonNeg
     tdp_w: Num | None = None
-    energy_per_mac_j: Num | None = None
+    energy_per_mac_j: NonNeg | None = None
 
 
 @dataclass
 class Price:
-    usd_per_chip_hour: Num | None = None
-    purchase_usd: Num | None = None
+    usd_per_chip_hour: NonNeg | None = None
+    purchase_usd: NonNeg | None = None
     amortization_years: Num | None = None
 
     def usd_per_second(self) -> float:
@@ -153,7 +163,7 @@ class Calibration:
         (``backends.calibration``), never charged to a schedule.
     """
 
-    measurement_overhead_s: Num = 0.0
+    measurement_overhead_s: NonNeg = 0.0
 
 
 @dataclass
@@ -168,7 +178,7 @@ class Target:
     host: Link
     power: Power
     price: Price
-    launch_overhead_s: Num = 0.0
+    launch_overhead_s: NonNeg = 0.0
     """Per kernel (a fused group of ops, ``backends.grouping``), charged by the scheduler to its first op."""
     calibration: Calibration = field(default_factory=Calibration)
     path: str = field(default="", metadata={"internal": True})
@@ -252,7 +262,7 @@ class _Reader:
     def build(self, cls, table, path: str):
         if not isinstance(table, dict):
             self.fail(path, f"expected a table, got {type(table).__name__}")
-        hints = typing.get_type_hints(cls)
+        hints = typing.get_type_hints(cls, include_extras=True)
         schema = [f for f in fields(cls) if not f.metadata.get("internal")]
         unknown = sorted(set(table) - {f.name for f in schema})
         if unknown:
@@ -271,7 +281,9 @@ class _Reader:
         if origin in (types.UnionType, typing.Union):  # X | None
             return self.value(next(a for a in args if a is not type(None)), raw, path)
         if hint is float:
-            return float(self.sourced(raw, path, lambda v: _number(v) and v >= 0, "a non-negative number"))
+            return float(self.sourced(raw, path, lambda v: _number(v) and v > 0, "a finite number > 0"))
+        if hint == NonNeg:
+            return float(self.sourced(raw, path, lambda v: _number(v) and v >= 0, "a finite number >= 0"))
         if hint == Dims:
             value = self.sourced(raw, path, lambda v: isinstance(v, list) and v and all(
                 isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v), "a list of positive integers")

@@ -119,6 +119,8 @@ def live_bytes(graph: Graph, works: list[OpWork], sizes: dict[str, int] | None =
     """Activation bytes held while each op runs: every value already produced (or fed in)
     that this op or a later one still reads. Views alias their input and add nothing; values
     that stay inside a kernel (``on_chip``: ``Grouping.intermediates``) are never stored."""
+    if not works:  # everything folded away: no op runs, so nothing is held while one does
+        return []
     sizes = value_bytes(graph) if sizes is None else sizes
     index = {w.name: i for i, w in enumerate(works)}
     last_use: dict[str, int] = {}

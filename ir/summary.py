@@ -56,7 +56,7 @@ def summarize(graph: Graph) -> Summary:
 
 
 def format_summary(s: Summary) -> str:
-    lines = [f"model {s.name}: {s.ops} ops, {s.parameters:,} parameters ({_bytes(s.parameter_bytes)}"
+    lines = [f"model {s.name}: {s.ops} ops, {s.parameters:,} parameters ({format_bytes(s.parameter_bytes)}"
              f"{', weightless' if s.weightless else ''}), {_flops(s.flops)}"]
     lines.append("ops by type: " + ", ".join(f"{k} {v}" for k, v in s.ops_by_type.items()))
     lines.append("FLOPs by family: " + ", ".join(f"{k} {_flops(v)}" for k, v in s.flops_by_family.items()))
@@ -66,9 +66,9 @@ def format_summary(s: Summary) -> str:
     return "\n".join(lines)
 
 
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
+def format_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
 

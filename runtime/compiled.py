@@ -29,8 +29,8 @@ from ir.passes import optimize, quantize
 from ir.shapes import bind_input_shapes
 from ir.types import Dim
 
-from . import cache, model_cache
-from .executor import Executor
+from . import cache, memory, model_cache
+from .executor import Executor, plan_buffers
 from .jit import compile_module
 
 OPTIONS = {"threads", "dump_llvm_dir", "cache", "tiling", "optimize", "precision"}
@@ -119,10 +119,14 @@ class CompiledModel:
                 bind_input_shapes(graph, shapes)
                 for name, data in values.items():
                     graph.replace_uses(name, graph.add_constant(data.copy(), name))
-                graph = optimize(graph) if self.options.optimize else ir.passes.infer_shapes(graph)
+                if not all(v.type.is_static for v in graph.values.values() if not v.const):
+                    graph = ir.passes.infer_shapes(graph)
+                memory.refuse_huge_tensors(graph)  # before optimizing: folding and fusion allocate too
+                graph = optimize(graph) if self.options.optimize else graph
                 if self.options.precision:
                     graph = quantize(graph, self.options.precision)
                 lowered = lower(graph, self.options.tiling)
+                memory.refuse_huge_run(graph, plan_buffers(graph, lowered))
                 emulation = emulate.attach(graph, lowered, self.options.target) if self.options.target else None
                 library = compile_module(lowered.module, dump_llvm_dir=self.options.dump_llvm_dir,
                                          use_cache=self.options.cache)

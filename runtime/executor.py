@@ -10,7 +10,6 @@ Kernels whose parallel loop has more than one iteration and enough work are spli
 from __future__ import annotations
 
 import ctypes
-import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,7 +18,40 @@ from backends.codegen import Lowered
 from ir.graph import Graph
 
 from .jit import Library
-from .memory_plan import MemoryPlan, plan_memory
+from .memory_plan import MemoryPlan, plan_memory, value_bytes
+
+
+def _root(lowered: Lowered, name: str) -> str:
+    while name in lowered.aliases:
+        name = lowered.aliases[name]
+    return name
+
+
+def _constants(graph: Graph, lowered: Lowered) -> dict[str, np.ndarray]:
+    constants = {name: np.ascontiguousarray(v.data) for name, v in graph.values.items()
+                 if v.const and v.data is not None}
+    constants.update(lowered.constants)
+    return constants
+
+
+def plan_buffers(graph: Graph, lowered: Lowered) -> MemoryPlan:
+    """Where each intermediate lives in the arena: known from the lowering alone, so a run
+    that cannot fit is refused before any code is compiled (:mod:`memory`)."""
+    external = {name for name, v in graph.values.items() if v.const and v.data is not None}
+    external |= set(graph.inputs) | set(lowered.constants) | {_root(lowered, o) for o in graph.outputs}
+    external |= {_root(lowered, a) for spec in lowered.kernels if spec.once for a in spec.args}  # folded results
+    lifetimes: dict[str, list[int]] = {}
+    for i, spec in enumerate(lowered.kernels):
+        if spec.once:
+            continue
+        for name in spec.args:
+            root = _root(lowered, name)
+            if root not in external:
+                span = lifetimes.setdefault(root, [i, i])
+                span[0], span[1] = min(span[0], i), max(span[1], i)
+    sizes = {name: value_bytes(graph, name) for name in lifetimes}
+    return plan_memory(sizes, {n: (s, e) for n, (s, e) in lifetimes.items()})
+
 
 KERNEL_CFUNC = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64, ctypes.c_int64)
 
@@ -31,20 +63,13 @@ class Executor:
         self.min_parallel_work = min_parallel_work
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self.kernels = [(KERNEL_CFUNC(library.address(k.name)), k) for k in lowered.kernels]
-        self.constants = {name: np.ascontiguousarray(v.data) for name, v in graph.values.items()
-                          if v.const and v.data is not None}
-        self.constants.update(lowered.constants)
+        self.constants = _constants(graph, lowered)
         self.folded = self._fold()
         self._output_roots = {self.root(o) for o in graph.outputs}
-        self.plan = self._plan()
+        self.plan = plan_buffers(graph, lowered)
 
     def root(self, name: str) -> str:
-        while name in self.lowered.aliases:
-            name = self.lowered.aliases[name]
-        return name
-
-    def _external(self, root: str) -> bool:
-        return root in self.graph.inputs or root in self.constants or root in self.folded or root in self._output_roots
+        return _root(self.lowered, name)
 
     def _fold(self) -> dict[str, np.ndarray]:
         """Run the folded kernels once: every buffer one of them touches that is not a constant
@@ -61,23 +86,6 @@ class Executor:
             args = (ctypes.c_void_p * max(len(spec.args), 1))(*[stored[self.root(a)].ctypes.data for a in spec.args])
             self._call(fn, args, spec.extent, spec.work)
         return folded
-
-    def _plan(self) -> MemoryPlan:
-        lifetimes: dict[str, list[int]] = {}
-        for i, (_, spec) in enumerate(self.kernels):
-            if spec.once:
-                continue
-            for name in spec.args:
-                root = self.root(name)
-                if not self._external(root):
-                    span = lifetimes.setdefault(root, [i, i])
-                    span[0], span[1] = min(span[0], i), max(span[1], i)
-        sizes = {name: self._nbytes(name) for name in lifetimes}
-        return plan_memory(sizes, {n: (s, e) for n, (s, e) in lifetimes.items()})
-
-    def _nbytes(self, name: str) -> int:
-        t = self.graph.type_of(name)
-        return math.prod(t.shape) * t.dtype.numpy.itemsize  # unpacked: sub-byte types take a byte
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Feeds are already validated: C-contiguous, aligned, of the bound dtypes and shapes."""

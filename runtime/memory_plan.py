@@ -7,6 +7,7 @@ buffer at the lowest offset that clears every placed buffer alive at the same ti
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 ALIGN = 64
@@ -19,6 +20,12 @@ class MemoryPlan:
     """Size of the arena: the most bytes of intermediates alive at once, after packing."""
     total_bytes: int
     """What the intermediates would take with a buffer each."""
+
+
+def value_bytes(graph, name: str) -> int:
+    """Bytes of a value with a static type (sub-byte types unpacked: one byte each)."""
+    t = graph.type_of(name)
+    return math.prod(t.shape) * t.dtype.numpy.itemsize
 
 
 def _aligned(n: int) -> int:

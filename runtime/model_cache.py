@@ -4,20 +4,27 @@ optimization, lowering and LLVM, and maps the weights from disk instead of readi
 Cached are models given as a path, bytes or an ``onnx.ModelProto`` (an ``ir.Graph`` has no
 bytes to hash) whose inputs are all static once ``input_shapes`` is applied (the others
 compile per feed shape when they run). One file per entry, ``$XPUC_CACHE_DIR/models/<key>.xpm``,
-written to a temp file and renamed into place, so concurrent compiles never see half of one::
+written through :func:`cache.write_atomic` (a temp file renamed into place), so concurrent
+compiles never see half of one and an interrupted one leaves no entry::
 
-    header (magic, meta length, blob offset, blob size, sha256 of meta) | meta | pad | blob
+    header (magic, meta length, blob offset, blob size, sha256 of key + meta, sha256 of blob)
+    | meta | pad | blob
 
 The meta (a pickle) is what running needs after lowering: the optimized graph without its
 large constants, the kernel call list and aliases, each kernel's object code, where each
 constant lies in the blob and, for an emulated target, the counters' layout. The blob holds
-the constants the kernels read (the weights as laid out for them), mapped read-only, so a
-warm start reads no weight byte before a kernel touches it. An entry whose header or meta
-does not check out, or whose file is shorter than its header says, is a miss, and the cold
-compile that follows replaces it. (The blob is not hashed on load: that would read every
-weight; truncation is caught by the size.) Entries beyond :data:`MAX_BYTES` in all are
+the constants the kernels read (the weights as laid out for them), mapped read-only.
+
+An entry is loaded only if its magic, sizes and both digests check out; anything else
+(truncated, bit-flipped, another key's entry, another format) is deleted and is a miss,
+and the cold compile that follows replaces it. Hashing the blob reads every weight, so it
+is done once per version of the file: a verified entry gets a memo ``<key>.xpm.ok`` holding
+its stat (size, times, inode), and a later load whose stat matches skips the blob hash. Any
+write to the file changes its ctime, so a damaged entry is hashed again; files modified
+within :data:`MEMO_MARGIN_NS` of the check are not memoized, as timestamps tick coarsely.
+The memo's mtime is also the entry's last use: entries beyond :data:`MAX_BYTES` in all are
 evicted least recently used first. The folder is trusted as the object code in it is: an
-entry is unpickled and its code run.
+entry that checks out is unpickled and its code run.
 
 The key hashes everything that decides the result: the model's bytes (and its external
 data files), the bound input shapes, host tiling, target and options, xpuc's own sources, the
@@ -33,7 +40,6 @@ import math
 import os
 import pickle
 import struct
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +57,9 @@ from ir.graph import Graph
 from . import cache, jit
 from .executor import Executor
 
-FORMAT = "xpuc-model-cache-1"
-MAGIC = b"XPUCMC01"
-HEADER = struct.Struct("<8sQQQ32s")
+FORMAT = "xpuc-model-cache-2"
+MAGIC = b"XPUCMC02"
+HEADER = struct.Struct("<8sQQQ32s32s")
 ALIGN = 64
 """Every constant starts at a multiple of this in the blob (and so in memory: mmap is page-aligned)."""
 SMALL_BYTES = 4096
@@ -172,7 +178,7 @@ def _file_digest(path: Path) -> tuple[str, tuple] | None:
     digest = cache.cache_key(*(part for p, d in zip(names, digests)
                                for part in (p.relative_to(path.parent).as_posix(), d)))
     if all(s[1] < started - MEMO_MARGIN_NS and s[2] < started - MEMO_MARGIN_NS for _, s in files):
-        _write_atomic(memo, [json.dumps({"files": files, "digest": digest}).encode()])
+        cache.write_atomic(memo, [json.dumps({"files": files, "digest": digest}).encode()])
     return digest, files
 
 
@@ -205,24 +211,37 @@ def _entry_path(key: Key) -> Path:
     return cache.cache_dir() / "models" / f"{key.name}.xpm"
 
 
+def _memo_path(path: Path) -> Path:
+    return path.with_name(path.name + ".ok")
+
+
+def _meta_digest(key: Key, meta: bytes) -> bytes:
+    """Binds the meta to its key, so another key's entry renamed into place is refused."""
+    return hashlib.sha256(key.name.encode() + b"\0" + meta).digest()
+
+
 def load(key: Key, *, target: Target | None, threads: int,
          min_parallel_work: int) -> tuple[Executor, emulate.Emulation | None] | None:
     """The executor (and emulation) stored under ``key``, or None on a miss or a bad entry."""
     start = time.perf_counter()
     path = _entry_path(key)
     try:
-        with open(path, "rb") as f:
-            magic, meta_size, blob_offset, blob_size, digest = HEADER.unpack(f.read(HEADER.size))
-            meta = f.read(meta_size)
-            if (magic != MAGIC or hashlib.sha256(meta).digest() != digest
-                    or os.fstat(f.fileno()).st_size != blob_offset + blob_size):
-                return None
-        entry: Entry = pickle.loads(meta)
-        blob = (np.memmap(path, np.uint8, "r", offset=blob_offset, shape=(blob_size,)) if blob_size
-                else np.zeros(0, np.uint8))  # mmap refuses an empty range
-    except Exception:  # unreadable, truncated, or from a different build: a miss, never a crash
+        f = open(path, "rb")
+    except FileNotFoundError:
         return None
-    _touch(path)
+    except OSError as exc:
+        cache.unusable(exc)
+        return None
+    with f:
+        try:
+            found = _checked(f, path, key)
+        except Exception:  # unreadable, or unpickling objects of a different build: a miss, never a crash
+            found = None
+    if found is None:
+        cache.discard(path)
+        cache.discard(_memo_path(path))
+        return None
+    entry, blob = found
     constants = {name: blob[offset:offset + math.prod(shape) * dtype.itemsize].view(dtype).reshape(shape)
                  for name, (dtype, shape, offset) in entry.constants.items()}
     emulation = None
@@ -233,6 +252,46 @@ def load(key: Key, *, target: Target | None, threads: int,
     executor = Executor(entry.graph, Lowered(None, entry.kernels, constants, entry.aliases), library,
                         threads=threads, min_parallel_work=min_parallel_work)
     return executor, emulation
+
+
+def _checked(f, path: Path, key: Key) -> tuple[Entry, np.ndarray] | None:
+    """The entry in the open file ``f`` and its blob mapped read-only, if every check passes.
+    The blob is mapped from ``f`` itself: a concurrent compile renaming a new entry into
+    place cannot swap the bytes between the check and the mapping."""
+    head = f.read(HEADER.size)
+    if len(head) != HEADER.size:
+        return None
+    magic, meta_size, blob_offset, blob_size, meta_digest, blob_digest = HEADER.unpack(head)
+    stat = os.fstat(f.fileno())
+    if magic != MAGIC or stat.st_size != blob_offset + blob_size or blob_offset < HEADER.size + meta_size:
+        return None
+    meta = f.read(meta_size)
+    if _meta_digest(key, meta) != meta_digest:
+        return None
+    blob = (np.memmap(f, np.uint8, "r", offset=blob_offset, shape=(blob_size,)) if blob_size
+            else np.zeros(0, np.uint8))  # mmap refuses an empty range
+    if not _verified(path, stat, blob, blob_digest):
+        return None
+    return pickle.loads(meta), blob
+
+
+def _verified(path: Path, stat: os.stat_result, blob: np.ndarray, digest: bytes) -> bool:
+    """The blob hashes to ``digest``, or was found to when the file last had this stat.
+    Either way the memo's modification time records the use (for :func:`_trim`)."""
+    memo = _memo_path(path)
+    fingerprint = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
+    try:
+        if json.loads(memo.read_text()) == fingerprint:
+            os.utime(memo)
+            return True
+    except (OSError, ValueError):
+        pass
+    if hashlib.sha256(blob).digest() != digest:
+        return False
+    settled = time.time_ns() - MEMO_MARGIN_NS
+    trusted = stat.st_mtime_ns < settled and stat.st_ctime_ns < settled
+    cache.write_atomic(memo, [json.dumps(fingerprint if trusted else None).encode()])
+    return True
 
 
 def store(key: Key, executor: Executor, emulation: emulate.Emulation | None) -> None:
@@ -259,53 +318,46 @@ def store(key: Key, executor: Executor, emulation: emulate.Emulation | None) -> 
                               places, emulation and emulation.layout,
                               emulation.counters.size if emulation else 0), protocol=pickle.HIGHEST_PROTOCOL)
     blob_offset = _aligned(HEADER.size + len(meta), 4096)
-    header = HEADER.pack(MAGIC, len(meta), blob_offset, size, hashlib.sha256(meta).digest())
-    chunks, position = [header, meta, bytes(blob_offset - HEADER.size - len(meta))], blob_offset
+    blob, position = [], blob_offset
     for name, a in arrays.items():
         offset = places[name][2] + blob_offset
-        chunks += [bytes(offset - position), a.reshape(-1).view(np.uint8)]
+        blob += [bytes(offset - position), a.reshape(-1).view(np.uint8)]
         position = offset + a.nbytes
-    _write_atomic(_entry_path(key), chunks)
-    _trim(_entry_path(key))
-
-
-def _touch(path: Path) -> None:
-    """Mark an entry used now: :func:`_trim` evicts by modification time."""
-    try:
-        os.utime(path)
-    except OSError:
-        pass
+    digest = hashlib.sha256()
+    for chunk in blob:
+        digest.update(chunk)
+    header = HEADER.pack(MAGIC, len(meta), blob_offset, size, _meta_digest(key, meta), digest.digest())
+    if cache.write_atomic(_entry_path(key), [header, meta, bytes(blob_offset - HEADER.size - len(meta)), *blob]):
+        _trim(_entry_path(key))
 
 
 def _trim(keep: Path) -> None:
-    """Delete the least recently used entries until all of them fit in :data:`MAX_BYTES`.
-    (A process that has one mapped keeps reading it: unlinking leaves the mapping valid.)"""
+    """Delete the least recently used entries until all of them fit in :data:`MAX_BYTES`, and
+    temp files of interrupted writes. (A process that has an entry mapped keeps reading it:
+    unlinking leaves the mapping valid.)"""
+    folder = keep.parent
+    cache.remove_stale(folder)
+    cache.remove_stale(folder.parent)
+
+    def last_use(path: Path) -> int:
+        times = [path.stat().st_mtime_ns]
+        memo = _memo_path(path)
+        if memo.exists():
+            times.append(memo.stat().st_mtime_ns)
+        return max(times)
+
     try:
-        stats = [(p.stat(), p) for p in keep.parent.glob("*.xpm") if p != keep]
-        total = sum(s.st_size for s, _ in stats) + (keep.stat().st_size if keep.exists() else 0)
-        for stat, path in sorted(stats, key=lambda item: item[0].st_mtime_ns):
+        stats = [(p.stat().st_size, last_use(p), p) for p in folder.glob("*.xpm") if p != keep]
+        total = sum(size for size, _, _ in stats) + (keep.stat().st_size if keep.exists() else 0)
+        for size, _, path in sorted(stats, key=lambda item: item[1]):
             if total <= MAX_BYTES:
                 break
-            path.unlink(missing_ok=True)
-            total -= stat.st_size
+            cache.discard(path)
+            cache.discard(_memo_path(path))
+            total -= size
     except OSError:
         pass
 
 
 def _aligned(n: int, to: int) -> int:
     return -(-n // to) * to
-
-
-def _write_atomic(path: Path, chunks) -> None:
-    """Temp file + rename, so a reader sees a whole file or none; a write that fails is dropped."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-        os.replace(tmp, path)
-    except OSError:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)

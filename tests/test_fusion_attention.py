@@ -266,3 +266,23 @@ def test_rotary_with_unequal_cache_halves_does_not_fuse():
     graph, feeds = fuse(model)
     assert not ops(graph, "RotaryEmbedding")
     assert_matches_original(model, graph, feeds)
+
+
+def test_a_layout_too_big_to_trace_stays_unfused(monkeypatch):
+    """The K/V layout proof traces index maps as big as K; past TRACE_LIMIT elements (or when the
+    machine cannot hold them) attention stays unfused instead of the pass allocating without bound."""
+    from ir.passes.fuse import attention as fusion
+
+    model = attention_model("ss = Mul(qk, scale)\n s = Add(ss, mask)", mask=causal_mask(-np.inf))
+    monkeypatch.setattr(fusion, "TRACE_LIMIT", B * HQ * S * D - 1)
+    graph, feeds = fuse(model)
+    assert not ops(graph, "Attention")
+    assert_matches_original(model, graph, feeds)
+
+    def out_of_memory(*args):
+        raise MemoryError
+
+    monkeypatch.undo()
+    monkeypatch.setattr(fusion, "_trace", out_of_memory)
+    graph, _ = fuse(model)
+    assert not ops(graph, "Attention")

@@ -72,7 +72,14 @@ def _broken(edit):
 
 BAD_SPECS = {
     "missing number": (lambda s: s["memory"][1].pop("bandwidth_bytes_per_s"), "memory[1].bandwidth_bytes_per_s: is required"),
-    "negative number": (lambda s: s["power"].update(idle_w={"value": -5, "source": "teaching"}), "non-negative"),
+    "negative number": (lambda s: s["power"].update(idle_w={"value": -5, "source": "teaching"}),
+                        "power.idle_w: value must be a finite number >= 0, got -5"),
+    "zero clock": (lambda s: s["engines"]["array"]["clock_hz"].update(value=0),
+                   "engines.array.clock_hz: value must be a finite number > 0, got 0"),
+    "NaN bandwidth": (lambda s: s["memory"][0]["bandwidth_bytes_per_s"].update(value=float("nan")),
+                      "memory[0].bandwidth_bytes_per_s: value must be a finite number > 0, got nan"),
+    "infinite peak": (lambda s: s["engines"]["array"]["peak_ops_per_cycle"]["i8"].update(value=float("inf")),
+                      "engines.array.peak_ops_per_cycle.i8: value must be a finite number > 0, got inf"),
     "unsourced number": (lambda s: s["power"].update(idle_w=5), "every number names its source"),
     "unknown source": (lambda s: s["power"].update(idle_w={"value": 5, "source": "blog"}), "source 'blog' is not in"),
     "unknown family": (lambda s: s.update(family="quantum"), "unknown family 'quantum'"),
@@ -149,3 +156,48 @@ def test_a_new_family_is_one_class_and_one_registration(monkeypatch):
     compute = 2 * 256 ** 3 / target.engines[op.engine].peak("f16")
     hbm = 3 * 256 * 256 * 2 / target.bandwidth(target.outer.name)  # X, W and Y in f16, once
     assert op.duration_s == pytest.approx(target.launch_overhead_s + max(compute, hbm))
+
+
+def _numbers_with_paths(table, path=""):
+    """(key path as the loader names it, the {value, source} table) for every sourced number."""
+    if isinstance(table, dict):
+        if set(table) == {"value", "source"}:
+            yield path, table
+            return
+        for key, value in table.items():
+            yield from _numbers_with_paths(value, f"{path}.{key}" if path else key)
+    elif isinstance(table, list):
+        for i, value in enumerate(table):
+            yield from _numbers_with_paths(value, f"{path}[{i}]")
+
+
+ZERO_ALLOWED = {"latency_s", "energy_per_byte_j", "idle_w", "energy_per_mac_j", "usd_per_chip_hour", "purchase_usd",
+                "launch_overhead_s", "measurement_overhead_s"}
+"""Costs may be zero (an idealization); what sizes or rates the hardware may not (see backends/target.py)."""
+
+
+@pytest.mark.parametrize("preset", ["systolic-generic", "gpu-generic", "groq-lpu", "h100-sxm"])
+def test_every_number_refuses_nan_infinity_negatives_and_zero_unless_a_cost(preset):
+    numbers = [path for path, table in _numbers_with_paths(tomllib.loads((TARGETS_DIR / f"{preset}.toml").read_text()))
+               if not isinstance(table["value"], list)]
+    assert len(numbers) > 15
+    for path in numbers:
+        for bad in (float("nan"), float("inf"), -1.0, 0.0):
+            spec = tomllib.loads((TARGETS_DIR / f"{preset}.toml").read_text())
+            dict(_numbers_with_paths(spec))[path]["value"] = bad
+            if bad == 0.0 and path.rsplit(".", 1)[-1] in ZERO_ALLOWED:
+                parse_target(spec, "zero.toml")
+                continue
+            with pytest.raises(TargetSpecError, match=re.escape(f"{path}: value must be a finite number")):
+                parse_target(spec, "bad.toml")
+
+
+def test_a_bad_spec_is_one_line_and_a_nonzero_exit_from_the_cli(tmp_path, capsys):
+    from xpuc.cli import main
+
+    spec = tmp_path / "bad.toml"
+    spec.write_text((TARGETS_DIR / "gpu-generic.toml").read_text().replace(
+        "bandwidth_bytes_per_s = {value = ", "bandwidth_bytes_per_s = {value = -", 1))
+    assert main(["targets", "show", str(spec)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bandwidth_bytes_per_s: value must be a finite number > 0, got -" in err

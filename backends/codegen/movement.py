@@ -112,7 +112,7 @@ def tile(ctx, node, idx):
 
 @pointwise("Pad")
 def pad(ctx, node, idx):
-    """Constant, edge and reflect padding: out-of-range source indices are remapped or masked."""
+    """Constant, edge, wrap and reflect padding: out-of-range source indices are remapped or masked."""
     b, k = ctx.b, ctx.k
     shape = ctx.shape(node.inputs[0])
     pads = ctx.operand(node, 1).tolist()
@@ -129,6 +129,9 @@ def pad(ctx, node, idx):
             j = clamp_index(ctx, j, d)
         elif mode == "edge":
             j = clamp_index(ctx, b.select(b.icmp_signed("<", j, k.i64(0)), k.i64(0), j), d)
+        elif mode == "wrap":
+            r = b.srem(j, k.i64(d))
+            j = b.select(b.icmp_signed("<", r, k.i64(0)), b.add(r, k.i64(d)), r)
         else:  # reflect
             j = b.select(b.icmp_signed("<", j, k.i64(0)), b.neg(j), j)
             j = b.select(b.icmp_signed(">=", j, k.i64(d)), b.sub(k.i64(2 * d - 2), j), j)

@@ -139,15 +139,16 @@ def arg_reduce(ctx, node):
     axis = node.attrs.get("axis", 0) % len(shape)
     better = ("Greater" if node.op_type == "ArgMax" else "Less") + \
         ("OrEqual" if node.attrs.get("select_last_index", 0) else "")
-    t = compute_type(dtype)
+    keepdims = bool(node.attrs.get("keepdims", 1))
     with k.parallel_rows(ctx.shape(out), inner=0) as idx:
-        best, where = k.alloca(t, 1), k.alloca(I64, 1)
-        b.store(initial(dtype, "lowest" if node.op_type == "ArgMax" else "highest"), best)
+        where = k.alloca(I64, 1)
         b.store(k.i64(0), where)
         with k.loop(0, shape[axis], name="r") as r:
-            v = ctx.read(x, source_index(idx, len(shape), [axis], bool(node.attrs.get("keepdims", 1)), [r]))
-            wins = binary_op(ctx, better, v, b.load(best), dtype, {})
-            b.store(b.select(wins, v, b.load(best)), best)
+            at = lambda i: source_index(idx, len(shape), [axis], keepdims, [i])  # noqa: E731
+            # the best value is read again at its index, not carried beside it: on a carried
+            # (value, index) pair LLVM 22's loop vectorizer never returns when the row loop
+            # around it reads the same input every row (a single row, or a broadcast input)
+            wins = binary_op(ctx, better, ctx.read(x, at(r)), ctx.read(x, at(b.load(where))), dtype, {})
             b.store(b.select(wins, r, b.load(where)), where)
         ctx.write(out, idx, b.load(where))
     return row_extent(ctx.shape(out), 0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 
 import numpy as np
 import onnx
@@ -36,6 +37,11 @@ from .pattern import add_constant_like, operands, private, producer_of, product,
 MASKED = -1e4
 """Mask entries at or below this are "masked": exp underflows to 0 in fp16 and fp32 for any
 realistic score, so -inf, finfo.min and BERT/GPT-2's -10000 all mean the same."""
+
+TRACE_LIMIT = 1 << 28
+"""Most elements a K/V layout is traced over: the proof holds index maps of that many int64s
+(a few GiB). Beyond it (a prefill of hundreds of thousands of tokens, or a hostile input
+shape) attention stays unfused rather than the pass allocating without bound."""
 
 IDENTITY = (0, 1, 2, 3)
 PERMS = [IDENTITY] + [p for p in itertools.permutations(range(4)) if p != IDENTITY]
@@ -136,7 +142,7 @@ def _source(graph: Graph, value: str, heads: int | None, transposed: bool):
     """
     values, ops = _movement_chain(graph, value)
     target = graph.type_of(value)
-    if not target.is_static:
+    if not target.is_static or math.prod(target.shape) > TRACE_LIMIT:
         return None
     best, best_key = None, None
     for distance, candidate in enumerate(values):
@@ -154,7 +160,10 @@ def _source(graph: Graph, value: str, heads: int | None, transposed: bool):
                 shape[2], shape[3] = shape[3], shape[2]
             if tuple(shape) != target.shape:
                 continue
-            moved = _index_map(graph, list(reversed(ops[:distance])), candidate) if moved is None else moved
+            try:
+                moved = _index_map(graph, list(reversed(ops[:distance])), candidate) if moved is None else moved
+            except MemoryError:  # under TRACE_LIMIT but more than this machine has: not provable here
+                return None
             if moved is None or not np.array_equal(moved, _layout(tuple(t.shape), perm, repeat, transposed)):
                 continue
             key = (repeat, perm == IDENTITY, distance)

@@ -1,0 +1,1 @@
+"""A differential fuzzer for xpuc (see ``python -m fuzz --help`` and :mod:`fuzz.check`)."""
