@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--trace", metavar="FILE", help="write a Chrome trace (open in ui.perfetto.dev)")
     sched.add_argument("--limit", type=int, default=40, help="show at most this many op rows (0: all)")
     _precision_argument(sched, "quantize the graph's products to this format before scheduling")
+    _deployment_arguments(sched)
     models = commands.add_parser("models", help="list the bundled model configs (usable wherever a model is taken)")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
 
@@ -94,6 +95,14 @@ def _precision_argument(parser: argparse.ArgumentParser, help: str) -> None:
     from ir.formats import NAMES
 
     parser.add_argument("--precision", choices=NAMES, metavar="FORMAT", help=f"{help}; one of {', '.join(NAMES)}")
+
+
+def _deployment_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("deployment", "default: the smallest that fits weights, KV cache, activations "
+                                                    "and the runtime reserve on every chip (docs/schedules.md)")
+    group.add_argument("--chips", type=int, metavar="N", help="chips in the deployment (tp x pp)")
+    group.add_argument("--tp", type=int, metavar="N", help="tensor-parallel degree: chips that split each op")
+    group.add_argument("--pp", type=int, metavar="N", help="pipeline-parallel degree: stages of consecutive ops")
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -211,7 +220,7 @@ def _cmd_schedule(args) -> int:
         from ir.passes import quantize
 
         graph = quantize(graph, args.precision)
-    schedule = backends.schedule(graph, target)
+    schedule = backends.schedule(graph, target, chips=args.chips, tp=args.tp, pp=args.pp)
     print(report.format_table(schedule, limit=args.limit or None))
     if args.json:
         Path(args.json).write_text(report.to_json(schedule))
