@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .deployment import ChipMemory, Deployment
     from .target import Target
 
-BOUNDS = ("compute", "memory", "launch", "interconnect", "host")
+BOUNDS = ("compute", "memory", "launch", "sync", "interconnect", "host")
 
 
 @dataclass

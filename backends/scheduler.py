@@ -5,7 +5,8 @@ whether all engines of a chip take work from one queue, as a GPU stream does. Ev
 else is common:
 
 - the kernels of ``backends.grouping`` (the ones code generation emits): one launch each
-  (``launch_overhead_s``, charged to the kernel's first op), and traffic only for the values
+  (``launch_overhead_s``, and on statically scheduled chips ``sync_s``, charged to the
+  kernel's first op), and traffic only for the values
   that cross a kernel's boundary, read once; a kernel whose ops placement puts on different
   chips, or partly on the host, runs as one kernel per op instead;
 - the deployment (``deployment``: tensor x pipeline parallel chips, memory per chip) and
@@ -110,11 +111,12 @@ class _Timeline:
         share = piece(work, p.shard, len(chips))
         counts = self.counts.get(work.name) if share is work else None
         cost = self.family.op_cost(share, p.engine, p.fmt, self.target, counts)
-        overhead = self.target.launch_overhead_s if launch else 0.0
-        if overhead:
+        launch_s, sync_s = (self.target.launch_overhead_s, self.target.sync_s) if launch else (0.0, 0.0)
+        if launch_s + sync_s:
             cost = copy.copy(cost)
-            cost.duration_s, cost.bound = cost.duration_s + overhead, \
-                "launch" if overhead > cost.duration_s else cost.bound
+            label = "launch" if launch_s >= sync_s else "sync"
+            cost.duration_s, cost.bound = cost.duration_s + launch_s + sync_s, \
+                label if launch_s + sync_s > cost.duration_s else cost.bound
         for level, size in cost.footprint.items():
             self.footprint[level] = max(self.footprint[level], size)
         parts = [("", p.engine, p.fmt, cost)]

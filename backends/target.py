@@ -203,6 +203,10 @@ class Target:
     price: Price
     launch_overhead_s: NonNeg = 0.0
     """Per kernel (a fused group of ops, ``backends.grouping``), charged by the scheduler to its first op."""
+    sync_s: NonNeg = 0.0
+    """Per kernel on a statically scheduled chip (SRAM dataflow): the kernel's operands stream
+    across the chip's array of units and its results come back before a dependent kernel may
+    start (fill, drain and the hand-over between kernels); charged with the launch."""
     calibration: Calibration = field(default_factory=Calibration)
     path: str = field(default="", metadata={"internal": True})
     provenance: dict[str, str] = field(default_factory=dict, metadata={"internal": True})
