@@ -8,7 +8,8 @@ What one chip must hold at the level that holds the model (HBM, or SRAM on dataf
 
 - **weights**: its share of its stage's weights (1/tp of split ops', all of replicated ops');
 - **KV**: the attention keys and values of this pass (a KV-cache reservation for the pass's
-  batch and context: its K and V plus any past cache it reads), split by heads;
+  batch and context: its K and V plus any past cache it reads), split by heads, for each of
+  the ``pp`` passes a full pipeline has in flight (``backends.economics``);
 - **activations**: the most activation bytes live at once while its stage runs;
 - **reserve**: the share of memory the serving runtime keeps for itself (the level's
   ``reserve_fraction``: CUDA context, workspaces, allocator slack);
@@ -181,23 +182,25 @@ class _Memory:
 
 
 class _Cut:
-    """One tensor-parallel degree's per-op needs per chip, and the stages they allow."""
+    """One tensor-parallel degree's per-op needs per chip, and the stages they allow. A full
+    pipeline of ``pp`` stages has ``pp`` passes in flight, so each stage holds the KV cache of
+    ``pp`` passes."""
 
     def __init__(self, target: Target, tp: int, shards: list[Shard], weights: list[float], kv: list[float],
                  live: list[int]):
         self.target, self.tp, self.shards = target, tp, shards
-        self.load = [w + k for w, k in zip(weights, kv)]
         self.weights, self.kv, self.live = weights, kv, live
         store = target.outer
         self.capacity, self.reserve = store.capacity_bytes, store.capacity_bytes * store.reserve_fraction
 
-    def _fill(self, bound: float, room: float | None = None) -> list[int] | None:
-        """Stages by greedy fill: an op joins the current stage while the stage's weights and KV
-        stay within ``bound`` and they and its activations within ``room`` (default: the chip's
-        capacity less its reserve); None if one op alone does not fit."""
+    def _fill(self, bound: float, flight: int, room: float | None = None) -> list[int] | None:
+        """Stages by greedy fill: an op joins the current stage while the stage's weights and the
+        KV of ``flight`` passes stay within ``bound`` and they and its activations within ``room``
+        (default: the chip's capacity less its reserve); None if one op alone does not fit."""
         stages, stage, load, peak = [], 0, 0.0, 0.0
         room = self.capacity - self.reserve if room is None else room
-        for need, held in zip(self.load, self.live):
+        for weights, kv, held in zip(self.weights, self.kv, self.live):
+            need = weights + kv * flight
             if need > bound or need + held > room:
                 return None
             if load + need > bound or load + need + max(peak, held) > room:
@@ -206,39 +209,50 @@ class _Cut:
             stages.append(stage)
         return stages
 
-    def greedy(self) -> list[int]:
-        return self._fill(math.inf)
+    def greedy(self) -> list[int] | None:
+        """The fewest stages, by greedy fill, each holding the KV of as many passes as there are stages."""
+        flight = 1
+        for _ in range(32):
+            stages = self._fill(math.inf, flight)
+            if stages is None:
+                return None
+            count = stages[-1] + 1 if stages else 1
+            if count <= flight:
+                return stages
+            flight = count
+        return None
 
     def fewest_stages(self) -> int | None:
-        stages = self._fill(math.inf)
+        stages = self.greedy()
         return None if stages is None else (stages[-1] + 1 if stages else 1)
 
     def balanced(self, pp: int, room: float | None = None) -> list[int]:
-        """Exactly ``pp`` contiguous stages whose largest weight + KV load is (nearly) least."""
-        lo, hi = max(self.load, default=0.0), sum(self.load) or 1.0
-        best = self._fill(hi, room)
+        """Exactly ``pp`` contiguous stages whose largest load (weights, KV of ``pp`` passes) is (nearly) least."""
+        loads = [w + k * pp for w, k in zip(self.weights, self.kv)]
+        lo, hi = max(loads, default=0.0), sum(loads) or 1.0
+        best = self._fill(hi, pp, room)
         for _ in range(60):
             mid = (lo + hi) / 2
-            stages = self._fill(mid, room)
+            stages = self._fill(mid, pp, room)
             if stages is not None and (stages[-1] + 1 if stages else 1) <= pp:
                 best, hi = stages, mid
             else:
                 lo = mid
             if hi - lo <= 1e-6 * hi:
                 break
-        return _spread(best, pp, len(self.load))
+        return _spread(best, pp, len(loads))
 
     def stage_memory(self, stages: list[int], pp: int) -> list[ChipMemory]:
         weights, kv, peak = [0.0] * pp, [0.0] * pp, [0.0] * pp
         for stage, w, k, held in zip(stages, self.weights, self.kv, self.live):
             weights[stage] += w
-            kv[stage] += k
+            kv[stage] += k * pp
             peak[stage] = max(peak[stage], held)
         return [ChipMemory(self.capacity, weights[s], kv[s], peak[s], self.reserve) for s in range(pp)]
 
     def worst(self) -> ChipMemory:
         """The fullest chip if each op ran on its own stage (what cannot fit however it is cut)."""
-        i = max(range(len(self.load)), key=lambda j: self.load[j] + self.live[j], default=None)
+        i = max(range(len(self.weights)), key=lambda j: self.weights[j] + self.kv[j] + self.live[j], default=None)
         if i is None:
             return ChipMemory(self.capacity, 0.0, 0.0, 0.0, self.reserve)
         return ChipMemory(self.capacity, self.weights[i], self.kv[i], self.live[i], self.reserve)

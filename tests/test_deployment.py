@@ -174,6 +174,9 @@ def test_memory_per_chip_counts_weights_kv_activations_and_the_reserve():
     assert m.reserve == pytest.approx(0.10 * 80e9)
     assert m.free == pytest.approx(80e9 - m.weights - m.kv - m.activations - m.reserve)
     assert s.peak_memory["hbm"] == m.weights + m.kv + m.activations
+    piped = backends.schedule(infer_shapes(graph), target("h100-sxm"), tp=1, pp=2)
+    assert [m.kv for m in piped.memory] == [2 * 2 * tensor, 0]  # a full pipeline: two passes' KV in flight
+    assert [m.weights for m in piped.memory] == [0, width * width * F16]
 
 
 def test_default_is_the_smallest_deployment_that_fits():
