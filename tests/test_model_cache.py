@@ -71,7 +71,7 @@ def test_warm_compile_skips_import_and_matches(cache_dir, imports):
     assert len(imports) == 1 and len(entries(cache_dir)) == 1
     np.testing.assert_array_equal(warm, cold)
     np.testing.assert_allclose(warm, expected(X), rtol=1e-5, atol=1e-5)
-    mapped = [a for a in warm_model._last.constants.values() if a.nbytes == W.nbytes]
+    mapped = [a for a in warm_model._last.constants.values() if a.nbytes >= W.nbytes]  # W or its packed panels
     assert mapped and all(isinstance(a, np.memmap) and not a.flags.writeable for a in mapped)
 
 

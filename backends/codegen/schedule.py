@@ -1,24 +1,33 @@
 """How a kernel's loops are tiled, ordered and vectorized: the knobs lowering reads.
 
-Lowering never hard-codes a tile size; it asks the schedule. ``host_schedule()`` gives the
-defaults for the CPU this process runs on; target schedules (a systolic array's tiles, a
-GPU's blocks) will be other instances of the same dataclass.
+Lowering never hard-codes a tile size; it asks the schedule. ``host_schedule()`` derives
+them for the CPU code is generated for (:func:`cpu.target`: the host, or ``XPUC_CPU``)
+from its vector width, register file and cache sizes; target schedules (a systolic array's
+tiles, a GPU's blocks) will be other instances of the same dataclass.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import llvmlite.binding as llvm
-
 from ir.dtypes import DType
+
+from . import cpu as cpus
+
+NR_VECTORS = (1, 2, 4)
+"""Register block widths, in vectors: powers of two, so panels tile the widths layers have
+(768 = 12 x 64); a 3-vector block leaves a ragged panel on most of them."""
+MAX_MR = 8
+REFERENCE_K = 1024
+"""The depth ``mc`` is sized for: an ``mc x REFERENCE_K`` fp32 block of A fills half of L2."""
+MAX_MC_TILES = 24
 
 
 @dataclass(frozen=True)
 class CpuSchedule:
     """Loop-nest parameters for one CPU.
 
-    vector_width: float32 lanes per SIMD register (8 for AVX2, 16 for AVX-512).
+    vector_width: float32 lanes per SIMD register (16 for AVX-512, 8 for AVX2, 4 for SSE / NEON).
     mr, nr_vectors: the matmul micro-kernel's register block, ``mr`` rows by
         ``nr_vectors * vector_width`` columns of accumulators.
     mc, nc: rows and columns of one parallel matmul task; every ``mr``-row tile of the
@@ -26,6 +35,11 @@ class CpuSchedule:
         ``mc`` is a multiple of ``mr`` so only the last row block has ragged rows.
     compute: the arithmetic format of float kernels: narrow storage (f16, bf16) widens to it.
     parallel_min_work: below this many FLOPs (or elements) a kernel runs on one thread.
+    stream_rows, stream_columns: a product with at most ``stream_rows`` rows (decode) is
+        memory-bound: it streams B row by row, ``stream_columns`` columns per parallel task,
+        accumulating into its output rows in L1 instead of tiling (see :mod:`matmul`).
+    bf16_dot, int8_dot: the CPU's bf16 pair (vdpbf16ps) and int8 quad (vpdpbusd) dot-product
+        instructions may be used; without them :mod:`lowp` emulates them exactly.
     """
 
     vector_width: int = 8
@@ -36,15 +50,28 @@ class CpuSchedule:
     compute: DType = DType.FLOAT32
     parallel_min_work: int = 1 << 16
     cpu: str = field(default="", compare=False)
+    stream_rows: int = 8
+    stream_columns: int = 512
+    bf16_dot: bool = False
+    int8_dot: bool = False
 
     @property
     def nr(self) -> int:
         return self.nr_vectors * self.vector_width
 
 
-def host_schedule() -> CpuSchedule:
-    """The default schedule for the host CPU, sized by its widest float vector."""
-    features = llvm.get_host_cpu_features()
-    width = 16 if features.get("avx512f") else 8 if features.get("avx") else 4
-    mr = 6 if width == 8 else 4
-    return CpuSchedule(vector_width=width, nr_vectors=2, mr=mr, mc=12 * mr, cpu=llvm.get_host_cpu_name())
+def register_block(registers: int) -> tuple[int, int]:
+    """(mr, nr_vectors) doing the most FMAs per load (mr broadcasts of A + nr_vectors loads of B
+    feed mr * nr_vectors FMAs) whose accumulators, B vectors and one broadcast fit the register file."""
+    blocks = [(mr, nv) for mr in range(1, MAX_MR + 1) for nv in NR_VECTORS if mr * nv + nv + 1 <= registers]
+    return max(blocks, key=lambda b: (b[0] * b[1] / (b[0] + b[1]), b[0] * b[1]))
+
+
+def host_schedule(cpu: cpus.Cpu | None = None) -> CpuSchedule:
+    """The schedule for ``cpu`` (default: the CPU code is generated for)."""
+    cpu = cpu or cpus.target()
+    mr, nv = register_block(cpu.vector_registers)
+    l2 = cpu.caches[1]
+    tiles = max(1, min(MAX_MC_TILES, l2 // 2 // (mr * REFERENCE_K * 4)))
+    return CpuSchedule(vector_width=cpu.float_lanes, mr=mr, nr_vectors=nv, mc=tiles * mr, cpu=cpu.name,
+                       bf16_dot=cpu.bf16_dot, int8_dot=cpu.int8_dot)
