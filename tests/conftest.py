@@ -14,6 +14,9 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODELS = FIXTURES / "models"
+CPU_PATHS = {"host": "", "avx2": "znver3", "generic": "x86-64"}
+"""Code paths tests run on, as ``XPUC_CPU`` values: the host's own (AVX-512 on the machine this
+was written on), AVX2 + FMA (Zen 3), and baseline x86-64 (SSE2, no FMA)."""
 LIGHT_CNNS = sorted(glob.glob(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light/*.onnx")))
 
 

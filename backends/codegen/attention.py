@@ -19,6 +19,7 @@ import math
 
 from llvmlite import ir as ll
 
+from . import vmath
 from .elementwise import fconst
 from .emit import CodegenError, compute_type
 from .movement import as_index
@@ -100,7 +101,7 @@ def attention(ctx, node):
                 b.store(k.intrinsic("llvm.fma", [qd, kd, b.load(dot)]), dot)
             score = b.load(dot)
             if softcap:
-                score = b.fmul(k.libm("tanh", [b.fdiv(score, fconst(zero, softcap))]), fconst(zero, softcap))
+                score = b.fmul(vmath.tanh(k, b.fdiv(score, fconst(zero, softcap))), fconst(zero, softcap))
             if qk_out and qk_mode in (0, 1):
                 ctx.write(qk_out, qk_at(t), score)
             if mask is not None:
@@ -116,7 +117,7 @@ def attention(ctx, node):
         b.store(zero, total_p)
         with k.loop(0, total, name="e") as t:
             slot = b.gep(scores, [t])
-            e = k.intrinsic("llvm.exp", [b.fsub(b.load(slot), safe_top)])
+            e = vmath.exp(k, b.fsub(b.load(slot), safe_top))
             b.store(e, slot)
             b.store(b.fadd(b.load(total_p), e), total_p)
         denom = b.load(total_p)
