@@ -98,7 +98,7 @@ def attention(ctx, node):
             with k.loop(0, q.dim, name="d") as d:
                 qd = b.fmul(q.read(bi, h, s, d), root_scale)
                 kd = b.fmul(read_k(bi, hk, t, d), root_scale)
-                b.store(k.intrinsic("llvm.fma", [qd, kd, b.load(dot)]), dot)
+                b.store(k.intrinsic("llvm.fmuladd", [qd, kd, b.load(dot)]), dot)
             score = b.load(dot)
             if softcap:
                 score = b.fmul(vmath.tanh(k, b.fdiv(score, fconst(zero, softcap))), fconst(zero, softcap))
@@ -130,7 +130,7 @@ def attention(ctx, node):
                 ctx.write(qk_out, qk_at(t), p)
             with k.loop(0, dv, name="v") as d:
                 slot = b.gep(acc, [d])
-                b.store(k.intrinsic("llvm.fma", [p, read_v(bi, hk, t, d), b.load(slot)]), slot)
+                b.store(k.intrinsic("llvm.fmuladd", [p, read_v(bi, hk, t, d), b.load(slot)]), slot)
         with k.loop(0, dv, name="o") as d:
             ctx.write(out, y.index(bi, h, s, d), b.load(b.gep(acc, [d])))
         _write_present(ctx, node, read_k, read_v, bi, h, s, group, total, k_new.dim, dv)

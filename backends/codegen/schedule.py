@@ -8,6 +8,7 @@ tiles, a GPU's blocks) will be other instances of the same dataclass.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from ir.dtypes import DType
@@ -35,9 +36,11 @@ class CpuSchedule:
         ``mc`` is a multiple of ``mr`` so only the last row block has ragged rows.
     compute: the arithmetic format of float kernels: narrow storage (f16, bf16) widens to it.
     parallel_min_work: below this many FLOPs (or elements) a kernel runs on one thread.
-    stream_rows, stream_columns: a product with at most ``stream_rows`` rows (decode) is
-        memory-bound: it streams B row by row, ``stream_columns`` columns per parallel task,
-        accumulating into its output rows in L1 instead of tiling (see :mod:`matmul`).
+    stream_rows: a product with at most this many rows (decode) is bound by reading B: one
+        register tile holds all its rows, or a runtime B is streamed row by row (:mod:`matmul`).
+    registers: vector registers, which bound a register tile.
+    cores: how many cores run the parallel loops: kernels cut their work into enough tasks.
+    l1_bytes: one core's L1 data cache: a streaming product's accumulators fill half of it.
     bf16_dot, int8_dot: the CPU's bf16 pair (vdpbf16ps) and int8 quad (vpdpbusd) dot-product
         instructions may be used; without them :mod:`lowp` emulates them exactly.
     """
@@ -51,7 +54,9 @@ class CpuSchedule:
     parallel_min_work: int = 1 << 16
     cpu: str = field(default="", compare=False)
     stream_rows: int = 8
-    stream_columns: int = 512
+    registers: int = 16
+    cores: int = 1
+    l1_bytes: int = 32 << 10
     bf16_dot: bool = False
     int8_dot: bool = False
 
@@ -74,4 +79,5 @@ def host_schedule(cpu: cpus.Cpu | None = None) -> CpuSchedule:
     l2 = cpu.caches[1]
     tiles = max(1, min(MAX_MC_TILES, l2 // 2 // (mr * REFERENCE_K * 4)))
     return CpuSchedule(vector_width=cpu.float_lanes, mr=mr, nr_vectors=nv, mc=tiles * mr, cpu=cpu.name,
-                       bf16_dot=cpu.bf16_dot, int8_dot=cpu.int8_dot)
+                       registers=cpu.vector_registers, cores=os.cpu_count() or 1, l1_bytes=cpu.caches[0], bf16_dot=cpu.bf16_dot,
+                       int8_dot=cpu.int8_dot)
