@@ -68,6 +68,8 @@ class CompiledModel:
                     self._emulations[cached[0]] = cached[1]
                 return
             executor = self._specialize(shapes, {})
+            for value in graph.values.values():  # its only specialization holds what its kernels read
+                value.data = None
             if cache_key is not None:
                 model_cache.store(cache_key, executor, self._emulations.get(executor))
 

@@ -4,6 +4,10 @@ Every value a kernel touches resolves to storage: a graph input, a constant, an 
 array of this run, or a slot in the arena (aliases such as Reshape share their source's
 storage). Kernels whose parallel loop has more than one iteration and enough work are
 split into ``[begin, end)`` chunks on a thread pool; ctypes releases the GIL for the call.
+
+Only the constants some kernel reads (or the graph returns) are kept: a weight that code
+generation packed into panels is read from the panels alone, so its original array is
+dropped here, from the executor's graph too (the graph keeps its type).
 """
 
 from __future__ import annotations
@@ -30,11 +34,20 @@ class Executor:
         self.min_parallel_work = min_parallel_work
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self.kernels = [(KERNEL_CFUNC(library.address(k.name)), k) for k in lowered.kernels]
+        used = self.used_values()
         self.constants = {name: np.ascontiguousarray(v.data) for name, v in graph.values.items()
-                          if v.const and v.data is not None}
-        self.constants.update(lowered.constants)
+                          if v.const and v.data is not None and name in used}
+        self.constants.update((name, data) for name, data in lowered.constants.items() if name in used)
+        for name, value in graph.values.items():
+            if value.data is not None and name not in used:
+                value.data = None  # the executor's own copy of the graph: the caller's keeps its arrays
         self._output_roots = {self.root(o) for o in graph.outputs}
         self.plan = self._plan()
+
+    def used_values(self) -> set[str]:
+        """Storage roots some kernel reads or writes, or the graph returns."""
+        used = {self.root(a) for _, spec in self.kernels for a in spec.args}
+        return used | {self.root(o) for o in self.graph.outputs}
 
     def root(self, name: str) -> str:
         while name in self.lowered.aliases:
