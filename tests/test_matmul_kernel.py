@@ -12,21 +12,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 import runtime
 from backends.codegen import CpuSchedule, host_schedule
-from conftest import CPU_PATHS, ort_session
+from conftest import CPU_PATHS, matmul_model, ort_session
 
 RNG = np.random.default_rng(1)
 SMALL = CpuSchedule(vector_width=host_schedule().vector_width, mr=3, nr_vectors=1, mc=6, nc=24, l1_bytes=1024)
 """Tiny blocks, so the small shapes below cross every edge (a streamed strip of 1024 B / 2 / 4 B = 128 columns)."""
-
-
-def matmul_model(a_shape, b_shape, dtype, weight=None):
-    inputs = [helper.make_tensor_value_info("a", dtype, a_shape)]
-    if weight is None:
-        inputs.append(helper.make_tensor_value_info("b", dtype, b_shape))
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "mm", inputs,
-                              [helper.make_tensor_value_info("y", dtype, None)],
-                              [] if weight is None else [numpy_helper.from_array(weight, "b")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)], ir_version=10)
 
 
 @pytest.fixture(autouse=True)

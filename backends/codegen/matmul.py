@@ -18,6 +18,10 @@ costs: it is *streamed* in place, ``STREAM_UNROLL`` rows at a time, one column s
 core so each row run is as long as it can be, the strip's output rows accumulating in an
 L1-sized scratch.
 
+With ``schedule.dot_format = "bf16"`` float products take the bf16 pair dot of :mod:`lowp`
+(operands rounded to bf16, fp32 accumulation), and MatMulInteger with uint8 A and a constant
+int8 B its u8 x s8 quad dot: the panels then hold each group of K in one 32-bit lane.
+
 Other dtypes take a scalar dot-product loop. Each result goes through ``alpha``/``beta``/bias/
 activation and the fused epilogue before its store.
 """
@@ -33,8 +37,9 @@ from llvmlite import ir as ll
 from ir.dtypes import DType
 from ir.ops.composite import ACTIVATIONS
 
+from . import lowp
 from .elementwise import FLOAT_UNARY
-from .emit import F32, I32, STORAGE, Buffer, compute_type, is_float
+from .emit import F32, I32, STORAGE, UNSIGNED, Buffer, CodegenError, compute_type, is_float
 from .rules import anchor
 
 VECTOR_DTYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
@@ -72,6 +77,14 @@ class Product:
     nr_vectors: int
     packed: Buffer | None = None
     """B packed at compile time as (N / nr, K, nr) panels, when it is a constant matrix."""
+    dot: lowp.DotFormat | None = None
+    """A low-precision dot product (panels then hold a group of K per 32-bit lane), or fp32 FMAs."""
+    zero_points: tuple[str | None, str | None] = (None, None)
+    """MatMulInteger's A and B zero points, subtracted by the scalar integer dot."""
+
+    @property
+    def group(self) -> int:
+        return self.dot.group if self.dot else 1
 
 
 def _matrix(ctx, name: str, buf: Buffer, batch_shape, transpose: bool, vector_role: str) -> Operand:
@@ -85,7 +98,8 @@ def _matrix(ctx, name: str, buf: Buffer, batch_shape, transpose: bool, vector_ro
     return Operand(buf, tuple(batch), row, col)
 
 
-def _product(ctx, node, trans_a: bool, trans_b: bool) -> Product:
+def _product(ctx, node, trans_a: bool, trans_b: bool, dot: lowp.DotFormat | None = None) -> Product:
+    """How to compute ``node``'s product; ``dot`` forces a low-precision dot (tiles only)."""
     s = ctx.schedule
     a_name, b_name = node.inputs[:2]
     a_shape, b_shape = ctx.shape(a_name), ctx.shape(b_name)
@@ -96,19 +110,27 @@ def _product(ctx, node, trans_a: bool, trans_b: bool) -> Product:
     n = b2[-2] if trans_b else b2[-1]
     a = _matrix(ctx, a_name, ctx.buffer(a_name), batch, trans_a, "row")
     vectorized = ctx.dtype(a_name) in VECTOR_DTYPES and n >= s.vector_width
+    if dot is None and ctx.dtype(a_name) in VECTOR_DTYPES:
+        dot = lowp.FLOAT_DOTS[s.dot_format]
     nv = min(s.nr_vectors, 1 << max(0, (-(-n // s.vector_width) - 1).bit_length()))  # no wider than N needs
     mr = s.mr
     data = ctx.const(b_name) if len(b_shape) == 2 else None
-    if vectorized and data is not None:
+    if (vectorized or dot) and data is not None:
         if m <= s.stream_rows:  # one tile of all m rows: halve the panel until its accumulators fit
             mr = m
             while nv > 1 and mr * nv + nv + 1 > s.registers:
                 nv //= 2
         # The packed panels are all the kernel reads of B: no argument (-1), so nothing passes or keeps it.
         b = _matrix(ctx, b_name, Buffer.contiguous(-1, ctx.dtype(b_name), b_shape), batch, trans_b, "col")
-        packed = _pack(ctx, data.T if trans_b else data, b_name, nv * s.vector_width)
-        return Product(batch, m, n, k, a, b, "tiles", mr, nv, packed)
+        rows, nr = data.T if trans_b else data, nv * s.vector_width
+        packed = ctx.add_constant(lowp.pack_panels(rows, nr, dot), f"{b_name}_{dot.name}") if dot \
+            else _pack(ctx, rows, b_name, nr)
+        return Product(batch, m, n, k, a, b, "tiles", mr, nv, packed, dot)
     b = _matrix(ctx, b_name, ctx.buffer(b_name), batch, trans_b, "col")
+    if dot:
+        if -(-k // dot.group) * dot.group * nv * s.vector_width * dot.operand.itemsize > MAX_PANEL_BYTES:
+            raise CodegenError(f"{node.name}: K = {k} is too deep for the {dot.name} dot kernel's runtime panels")
+        return Product(batch, m, n, k, a, b, "tiles", mr, nv, dot=dot)
     if vectorized and m <= s.stream_rows and b.col == 1:
         kind = "stream"
     elif vectorized and k * nv * s.vector_width * ctx.dtype(b_name).itemsize <= MAX_PANEL_BYTES:
@@ -169,8 +191,8 @@ def emit_product(ctx, node, p: Product, post) -> int:
         return idx[len(idx) - out_rank:]
 
     nr = p.nr_vectors * s.vector_width
-    scratch = k.alloca(STORAGE[ctx.dtype(node.inputs[1])], p.k * nr) if p.kind == "tiles" and p.packed is None \
-        else None
+    b_storage = STORAGE[p.dot.operand if p.dot else ctx.dtype(node.inputs[1])]
+    scratch = k.alloca(b_storage, _depth(p) * nr) if p.kind == "tiles" and p.packed is None else None
     with k.loop(k.begin, k.end, name="task") as task:
         *bidx, mb, nb = k.delinearize(task, grid)
         i0, j0 = b.mul(mb, k.i64(mc)), b.mul(nb, k.i64(nc))
@@ -197,13 +219,18 @@ def _panels(ctx, p: Product, scratch, rows, columns, a_off, b_off, dtype, write)
     rows_full = b.add(i0, b.mul(b.udiv(b.sub(i1, i0), k.i64(p.mr)), k.i64(p.mr)))
     with k.loop(j0, j1, nr, name="panel") as jp:
         if p.packed is not None:
-            panel = b.gep(k.base(p.packed), [b.mul(jp, k.i64(p.k))])
+            panel = b.gep(k.base(p.packed), [b.mul(jp, k.i64(_depth(p)))])
         else:
             panel = _pack_panel(ctx, p, scratch, b_off, jp, nr)
         cols = b.sub(_end(k, jp, nr, p.n), jp)
         for lo, hi, mr in ((i0, rows_full, p.mr), (rows_full, i1, 1)):
             with k.loop(lo, hi, mr, name=f"tile{mr}") as i:
-                _tile(ctx, p, (panel, nr, nr), a_off, i, jp, cols, mr, dtype, write)
+                _tile(ctx, p, (panel, nr * p.group, nr), a_off, i, jp, cols, mr, dtype, write)
+
+
+def _depth(p: Product) -> int:
+    """K rounded up to whole groups: the rows of a panel."""
+    return -(-p.k // p.group) * p.group
 
 
 def _end(k, start, size: int, limit: int):
@@ -214,10 +241,13 @@ def _end(k, start, size: int, limit: int):
 
 def _pack_panel(ctx, p: Product, scratch, b_off, j0, nr: int):
     """Copy B[:, j0:j0+nr] (zeros past N) into ``scratch`` as a K x nr panel: vector rows when
-    B's rows are contiguous and the panel is whole, element by element otherwise."""
+    B's rows are contiguous and the panel is whole, element by element otherwise (rounded to
+    the dot format's operand and interleaved by groups of K, for a low-precision dot)."""
     k, b = ctx.k, ctx.b
     src = k.base(p.b.buf)
-    whole = b.icmp_signed("<=", b.add(j0, k.i64(nr)), k.i64(p.n)) if p.b.col == 1 else ll.Constant(ll.IntType(1), 0)
+    whole = b.icmp_signed("<=", b.add(j0, k.i64(nr)), k.i64(p.n)) if p.b.col == 1 and not p.dot \
+        else ll.Constant(ll.IntType(1), 0)
+    g, dtype = p.group, p.b.buf.dtype
     with b.if_else(whole) as (rows, elements):
         with rows:
             row_type = ll.VectorType(src.type.pointee, nr).as_pointer()
@@ -225,12 +255,16 @@ def _pack_panel(ctx, p: Product, scratch, b_off, j0, nr: int):
                 row = b.load(b.bitcast(b.gep(src, [_elem(k, p.b, b_off, kk, j0)]), row_type), align=1)
                 b.store(row, b.bitcast(b.gep(scratch, [b.mul(kk, k.i64(nr))]), row_type), align=1)
         with elements:
-            with k.loop(0, p.k, name="pk") as kk, k.loop(0, nr, name="pc") as c:
+            with k.loop(0, _depth(p), name="pk") as kk, k.loop(0, nr, name="pc") as c:
                 j = b.add(j0, c)
-                inside = b.icmp_signed("<", j, k.i64(p.n))
-                value = b.load(b.gep(src, [_elem(k, p.b, b_off, kk, b.select(inside, j, k.i64(p.n - 1)))]))
+                inside = b.and_(b.icmp_signed("<", j, k.i64(p.n)), b.icmp_signed("<", kk, k.i64(p.k)))
+                at = _elem(k, p.b, b_off, b.select(inside, kk, k.i64(0)), b.select(inside, j, k.i64(0)))
+                value = b.load(b.gep(src, [at]))
+                if p.dot:
+                    value = k.narrow(k.widen(value, dtype), p.dot.operand)
                 value = b.select(inside, value, ll.Constant(value.type, 0))
-                b.store(value, b.gep(scratch, [b.add(b.mul(kk, k.i64(nr)), c)]))
+                slot = b.add(b.mul(b.add(b.mul(b.udiv(kk, k.i64(g)), k.i64(nr)), c), k.i64(g)), b.urem(kk, k.i64(g)))
+                b.store(value, b.gep(scratch, [slot]))
     return scratch
 
 
@@ -249,13 +283,17 @@ def _elem(k, op: Operand, off, i, j):
 
 def _dot(ctx, p: Product, a_off, b_off, i, j, dtype):
     k, b = ctx.k, ctx.b
-    t = compute_type(dtype)
+    integer = p.zero_points != (None, None) or p.a.buf.dtype in (DType.INT8, DType.UINT8)
+    t = I32 if integer else compute_type(dtype)
     acc_ptr = k.alloca(t, 1)
     b.store(k.const(t, 0), acc_ptr)
     pa, pb = k.base(p.a.buf), k.base(p.b.buf)
     with k.loop(0, p.k, name="dk") as kk:
         x = k.widen(b.load(b.gep(pa, [_elem(k, p.a, a_off, i, kk)])), dtype)
-        y = k.widen(b.load(b.gep(pb, [_elem(k, p.b, b_off, kk, j)])), dtype)
+        y = k.widen(b.load(b.gep(pb, [_elem(k, p.b, b_off, kk, j)])), p.b.buf.dtype)
+        if integer:  # MatMulInteger: widened to int32, zero points subtracted
+            x = b.sub(_int32(k, x, p.a.buf.dtype), _zero_point(ctx, p.zero_points[0], i))
+            y = b.sub(_int32(k, y, p.b.buf.dtype), _zero_point(ctx, p.zero_points[1], j))
         prod = b.fmul(x, y) if is_float(t) else b.mul(x, y)
         b.store(b.fadd(b.load(acc_ptr), prod) if is_float(t) else b.add(b.load(acc_ptr), prod), acc_ptr)
     return b.load(acc_ptr)
@@ -266,28 +304,63 @@ def _splat(b, value, vec):
                             ll.Constant(vec, ll.Undefined), ll.Constant(ll.VectorType(I32, vec.count), None))
 
 
+def _a_element(ctx, p: Product, a_off, i, kk, dtype):
+    """A[i, kk] in compute type, or for a low-precision dot its operand bits (bf16 rounded, or the
+    raw byte), zero past K (the padding of the last group)."""
+    k, b = ctx.k, ctx.b
+    if not p.dot:
+        return k.widen(b.load(b.gep(k.base(p.a.buf), [_elem(k, p.a, a_off, i, kk)])), dtype)
+    inside = b.icmp_signed("<", kk, k.i64(p.k))
+    raw = b.load(b.gep(k.base(p.a.buf), [_elem(k, p.a, a_off, i, b.select(inside, kk, k.i64(0)))]))
+    value = k.narrow(k.widen(raw, dtype), p.dot.operand) if p.dot is lowp.BF16 else raw
+    return b.select(inside, value, ll.Constant(value.type, 0))
+
+
+def _int32(k, x, dtype):
+    return k.b.zext(x, I32) if dtype in UNSIGNED else k.b.sext(x, I32)
+
+
+def _zero_point(ctx, name: str | None, index):
+    """A MatMulInteger zero point as int32: 0 when absent, per tensor, or per row / column."""
+    if name is None:
+        return ll.Constant(I32, 0)
+    shape = ctx.shape(name)
+    value = ctx.read(name, [index if math.prod(shape) > 1 else ctx.k.i64(0)] * len(shape))
+    return _int32(ctx.k, value, ctx.dtype(name))
+
+
 def _tile(ctx, p: Product, panel, a_off, i0, j0, cols, mr, dtype, write):
-    """One ``mr``-row tile at (i0, j0) from ``panel`` = (pointer, row stride, width): K rows of
-    ``width`` columns of B; ``cols`` of them are real."""
+    """One ``mr``-row tile at (i0, j0) from ``panel`` = (pointer, row stride, width): K rows
+    (groups of K rows, for a low-precision dot) of ``width`` columns of B; ``cols`` of them
+    are real."""
     k, b, s = ctx.k, ctx.b, ctx.schedule
     pointer, stride, width = panel
-    vw, nv = s.vector_width, width // s.vector_width
-    vec = ll.VectorType(F32, vw)
+    vw, nv, g = s.vector_width, width // s.vector_width, p.group
+    vec = ll.VectorType(p.dot.accumulator if p.dot else F32, vw)
+    words = ll.VectorType(I32, vw)
     accs = k.alloca(vec, mr * nv)
     for r in range(mr * nv):
         b.store(ll.Constant(vec, None), b.gep(accs, [k.i64(r)]))
-    pa = k.base(p.a.buf)
-    storage_vec = ll.VectorType(pointer.type.pointee, vw)
-    with k.loop(0, p.k, name="kk") as kk:
+    storage_vec = words if p.dot else ll.VectorType(pointer.type.pointee, vw)
+    with k.loop(0, _depth(p) // g, name="kk") as kk:
         row_b = b.mul(kk, k.i64(stride))
-        bv = [k.widen(b.load(b.bitcast(b.gep(pointer, [b.add(row_b, k.i64(v * vw))]), storage_vec.as_pointer()),
-                             align=2), dtype) for v in range(nv)]
+        bv = [b.load(b.bitcast(b.gep(pointer, [b.add(row_b, k.i64(v * vw * g))]), storage_vec.as_pointer()), align=2)
+              for v in range(nv)]
+        bv = bv if p.dot else [k.widen(v, dtype) for v in bv]
         for r in range(mr):
-            splat = _splat(b, k.widen(b.load(b.gep(pa, [_elem(k, p.a, a_off, b.add(i0, k.i64(r)), kk)])), dtype), vec)
+            if p.dot:
+                group = [_a_element(ctx, p, a_off, b.add(i0, k.i64(r)), b.add(b.mul(kk, k.i64(g)), k.i64(u)), dtype)
+                         for u in range(g)]
+                splat = _splat(b, lowp.pack_group(k, p.dot, group), words)
+            else:
+                splat = _splat(b, _a_element(ctx, p, a_off, b.add(i0, k.i64(r)), kk, dtype), vec)
             for v in range(nv):
                 slot = b.gep(accs, [k.i64(r * nv + v)])
-                b.store(k.intrinsic("llvm.fmuladd", [splat, bv[v], b.load(slot)]), slot)
-    results = b.bitcast(accs, F32.as_pointer())
+                acc = b.load(slot)
+                acc = lowp.dot(k, p.dot, acc, splat, bv[v], lowp.native(p.dot, s)) if p.dot else \
+                    k.intrinsic("llvm.fmuladd", [splat, bv[v], acc])
+                b.store(acc, slot)
+    results = b.bitcast(accs, vec.element.as_pointer())
     with k.loop(0, mr, name="wr") as r, k.loop(0, cols, name="wc") as c:
         write(b.add(i0, r), b.add(j0, c), b.load(b.gep(results, [b.add(b.mul(r, k.i64(width)), c)])))
 
@@ -377,3 +450,30 @@ def fused_matmul(ctx, node):
         return activation(ctx, node.attrs.get("activation", ""), value)
 
     return emit_product(ctx, node, _product(ctx, node, False, False), post)
+
+
+@anchor("MatMulInteger")
+def matmul_integer(ctx, node):
+    """(A - a_zero_point) @ (B - b_zero_point) in int32. The common quantized layout (uint8 A,
+    a constant int8 B with no B zero point) takes the u8 x s8 dot of :mod:`lowp` over packed
+    panels, A's zero point subtracted afterwards as ``za * colsum(B)``; anything else a
+    scalar loop that widens both operands to int32."""
+    a, b_name = node.inputs[:2]
+    za, zb = (node.inputs[i] if len(node.inputs) > i and node.inputs[i] else None for i in (2, 3))
+    weights, zb_data = ctx.const(b_name), ctx.const(zb) if zb else None
+    quad = (ctx.dtype(a) is DType.UINT8 and ctx.dtype(b_name) is DType.INT8 and weights is not None
+            and weights.ndim == 2 and (zb is None or (zb_data is not None and not zb_data.any())))
+    if not quad:
+        p = _product(ctx, node, False, False)
+        p.kind, p.zero_points = "scalar", (za, zb)
+        return emit_product(ctx, node, p, _no_post)
+    p = _product(ctx, node, False, False, dot=lowp.INT8)
+    if za is None:
+        return emit_product(ctx, node, p, _no_post)
+    column_sums = ctx.add_constant(weights.astype(np.int32).sum(axis=0, dtype=np.int32), f"{b_name}_colsum")
+
+    def post(value, idx):
+        row, column = idx[-2] if len(idx) > 1 else ctx.k.i64(0), idx[-1]
+        return ctx.b.sub(value, ctx.b.mul(_zero_point(ctx, za, row), ctx.k.load(column_sums, [column])))
+
+    return emit_product(ctx, node, p, post)

@@ -1,7 +1,8 @@
-"""Matrix products: MatMul (numpy semantics, batched and broadcast) and Gemm."""
+"""Matrix products: MatMul (numpy semantics, batched and broadcast), MatMulInteger and Gemm."""
 
 from __future__ import annotations
 
+from ..dtypes import DType
 from ..types import TensorType
 from .common import broadcast
 from .registry import InferContext, numel, register
@@ -35,6 +36,12 @@ def matmul_flops(ctx: InferContext, outs: list[TensorType]) -> int:
 @register("MatMul", "matmul", flops=matmul_flops)
 def _matmul(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), matmul_shape(ctx, ctx.shape(0), ctx.shape(1)))]
+
+
+@register("MatMulInteger", "matmul", flops=matmul_flops)
+def _matmul_integer(ctx: InferContext) -> list[TensorType]:
+    """(A - a_zero_point) @ (B - b_zero_point) of 8-bit integers, accumulated in int32."""
+    return [TensorType(DType.INT32, matmul_shape(ctx, ctx.shape(0), ctx.shape(1)))]
 
 
 def _gemm_flops(ctx: InferContext, outs: list[TensorType]) -> int:
