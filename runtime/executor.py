@@ -3,7 +3,8 @@
 Every value a kernel touches resolves to storage: a graph input, a constant, an output
 array of this run, or a slot in the arena (aliases such as Reshape share their source's
 storage). Kernels whose parallel loop has more than one iteration and enough work are
-split into ``[begin, end)`` chunks on a thread pool; ctypes releases the GIL for the call.
+split into ``[begin, end)`` chunks, the first run by the calling thread and the rest on a
+pool of ``threads - 1``; ctypes releases the GIL for the call.
 
 Only the constants some kernel reads (or the graph returns) are kept: a weight that code
 generation packed into panels is read from the panels alone, so its original array is
@@ -32,7 +33,7 @@ class Executor:
         self.graph, self.lowered, self.library = graph, lowered, library
         self.threads = max(1, threads)
         self.min_parallel_work = min_parallel_work
-        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self._pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None  # the caller is one more
         self.kernels = [(KERNEL_CFUNC(library.address(k.name)), k) for k in lowered.kernels]
         used = self.used_values()
         self.constants = {name: np.ascontiguousarray(v.data) for name, v in graph.values.items()
@@ -108,7 +109,8 @@ class Executor:
             fn(args, 0, extent)
             return
         bounds = [extent * c // chunks for c in range(chunks + 1)]
-        futures = [self._pool.submit(fn, args, lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+        futures = [self._pool.submit(fn, args, lo, hi) for lo, hi in zip(bounds[1:], bounds[2:]) if hi > lo]
+        fn(args, bounds[0], bounds[1])  # the calling thread takes the first chunk: one wake-up fewer
         for f in futures:
             f.result()
 

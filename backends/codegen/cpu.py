@@ -151,11 +151,16 @@ def describe(name: str, features: str, overridden: bool) -> Cpu:
                int8_dot="vpdpwssd" in asm, caches=host_caches(), overridden=overridden)
 
 
+def host() -> Cpu:
+    """The CPU this process runs on, with its own features."""
+    _initialize()
+    return describe(llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(), False)
+
+
 def target() -> Cpu:
     """The CPU to generate code for: ``$XPUC_CPU`` if set (LLVM's features for that name), else the host."""
     _initialize()
     name = os.environ.get(CPU_ENV, "").strip()
-    host = llvm.get_host_cpu_name()
-    if name and name != host:
+    if name and name != llvm.get_host_cpu_name():
         return describe(name, "", True)
-    return describe(host, llvm.get_host_cpu_features().flatten(), False)
+    return host()

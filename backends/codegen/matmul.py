@@ -173,7 +173,9 @@ def _blocks(s, p: Product) -> tuple[int, int]:
     if p.kind == "scalar":
         return s.mc, p.n
     nr = p.nr_vectors * s.vector_width
-    mc = s.mc if p.packed is not None else p.m
+    mc = p.m
+    if p.packed is not None:  # row blocks of equal height, so no task is a sliver
+        mc = _round_up(-(-p.m // -(-p.m // s.mc)), p.mr)
     return mc, max(nr, min(s.nc // nr * nr, _round_up(_columns_per_task(s, p.n, p.batch, TASKS_PER_CORE), nr)))
 
 
@@ -202,7 +204,8 @@ def emit_product(ctx, node, p: Product, post) -> int:
         write = lambda i, j, v: ctx.write(ctx.group.root.outputs[0], out_index(bidx, i, j),  # noqa: E731
                                           post(v, out_index(bidx, i, j)))
         if p.kind == "tiles":
-            _panels(ctx, p, scratch, (i0, i1), (j0, j1), a_off, b_off, dtype, write)
+            tail = (p.m - (grid[-2] - 1) * mc) % p.mr  # rows past the last full tile, in the last row block
+            _panels(ctx, p, scratch, (i0, i1), (j0, j1), tail, a_off, b_off, dtype, write)
         elif p.kind == "stream":
             _stream(ctx, p, nc, (j0, j1), a_off, b_off, dtype, write)
         else:
@@ -211,8 +214,9 @@ def emit_product(ctx, node, p: Product, post) -> int:
     return math.prod(grid)
 
 
-def _panels(ctx, p: Product, scratch, rows, columns, a_off, b_off, dtype, write):
-    """Rows x columns of the output, one nr-column panel of B at a time: full mr-row tiles, then single rows."""
+def _panels(ctx, p: Product, scratch, rows, columns, tail: int, a_off, b_off, dtype, write):
+    """Rows x columns of the output, one nr-column panel of B at a time: full mr-row tiles, then
+    one ``tail``-row tile (only the last row block has one: ``mc`` is a multiple of ``mr``)."""
     k, b, s = ctx.k, ctx.b, ctx.schedule
     (i0, i1), (j0, j1) = rows, columns
     nr = p.nr_vectors * s.vector_width
@@ -223,7 +227,9 @@ def _panels(ctx, p: Product, scratch, rows, columns, a_off, b_off, dtype, write)
         else:
             panel = _pack_panel(ctx, p, scratch, b_off, jp, nr)
         cols = b.sub(_end(k, jp, nr, p.n), jp)
-        for lo, hi, mr in ((i0, rows_full, p.mr), (rows_full, i1, 1)):
+        for lo, hi, mr in ((i0, rows_full, p.mr), (rows_full, i1, tail)):
+            if not mr:
+                continue
             with k.loop(lo, hi, mr, name=f"tile{mr}") as i:
                 _tile(ctx, p, (panel, nr * p.group, nr), a_off, i, jp, cols, mr, dtype, write)
 
