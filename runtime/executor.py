@@ -3,8 +3,9 @@
 Every value a kernel touches resolves to storage: a graph input, a constant, an output
 array of this run, or a slot in the arena (aliases such as Reshape share their source's
 storage). Kernels whose parallel loop has more than one iteration and enough work are
-split into ``[begin, end)`` chunks, the first run by the calling thread and the rest on a
-pool of ``threads - 1``; ctypes releases the GIL for the call.
+split into ``[begin, end)`` chunks that the calling thread and a pool of ``threads - 1``
+take in turn (large kernels in several chunks per thread, so a thread slowed by another
+process does less of the work); ctypes releases the GIL for the call.
 
 Only the constants some kernel reads (or the graph returns) are kept: a weight that code
 generation packed into panels is read from the panels alone, so its original array is
@@ -25,6 +26,12 @@ from ir.graph import Graph
 from .jit import Library
 from .memory_plan import MemoryPlan, plan_memory
 
+CHUNKS_PER_THREAD = 4
+"""A large kernel is cut into this many chunks per thread, taken in turn: a thread slowed by
+another process on its core (a shared machine) takes fewer instead of holding up the rest."""
+BALANCED_WORK = 256
+"""How many times ``min_parallel_work`` a kernel needs to be worth cutting finer than one
+chunk per thread (each chunk costs a few microseconds of Python)."""
 KERNEL_CFUNC = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64, ctypes.c_int64)
 
 
@@ -104,13 +111,21 @@ class Executor:
     def _call(self, fn, args, extent: int, work: int) -> None:
         if extent <= 0:
             return
-        chunks = min(self.threads, extent) if self._pool and work >= self.min_parallel_work else 1
-        if chunks == 1:
+        threads = self.threads if self._pool and work >= self.min_parallel_work else 1
+        if threads == 1 or extent == 1:
             fn(args, 0, extent)
             return
+        per_thread = CHUNKS_PER_THREAD if work >= self.min_parallel_work * BALANCED_WORK else 1
+        chunks = min(extent, threads * per_thread)
         bounds = [extent * c // chunks for c in range(chunks + 1)]
-        futures = [self._pool.submit(fn, args, lo, hi) for lo, hi in zip(bounds[1:], bounds[2:]) if hi > lo]
-        fn(args, bounds[0], bounds[1])  # the calling thread takes the first chunk: one wake-up fewer
+        order = iter(range(chunks))  # shared: each thread takes the next chunk when it is free (next() holds the GIL)
+
+        def drain():
+            for c in order:
+                fn(args, bounds[c], bounds[c + 1])
+
+        futures = [self._pool.submit(drain) for _ in range(min(threads, chunks) - 1)]
+        drain()  # the calling thread works too: one wake-up fewer
         for f in futures:
             f.result()
 

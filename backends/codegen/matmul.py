@@ -48,8 +48,9 @@ MAX_PANEL_BYTES = 1 << 20
 STREAM_UNROLL = 8
 """Rows of B read side by side by a streaming product: each accumulator is loaded and stored
 once per this many FMAs, and the reads keep this many runs in flight."""
-TASKS_PER_CORE = 2
-"""Parallel tasks a tiled product is cut into per core, at least, so threads finish together."""
+TASKS_PER_CORE = 8
+"""Parallel tasks a tiled product is cut into per core, where it has that many panels: the
+executor hands them out in turn, so threads finish together even on a shared machine."""
 
 
 @dataclass
@@ -165,7 +166,7 @@ def _columns_per_task(s, n: int, batch, per_core: int) -> int:
 def _blocks(s, p: Product) -> tuple[int, int]:
     """(rows, columns) of one parallel task. Tiles: ``mc`` rows (all of them when B is packed
     inside the task, so each panel is packed once) by ``nc`` columns, narrowed to give each
-    core ``TASKS_PER_CORE`` tasks; streaming: all rows by one strip per core, narrowed
+    core ``TASKS_PER_CORE`` tasks in all; streaming: all rows by one strip per core, narrowed
     until its accumulators fit half of L1."""
     if p.kind == "stream":
         l1 = s.l1_bytes // 2 // (4 * p.m) // s.vector_width * s.vector_width
@@ -176,7 +177,8 @@ def _blocks(s, p: Product) -> tuple[int, int]:
     mc = p.m
     if p.packed is not None:  # row blocks of equal height, so no task is a sliver
         mc = _round_up(-(-p.m // -(-p.m // s.mc)), p.mr)
-    return mc, max(nr, min(s.nc // nr * nr, _round_up(_columns_per_task(s, p.n, p.batch, TASKS_PER_CORE), nr)))
+    per_core = -(-TASKS_PER_CORE // -(-p.m // mc))  # what the row blocks leave to the columns
+    return mc, max(nr, min(s.nc // nr * nr, _round_up(_columns_per_task(s, p.n, p.batch, per_core), nr)))
 
 
 def emit_product(ctx, node, p: Product, post) -> int:
