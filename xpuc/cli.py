@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     targets = commands.add_parser("targets", help="list the bundled hardware targets, or show one")
     targets.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     targets.add_argument("name", nargs="?", help="preset name or path to a .toml spec (with show)")
+    targets.add_argument("--formats", action="store_true",
+                         help="every engine's number formats and peaks (with show: that target's only)")
 
     sched = commands.add_parser("schedule", help="schedule a model on a hardware target and show the plan")
     _model_arguments(sched)
@@ -188,7 +190,12 @@ def _print_notes(notes: list[str]) -> None:
 
 def _cmd_targets(args) -> int:
     import backends
+    from backends import capabilities
 
+    if args.formats:
+        names = [args.name] if args.action == "show" and args.name else backends.list_targets()
+        print(capabilities.format_table([backends.load_target(n) for n in names]))
+        return 0
     if args.action == "list":
         for name in backends.list_targets():
             target = backends.load_target(name)
