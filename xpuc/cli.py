@@ -65,6 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--trace", metavar="FILE", help="write a Chrome trace (open in ui.perfetto.dev)")
     sched.add_argument("--limit", type=int, default=40, help="show at most this many op rows (0: all)")
     _precision_argument(sched, "quantize the graph's products to this format before scheduling")
+    comp = commands.add_parser("compare", help="one model on several targets: cost, efficiency, porting cost, "
+                                               "accuracy and a performance-portability score (docs/portability.md)")
+    _model_arguments(comp)
+    which = comp.add_mutually_exclusive_group(required=True)
+    which.add_argument("-t", "--targets", help="comma-separated presets or .toml paths, e.g. h100-sxm,tpu-v5e,groq-lpu")
+    which.add_argument("--all", action="store_true", help="every bundled preset")
+    _precision_argument(comp, "quantize the graph's products to this format on every target")
+    comp.add_argument("--latency-target", type=float, metavar="MS",
+                      help="mark targets whose pass takes longer than this many milliseconds")
+    comp.add_argument("--seed", type=int, default=0, help="seed of the inputs the accuracy runs share (default 0)")
+    comp.add_argument("--no-accuracy", action="store_true", help="skip the runs that measure accuracy")
+    comp.add_argument("--json", metavar="FILE", help="write the comparison as JSON (schema: backends/portability_report.py)")
+    comp.add_argument("--csv", metavar="FILE", help="write one CSV row per target")
     models = commands.add_parser("models", help="list the bundled model configs (usable wherever a model is taken)")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
 
@@ -83,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     _precision_argument(run, "run the model's products in this format (docs/formats.md)")
     run.add_argument("--accuracy", action="store_true",
                      help="with --precision: also run in float32 on the same inputs and print the error of each output")
-    for sub in (imp, targets, sched, models, run):
+    for sub in (imp, targets, sched, comp, models, run):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
@@ -227,6 +240,38 @@ def _cmd_schedule(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    import backends
+    from backends import portability, portability_report
+
+    names = backends.list_targets() if args.all else [n for n in args.targets.split(",") if n]
+    targets = [backends.load_target(n) for n in names]
+    graph = _optimize(_load(args))
+    if args.precision:
+        from ir.passes import quantize
+
+        graph = quantize(graph, args.precision)
+    accuracy, missing = None, ""
+    if any(v.weightless for v in graph.values.values()):
+        missing = "n/a: the model has no weights to run"
+    elif args.no_accuracy:
+        missing = "not measured (--no-accuracy)"
+    else:
+        from runtime.accuracy import AgainstFloat32
+
+        accuracy = AgainstFloat32(args.model, input_shapes=_input_shapes(args), seed=args.seed)
+    latency = None if args.latency_target is None else args.latency_target / 1e3
+    comparison = portability.compare(graph, targets, model=Path(args.model).stem if Path(args.model).exists()
+                                     else args.model, precision=args.precision, accuracy=accuracy,
+                                     accuracy_missing=missing, latency_target_s=latency)
+    print(portability_report.format_table(comparison))
+    if args.json:
+        Path(args.json).write_text(portability_report.to_json(comparison))
+    if args.csv:
+        Path(args.csv).write_text(portability_report.to_csv(comparison))
+    return 0
+
+
 def _cmd_models(args) -> int:
     from frontends import hf
 
@@ -275,8 +320,8 @@ def _cmd_run(args) -> int:
     return 0
 
 
-COMMANDS = {"import": _cmd_import, "targets": _cmd_targets, "schedule": _cmd_schedule, "models": _cmd_models,
-            "run": _cmd_run}
+COMMANDS = {"import": _cmd_import, "targets": _cmd_targets, "schedule": _cmd_schedule, "compare": _cmd_compare,
+            "models": _cmd_models, "run": _cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:
