@@ -6,6 +6,7 @@ import pytest
 
 import backends
 from backends import ledger, readout
+from backends.calibration import matmul_graph
 from backends.schedule import OpSchedule
 from frontends import onnx as onnx_frontend
 from ir import DType, Graph, TensorType
@@ -17,15 +18,6 @@ def _ledger(graph: Graph, target_name: str) -> tuple[ledger.Ledger, backends.Sch
     target = backends.load_target(target_name)
     s = backends.schedule(graph, target)
     return ledger.ledger(s, target, ledger.graph_facts(graph)), s
-
-
-def _matmul(m: int, k: int, n: int, dtype=DType.FLOAT32) -> Graph:
-    graph = Graph("matmul")
-    graph.add_input("x", TensorType(dtype, (m, k)))
-    graph.add_value("w", TensorType(dtype, (k, n)), const=True)
-    graph.add_node("MatMul", ["x", "w"], ["y"], name="matmul")
-    graph.outputs.append("y")
-    return infer_shapes(graph)
 
 
 def test_a_host_fallback_costs_both_link_crossings_its_bytes_and_the_chips_idle_power():
@@ -47,7 +39,7 @@ def test_a_host_fallback_costs_both_link_crossings_its_bytes_and_the_chips_idle_
 
 
 def test_a_product_on_cuda_cores_for_want_of_an_f32_tensor_core_is_a_vector_fallback():
-    book, s = _ledger(_matmul(64, 128, 256), "gpu-generic")
+    book, s = _ledger(matmul_graph(64, 256, 128, "f32"), "gpu-generic")
     (entry,) = book.entries
     assert (entry.kind, entry.engine, entry.formats) == ("vector", "simt", "f32")
     assert entry.reason == "tensor runs f16, bf16, i8, not f32"
@@ -55,7 +47,7 @@ def test_a_product_on_cuda_cores_for_want_of_an_f32_tensor_core_is_a_vector_fall
 
 
 def test_an_auto_cast_is_listed_but_is_no_porting_time():
-    book, _ = _ledger(_matmul(64, 128, 256), "tpu-v4")
+    book, _ = _ledger(matmul_graph(64, 256, 128, "f32"), "tpu-v4")
     (entry,) = book.entries
     assert (entry.kind, entry.engine, entry.formats, entry.reason) == \
         ("auto-cast", "mxu", "f32->bf16", "mxu converts f32 to bf16")
@@ -89,7 +81,7 @@ def test_conversions_between_number_formats_are_listed_and_index_casts_are_not()
 
 
 def test_an_op_cut_over_chips_costs_its_all_gather():
-    graph = _matmul(8, 8192, 4096, DType.FLOAT16)  # 64 MiB of weights: more than a 64 MB chip holds
+    graph = matmul_graph(8, 4096, 8192, "f16")  # 64 MiB of weights: more than a 64 MB chip holds
     book, s = _ledger(graph, "dataflow-generic")
     (split,) = [e for e in book.entries if e.kind == "split"]
     gathers = [o for o in s.ops if o.op == "AllGather"]

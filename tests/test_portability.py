@@ -13,6 +13,7 @@ import pytest
 
 import backends
 from backends import portability, portability_report
+from backends.calibration import matmul_graph
 from backends.portability import Work, efficiency, performance_portability, unit_economics, work_units
 from backends.readout import PassEconomics
 from backends.report import si
@@ -21,13 +22,12 @@ from ir.passes import infer_shapes, quantize
 from xpuc.cli import main
 
 
-def _matmul(m: int, k: int, n: int, x: str = "x") -> Graph:
-    graph = Graph("matmul")
-    graph.add_input(x, TensorType(DType.FLOAT32, (m, k)))
-    graph.add_value("w", TensorType(DType.FLOAT32, (k, n)), const=True)
-    graph.add_node("MatMul", [x, "w"], ["p"], name="matmul")
-    graph.add_node("Relu", ["p"], ["y"], name="relu")
-    graph.outputs.append("y")
+def _matmul(m: int, k: int, n: int) -> Graph:
+    """``relu(X @ W)``, X (m x k) an input, W a weightless float32 constant (not the model's
+    head, which quantization keeps in float32)."""
+    graph = matmul_graph(m, n, k, "f32")
+    graph.add_node("Relu", ["Y"], ["Z"], name="relu")
+    graph.outputs[:] = ["Z"]
     return infer_shapes(graph)
 
 

@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--no-accuracy", action="store_true", help="skip the runs that measure accuracy")
     comp.add_argument("--json", metavar="FILE", help="write the comparison as JSON (schema: backends/portability_report.py)")
     comp.add_argument("--csv", metavar="FILE", help="write one CSV row per target")
+    comp.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with plots (needs matplotlib)")
     models = commands.add_parser("models", help="list the bundled model configs (usable wherever a model is taken)")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
 
@@ -269,6 +270,10 @@ def _cmd_compare(args) -> int:
         Path(args.json).write_text(portability_report.to_json(comparison))
     if args.csv:
         Path(args.csv).write_text(portability_report.to_csv(comparison))
+    if args.html:
+        from backends import portability_html
+
+        Path(args.html).write_text(portability_html.to_html(comparison))
     return 0
 
 
