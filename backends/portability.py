@@ -141,6 +141,12 @@ class Comparison:
     def portability(self) -> float:
         return performance_portability([r.efficiency for r in self.rows])
 
+    def least(self, cost: Callable[[UnitEconomics], float]) -> Row | None:
+        """The row with the least ``cost`` per unit among the targets that run the model within the
+        latency target (all that run it, without one): the hardware-neutral cost per unit of work."""
+        able = [r for r in self.rows if r.economics is not None and r.meets_latency is not False]
+        return min(able, key=lambda r: cost(r.economics), default=None)
+
 
 def compare(graph: Graph, targets: list[Target], *, model: str = "", precision: str | None = None,
             accuracy: Accuracy | None = None, accuracy_missing: str = "",

@@ -59,8 +59,12 @@ def row_dict(r: Row) -> dict:
 
 
 def to_dict(c: Comparison) -> dict:
+    cheapest, frugal = c.least(lambda e: e.usd_per_million), c.least(lambda e: e.joules)
     return {"model": c.model, "precision": c.precision, "unit": c.work.unit, "units_per_pass": c.work.count,
             "latency_target_s": c.latency_target_s, "performance_portability": c.portability,
+            "cheapest": cheapest and {"target": cheapest.target, "usd_per_million_units": cheapest.economics.usd_per_million},
+            "least_energy": frugal and {"target": frugal.target,
+                                        "joules_per_million_units": 1e6 * frugal.economics.joules},
             "assumptions": assumptions(c), "targets": [row_dict(r) for r in c.rows]}
 
 
@@ -111,11 +115,25 @@ def format_table(c: Comparison) -> str:
     lines.append(f"performance portability (Pennycook et al., harmonic mean of efficiency): {c.portability:.4g} "
                  f"over {len(c.rows)} targets" + ("" if all(not r.cannot_run for r in c.rows)
                                                    else " (0: a target cannot run the model)"))
+    lines.append(cost_per_unit(c))
     lines.append("porting cost (fallback ledger):")
     lines += [f"  {r.target:17} {r.ledger.brief()}" for r in c.rows if r.ledger]
     lines.append("assumptions:")
     lines += [f"  {a}" for a in assumptions(c)]
     return "\n".join(lines)
+
+
+def cost_per_unit(c: Comparison) -> str:
+    """The hardware-neutral cost per unit of work (docs/portability.md): the least dollars and the
+    least joules per million units among the targets within the latency target."""
+    unit = c.work.unit
+    within = "without a latency target" if c.latency_target_s is None else \
+        f"within {si(c.latency_target_s, 's')} per pass"
+    cheapest, frugal = c.least(lambda e: e.usd_per_million), c.least(lambda e: e.joules)
+    if cheapest is None:
+        return f"cost per million {unit}s {within}: no target meets it"
+    return (f"cost per million {unit}s {within}: least ${cheapest.economics.usd_per_million:.3g} on "
+            f"{cheapest.target}, least {si(1e6 * frugal.economics.joules, 'J')} on {frugal.target}")
 
 
 def assumptions(c: Comparison) -> list[str]:

@@ -147,6 +147,8 @@ def test_compare_the_bundled_model_with_accuracy_json_and_csv(tmp_path, capsys):
     assert tpu["accuracy"]["format"] == "bf16" and 1e-4 < tpu["accuracy"]["outputs"]["logits"]["rel_l2"] < 5e-2
     assert h100["accuracy"]["format"] == "fp32" and h100["accuracy"]["outputs"]["logits"]["rel_l2"] == 0.0
     assert tpu["meets_latency_target"] is True and h100["meets_latency_target"] is False  # launch-bound: ~125 us
+    assert data["cheapest"] == {"target": "tpu-v5e", "usd_per_million_units": tpu["usd_per_million_units"]}
+    assert "cost per million tokens within 50 us per pass: least $" in text
     assert data["performance_portability"] == pytest.approx(2 / (1 / tpu["efficiency"] + 1 / h100["efficiency"]))
     assert any("$1.2 per chip-hour" in a for a in data["assumptions"])
     rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
@@ -170,3 +172,15 @@ def test_compare_needs_targets_and_names_bad_ones(capsys):
     assert exc.value.code == 2
     assert main(["compare", "-t", "h100-sxm,nonesuch", "--no-accuracy"]) == 1
     assert "unknown target 'nonesuch'" in capsys.readouterr().err
+
+
+def test_the_cost_per_unit_is_the_least_among_targets_within_the_latency_target():
+    targets = [backends.load_target(n) for n in ("gpu-generic", "tpu-v4", "h100-sxm")]
+    free = portability.compare(_matmul(256, 512, 1024), targets)
+    usd = lambda e: e.usd_per_million  # noqa: E731
+    assert free.least(usd) is min(free.rows, key=lambda r: r.economics.usd_per_million)
+    fastest = min(free.rows, key=lambda r: r.latency_s)
+    bound = portability.compare(_matmul(256, 512, 1024), targets, latency_target_s=fastest.latency_s)
+    assert [r.meets_latency for r in bound.rows] == [r is fastest for r in free.rows]
+    assert bound.least(usd).target == fastest.target
+    assert portability.compare(_matmul(256, 512, 1024), targets, latency_target_s=1e-12).least(usd) is None
