@@ -26,7 +26,7 @@ from ir.errors import XpucError
 from . import readout
 from .capabilities import chip_peak
 from .portability import Comparison, Row
-from .portability_report import accuracy_cell, accuracy_output, assumptions, formats_cell
+from .portability_report import accuracy_cell, accuracy_legend, assumptions, cost_per_unit, formats_cell
 from .report import si
 from .schedule import Schedule
 from .target import Target
@@ -302,7 +302,8 @@ def to_html(c: Comparison, serving: list[ServingPoint] | None = None) -> str:
              f"<title>xpuc compare: {e(c.model)}</title><style>{STYLE}</style></head><body>",
              f"<h1>{e(c.model)} on {len(c.rows)} targets</h1>",
              f"<p>{c.work.count} {c.work.unit}s per pass, precision {e(c.precision)}. Performance portability "
-             f"(Pennycook et al., harmonic mean of architectural efficiency): <b>{c.portability:.4g}</b>.</p>",
+             f"(Pennycook et al., harmonic mean of architectural efficiency): <b>{c.portability:.4g}</b>. "
+             f"{e(cost_per_unit(c)[0].upper() + cost_per_unit(c)[1:])}.</p>",
              _table(c)]
     parts += [f'<figure id="{name}">{svg}<figcaption>{e(caption)}</figcaption></figure>'
               for name, caption, svg in figures]
@@ -327,8 +328,8 @@ def _table(c: Comparison) -> str:
         rows.append(f"<tr><td>{html.escape(r.target)}</td><td{wide}>" + "</td><td>".join(
             html.escape(str(v)) for v in cells[1:]) + "</td></tr>")
     rows.append("</table></div>")
-    return "\n".join(rows) + f'<p class="note">accuracy of {html.escape(accuracy_output(c))} against float32; ' \
-        'every basis in the assumptions below.</p>'
+    return "\n".join(rows) + f'<p class="note">{html.escape(accuracy_legend(c))}; every basis in the ' \
+        'assumptions below.</p>'
 
 
 def _cells(r: Row, c: Comparison) -> list:

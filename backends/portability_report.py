@@ -110,8 +110,8 @@ def format_table(c: Comparison) -> str:
                      f"{e.usd_per_million:>9.3g} {r.ledger.porting_share:>7.1%} {accuracy_cell(r):>18} "
                      f"{r.efficiency:>7.2%}")
     lines.append(f"{unit}/s/$h: {c.work.unit}s per second per dollar-hour of the deployment; {unit}/s/W: per watt of its "
-                 f"average power; porting: share of time in the fallback ledger; rel L2, top-1: accuracy of "
-                 f"{accuracy_output(c)} in the format shown, against float32; eff: achieved over peak FLOP/s")
+                 f"average power; porting: share of time in the fallback ledger; {accuracy_legend(c)}; "
+                 "eff: achieved over peak FLOP/s")
     lines.append(f"performance portability (Pennycook et al., harmonic mean of efficiency): {c.portability:.4g} "
                  f"over {len(c.rows)} targets" + ("" if all(not r.cannot_run for r in c.rows)
                                                    else " (0: a target cannot run the model)"))
@@ -168,9 +168,12 @@ def assumptions(c: Comparison) -> list[str]:
     return lines
 
 
-def accuracy_output(c: Comparison) -> str:
+def accuracy_legend(c: Comparison) -> str:
+    """What the accuracy column shows, or why it is empty."""
     found = next((headline(r.accuracy) for r in c.rows if r.accuracy), None)
-    return f"output {found[0]!r}" if found else "the outputs (not measured here)"
+    if found is None:
+        return "accuracy " + next((r.accuracy_note for r in c.rows if r.accuracy_note), "not measured")
+    return f"accuracy: relative L2 and top-1 agreement of output {found[0]!r} against float32, in the format shown"
 
 
 def _accuracy_basis(c: Comparison) -> str:
