@@ -11,8 +11,12 @@ formats and reason, with the time, energy and bytes its records cost:
 | ``split`` | an op too large for one chip was cut over chips | the all-gather of its output |
 | ``auto-cast`` | the engine converted the op's operands first (its ``auto_cast``) | the op's records, run in the new format; the model charges no separate conversion |
 
+A record's time here is its own: a GPU kernel's launch, which the scheduler charges to the
+kernel's first op, belongs to the kernel, which launches whatever its ops' formats (a weight's
+decode that opens its product's kernel would otherwise carry the product's launch).
+
 The *porting share* is the time of the first four kinds over the schedule's busy time (all
-records' durations summed, so engines that overlap each count their own time). Auto-casts are
+records' own time summed, so engines that overlap each count their own time). Auto-casts are
 left out of it: the op itself runs at the engine's speed, in another format.
 """
 
@@ -82,7 +86,7 @@ class Ledger:
     target: str
     entries: list[Entry]
     busy_s: float
-    """All records' durations summed."""
+    """All records' own time summed (launches left out)."""
 
     def time_s(self, kinds: tuple[str, ...] = PORTING_KINDS) -> float:
         return sum(e.time_s for e in self.entries if e.kind in kinds)
@@ -106,8 +110,9 @@ def ledger(s: Schedule, target: Target, facts: GraphFacts) -> Ledger:
     nodes = {r.name: readout.record_node(r, facts.asked) for r in s.ops}
     op_types = {nodes[r.name]: r.op for r in s.ops if r.op != "AllGather"}
     on_matrix = {nodes[r.name] for r in s.ops if r.engine in target.engines and target.engines[r.engine].role == "matrix"}
+    launches = readout.launch_seconds(s, target)
     entries: dict[tuple, Entry] = {}
-    for record in s.ops:
+    for record, launch in zip(s.ops, launches):
         node = nodes[record.name]
         found = None if node is None else _classify(record, node, target, facts, on_matrix)
         if found is None:
@@ -116,16 +121,17 @@ def ledger(s: Schedule, target: Target, facts: GraphFacts) -> Ledger:
         op = op_types.get(node, record.op)
         entry = entries.setdefault((kind, op, record.engine, formats, reason),
                                    Entry(kind, op, record.engine, formats, reason))
+        seconds = record.duration_s - launch
         entry.records += 1
-        entry.time_s += record.duration_s
-        entry.energy_j += readout.record_energy_j(target, record)
+        entry.time_s += seconds
+        entry.energy_j += readout.record_energy_j(target, record, seconds)
         for level, size in record.bytes.items():
             entry.bytes[level] = entry.bytes.get(level, 0) + size
         entry.ops.append(node)
     for entry in entries.values():
         entry.ops = list(dict.fromkeys(entry.ops))
     ordered = sorted(entries.values(), key=lambda e: (KINDS.index(e.kind), -e.time_s))
-    return Ledger(s.target, ordered, sum(o.duration_s for o in s.ops))
+    return Ledger(s.target, ordered, sum(o.duration_s for o in s.ops) - sum(launches))
 
 
 def _classify(record: OpSchedule, node: str, target: Target, facts: GraphFacts,

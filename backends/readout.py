@@ -15,6 +15,8 @@ says it (issue 8; the field names are those the issue gives, else proposed):
   its name less the scheduler's suffixes for slices, companions and all-gathers.
 - :func:`deployment`: tensor and pipeline degrees and memory per chip (``--tp``/``--pp``);
   today the chip count only.
+- :func:`launch_seconds`: the launch each record carries (proposed ``OpSchedule.launch_s``);
+  today the scheduler's rule: a kernel's launch is charged to its first op, every slice of it.
 """
 
 from __future__ import annotations
@@ -80,7 +82,18 @@ def family(record: OpSchedule) -> str:
     return opdef.family if opdef is not None else INTERCONNECT
 
 
-def record_energy_j(target: Target, record: OpSchedule) -> float:
-    """What a record costs in energy: its dynamic energy (the schedule's own model) plus its
-    chip's idle power over its duration."""
-    return dynamic_energy_j(target, record) + target.power.idle_w * record.duration_s
+def launch_seconds(s: Schedule, target: Target) -> list[float]:
+    """Per record, the kernel launch its duration includes: the launch overhead on each slice of
+    a kernel's first op on the chip (not on its companion, nor on the host), 0 elsewhere."""
+    first: dict[int, str] = {}
+    for r in s.ops:
+        if r.kernel is not None:
+            first.setdefault(r.kernel, _SUFFIXES[0].sub("", r.name))
+    return [target.launch_overhead_s if r.kernel is not None and r.engine in target.engines
+            and _SUFFIXES[0].sub("", r.name) == first[r.kernel] else 0.0 for r in s.ops]
+
+
+def record_energy_j(target: Target, record: OpSchedule, seconds: float) -> float:
+    """What ``seconds`` of a record cost in energy: its dynamic energy (the schedule's own model)
+    plus its chip's idle power over those seconds."""
+    return dynamic_energy_j(target, record) + target.power.idle_w * seconds
