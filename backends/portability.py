@@ -112,7 +112,9 @@ class Row:
     """Why the model cannot run on the target (empty when it can)."""
     formats: dict[str, float] = field(default_factory=dict)
     """Share of the chip's FLOPs run in each format."""
-    chips: str = ""
+    chips: int = 0
+    deployment: dict = field(default_factory=dict)
+    """``readout.deployment``: chips today; parallel degrees and memory per chip to come."""
     latency_s: float = 0.0
     basis: str = ""
     economics: UnitEconomics | None = None
@@ -177,7 +179,7 @@ def _fill(row: Row, s: Schedule, target: Target, work: Work, facts: ledgers.Grap
     row.flops = sum(o.flops for o in s.ops)
     chip_flops = sum(by_format.values())
     row.formats = {f: n / chip_flops for f, n in by_format.items()}
-    row.chips, row.latency_s, row.basis = readout.deployment(s), s.latency_s, p.basis
+    row.chips, row.deployment, row.latency_s, row.basis = s.chips, readout.deployment(s), s.latency_s, p.basis
     row.economics = unit_economics(work.count, p)
     row.meets_latency = None if latency_target_s is None else s.latency_s <= latency_target_s
     main = next(iter(by_format), None)

@@ -6,7 +6,7 @@ JSON schema (``to_dict``)::
     {"model", "precision", "unit": "token" | "inference", "units_per_pass", "latency_target_s",
      "performance_portability", "assumptions": [str],
      "targets": [{"target", "family", "cannot_run", "formats": {format: share of FLOPs}, "chips",
-                  "latency_s", "basis", "throughput_per_s", "per_s_per_usd_hour", "per_s_per_watt",
+                  "deployment": {"chips"[, parallel degrees, memory per chip]}, "latency_s", "basis", "throughput_per_s", "per_s_per_usd_hour", "per_s_per_watt",
                   "joules_per_unit", "usd_per_million_units", "meets_latency_target", "flops",
                   "peak_flops_per_s", "efficiency", "porting_share", "porting_cost",
                   "ledger": [{kind, op, engine, formats, reason, count, time_s, energy_j, bytes, ops}],
@@ -48,7 +48,7 @@ def formats_cell(formats: dict[str, float]) -> str:
 def row_dict(r: Row) -> dict:
     e = r.economics
     return {"target": r.target, "family": r.family, "cannot_run": r.cannot_run, "formats": r.formats,
-            "chips": r.chips, "latency_s": r.latency_s, "basis": r.basis,
+            "chips": r.chips, "deployment": r.deployment, "latency_s": r.latency_s, "basis": r.basis,
             "throughput_per_s": e and e.per_s, "per_s_per_usd_hour": e and e.per_s_per_usd_hour,
             "per_s_per_watt": e and e.per_s_per_watt, "joules_per_unit": e and e.joules,
             "usd_per_million_units": e and e.usd_per_million, "meets_latency_target": r.meets_latency,

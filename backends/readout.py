@@ -57,8 +57,10 @@ def per_pass(s: Schedule) -> PassEconomics:
     return PassEconomics("single pass", s.latency_s, s.cost_usd, s.energy_j)
 
 
-def deployment(s: Schedule) -> str:
-    return f"{s.chips}"
+def deployment(s: Schedule) -> dict:
+    """How the model is spread over chips: today ``{"chips": n}``; to gain ``tp``, ``pp`` and
+    memory per chip (weights, KV, activations, reserve, free)."""
+    return {"chips": s.chips}
 
 
 def asked_formats(graph: Graph) -> dict[str, str]:

@@ -128,7 +128,7 @@ def test_a_precision_is_measured_as_given_and_weightless_models_say_why_not():
     assert portability_report.accuracy_cell(c.rows[0]) == "n/a"
 
 
-ROW_KEYS = {"target", "family", "cannot_run", "formats", "chips", "latency_s", "basis", "throughput_per_s",
+ROW_KEYS = {"target", "family", "cannot_run", "formats", "chips", "deployment", "latency_s", "basis", "throughput_per_s",
             "per_s_per_usd_hour", "per_s_per_watt", "joules_per_unit", "usd_per_million_units",
             "meets_latency_target", "flops", "peak_flops_per_s", "efficiency", "porting_share", "porting_cost",
             "ledger", "accuracy"}
@@ -144,6 +144,7 @@ def test_compare_the_bundled_model_with_accuracy_json_and_csv(tmp_path, capsys):
     assert data["unit"] == "token" and data["units_per_pass"] == 128 and data["latency_target_s"] == 5e-5
     tpu, h100 = data["targets"]
     assert set(tpu) == ROW_KEYS and (tpu["target"], h100["target"]) == ("tpu-v5e", "h100-sxm")
+    assert tpu["chips"] == 1 and tpu["deployment"] == {"chips": 1}
     assert tpu["accuracy"]["format"] == "bf16" and 1e-4 < tpu["accuracy"]["outputs"]["logits"]["rel_l2"] < 5e-2
     assert h100["accuracy"]["format"] == "fp32" and h100["accuracy"]["outputs"]["logits"]["rel_l2"] == 0.0
     assert tpu["meets_latency_target"] is True and h100["meets_latency_target"] is False  # launch-bound: ~125 us
