@@ -3,13 +3,15 @@
 Every record of the schedule that shows one of these is listed, grouped by op type, engine,
 formats and reason, with the time, energy and bytes its records cost:
 
-| kind | what happened | its cost |
-|---|---|---|
-| ``host`` | no engine runs the op in its format: it ran on the host | the host record (both link crossings and the host's arithmetic) |
-| ``vector`` | a product ran on a vector engine: the target's matrix engines take the op but not its format | the product's records |
-| ``conversion`` | a format conversion ran as an op (Cast between number formats, Quantize-, Dequantize-, DynamicQuantizeLinear) | the conversion's records |
-| ``split`` | an op too large for one chip was cut over chips | the all-gather of its output |
-| ``auto-cast`` | the engine converted the op's operands first (its ``auto_cast``) | the op's records, run in the new format; the model charges no separate conversion |
+- ``host``: no engine runs the op in its format, so it ran on the host (cost: the host
+  record, both link crossings and the host's arithmetic);
+- ``vector``: a product ran on a vector engine, the target's matrix engines taking the op but
+  not its format (the product's records);
+- ``conversion``: a format conversion ran as an op: a Cast between number formats, a
+  Quantize-, Dequantize- or DynamicQuantizeLinear (its records);
+- ``split``: an op too large for one chip was cut over chips (the all-gather of its output);
+- ``auto-cast``: the engine converted the op's operands first, its ``auto_cast`` (the op's
+  records, run in the new format; the model charges no separate conversion).
 
 A record's time here is its own: a GPU kernel's launch, which the scheduler charges to the
 kernel's first op, belongs to the kernel, which launches whatever its ops' formats (a weight's
@@ -109,7 +111,8 @@ class Ledger:
 def ledger(s: Schedule, target: Target, facts: GraphFacts) -> Ledger:
     nodes = {r.name: readout.record_node(r, facts.asked) for r in s.ops}
     op_types = {nodes[r.name]: r.op for r in s.ops if r.op != "AllGather"}
-    on_matrix = {nodes[r.name] for r in s.ops if r.engine in target.engines and target.engines[r.engine].role == "matrix"}
+    matrix = {name for name, e in target.engines.items() if e.role == "matrix"}
+    on_matrix = {nodes[r.name] for r in s.ops if r.engine in matrix}
     launches = readout.launch_seconds(s, target)
     entries: dict[tuple, Entry] = {}
     for record, launch in zip(s.ops, launches):

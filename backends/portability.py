@@ -182,9 +182,9 @@ def _fill(row: Row, s: Schedule, target: Target, work: Work, facts: ledgers.Grap
     row.chips, row.deployment, row.latency_s, row.basis = s.chips, readout.deployment(s), s.latency_s, p.basis
     row.economics = unit_economics(work.count, p)
     row.meets_latency = None if latency_target_s is None else s.latency_s <= latency_target_s
-    main = next(iter(by_format), None)
-    row.peak_flops_per_s = s.chips * chip_peak(target, main) if main else 0.0
-    row.efficiency = efficiency(row.flops, p.seconds, s.chips, chip_peak(target, main)) if main else 0.0
+    peak = chip_peak(target, next(iter(by_format))) if by_format else 0.0
+    row.peak_flops_per_s = s.chips * peak
+    row.efficiency = efficiency(row.flops, p.seconds, s.chips, peak)
     row.ledger = ledgers.ledger(s, target, facts)
 
 
@@ -195,8 +195,8 @@ def _accuracy(row: Row, precision: str | None, accuracy: Accuracy | None, missin
     if accuracy is None:
         row.accuracy_note = missing or "not measured"
         return
-    if precision and FORMATS[_canonical(precision)].changes_graph:
-        fmt = _canonical(precision)
+    if precision and lookup(precision).changes_graph:
+        fmt = lookup(precision).name
         row.accuracy_note = f"the graph in {fmt}; the target's own rounding beyond it is not emulated"
     else:
         main = next(iter(row.formats), "f32")
@@ -209,7 +209,3 @@ def _accuracy(row: Row, precision: str | None, accuracy: Accuracy | None, missin
     if fmt not in measured:
         measured[fmt] = accuracy(fmt)
     row.accuracy_format, row.accuracy = fmt, measured[fmt]
-
-
-def _canonical(precision: str) -> str:
-    return lookup(precision).name

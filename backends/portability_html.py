@@ -321,7 +321,8 @@ def _table(c: Comparison) -> str:
     heads = ["target", "formats (share of FLOPs)", "chips", "latency", f"{unit}s/s", f"{unit}s/s per $/h",
              f"{unit}s/s per W", f"J/{unit}", f"$/M {unit}s", "porting share", "accuracy (rel L2, top-1)",
              "efficiency"]
-    rows = ["<div class=\"scroll\"><table id=\"comparison\"><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in heads) + "</tr>"]
+    rows = ['<div class="scroll"><table id="comparison"><tr>'
+            + "".join(f"<th>{html.escape(h)}</th>" for h in heads) + "</tr>"]
     for r in c.rows:
         cells = _cells(r, c)
         wide = ' class="text"' if r.cannot_run else ""

@@ -6,7 +6,8 @@ JSON schema (``to_dict``)::
     {"model", "precision", "unit": "token" | "inference", "units_per_pass", "latency_target_s",
      "performance_portability", "assumptions": [str],
      "targets": [{"target", "family", "cannot_run", "formats": {format: share of FLOPs}, "chips",
-                  "deployment": {"chips"[, parallel degrees, memory per chip]}, "latency_s", "basis", "throughput_per_s", "per_s_per_usd_hour", "per_s_per_watt",
+                  "deployment": {"chips"[, parallel degrees, memory per chip]}, "latency_s", "basis",
+                  "throughput_per_s", "per_s_per_usd_hour", "per_s_per_watt",
                   "joules_per_unit", "usd_per_million_units", "meets_latency_target", "flops",
                   "peak_flops_per_s", "efficiency", "porting_share", "porting_cost",
                   "ledger": [{kind, op, engine, formats, reason, count, time_s, energy_j, bytes, ops}],
@@ -62,7 +63,8 @@ def to_dict(c: Comparison) -> dict:
     cheapest, frugal = c.least(lambda e: e.usd_per_million), c.least(lambda e: e.joules)
     return {"model": c.model, "precision": c.precision, "unit": c.work.unit, "units_per_pass": c.work.count,
             "latency_target_s": c.latency_target_s, "performance_portability": c.portability,
-            "cheapest": cheapest and {"target": cheapest.target, "usd_per_million_units": cheapest.economics.usd_per_million},
+            "cheapest": cheapest and {"target": cheapest.target,
+                                      "usd_per_million_units": cheapest.economics.usd_per_million},
             "least_energy": frugal and {"target": frugal.target,
                                         "joules_per_million_units": 1e6 * frugal.economics.joules},
             "assumptions": assumptions(c), "targets": [row_dict(r) for r in c.rows]}
@@ -109,8 +111,8 @@ def format_table(c: Comparison) -> str:
                      f"{si(e.per_s):>9} {si(e.per_s_per_usd_hour):>9} {si(e.per_s_per_watt):>9} {e.joules:>9.3g} "
                      f"{e.usd_per_million:>9.3g} {r.ledger.porting_share:>7.1%} {accuracy_cell(r):>18} "
                      f"{r.efficiency:>7.2%}")
-    lines.append(f"{unit}/s/$h: {c.work.unit}s per second per dollar-hour of the deployment; {unit}/s/W: per watt of its "
-                 f"average power; porting: share of time in the fallback ledger; {accuracy_legend(c)}; "
+    lines.append(f"{unit}/s/$h: {c.work.unit}s per second per dollar-hour of the deployment; {unit}/s/W: per watt "
+                 f"of its average power; porting: share of time in the fallback ledger; {accuracy_legend(c)}; "
                  "eff: achieved over peak FLOP/s")
     lines.append(f"performance portability (Pennycook et al., harmonic mean of efficiency): {c.portability:.4g} "
                  f"over {len(c.rows)} targets" + ("" if all(not r.cannot_run for r in c.rows)

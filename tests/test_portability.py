@@ -128,8 +128,8 @@ def test_a_precision_is_measured_as_given_and_weightless_models_say_why_not():
     assert portability_report.accuracy_cell(c.rows[0]) == "n/a"
 
 
-ROW_KEYS = {"target", "family", "cannot_run", "formats", "chips", "deployment", "latency_s", "basis", "throughput_per_s",
-            "per_s_per_usd_hour", "per_s_per_watt", "joules_per_unit", "usd_per_million_units",
+ROW_KEYS = {"target", "family", "cannot_run", "formats", "chips", "deployment", "latency_s", "basis",
+            "throughput_per_s", "per_s_per_usd_hour", "per_s_per_watt", "joules_per_unit", "usd_per_million_units",
             "meets_latency_target", "flops", "peak_flops_per_s", "efficiency", "porting_share", "porting_cost",
             "ledger", "accuracy"}
 

@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="mark targets whose pass takes longer than this many milliseconds")
     comp.add_argument("--seed", type=int, default=0, help="seed of the inputs the accuracy runs share (default 0)")
     comp.add_argument("--no-accuracy", action="store_true", help="skip the runs that measure accuracy")
-    comp.add_argument("--json", metavar="FILE", help="write the comparison as JSON (schema: backends/portability_report.py)")
+    comp.add_argument("--json", metavar="FILE",
+                      help="write the comparison as JSON (schema: backends/portability_report.py)")
     comp.add_argument("--csv", metavar="FILE", help="write one CSV row per target")
     comp.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with plots (needs matplotlib)")
     models = commands.add_parser("models", help="list the bundled model configs (usable wherever a model is taken)")
