@@ -18,6 +18,7 @@ with metadata events so Perfetto and chrome://tracing label the tracks.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 
 from .schedule import Schedule
@@ -56,6 +57,19 @@ def format_table(s: Schedule, limit: int | None = None) -> str:
     lines.append("utilization: " + ", ".join(f"{k} {v:.1%}" for k, v in s.utilization.items()))
     lines.append("peak memory: " + ", ".join(f"{k} {v / 1e6:,.2f} MB" for k, v in s.peak_memory.items()))
     return "\n".join(lines)
+
+
+PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"))
+
+
+def si(value: float, unit: str = "", digits: int = 3) -> str:
+    """``value`` with an SI prefix and ``digits`` significant figures: ``si(0.000126, "s") == "126 us"``."""
+    if not value or not math.isfinite(value):
+        return f"{value:g} {unit}".rstrip()
+    for scale, prefix in PREFIXES:
+        scaled = float(f"{value / scale:.{digits}g}")
+        if abs(scaled) >= 1 or scale == PREFIXES[-1][0]:
+            return f"{scaled:g} {prefix}{unit}".rstrip()
 
 
 def short_name(name: str, width: int = 32) -> str:
