@@ -25,13 +25,14 @@ with metadata events so Perfetto and chrome://tracing label the tracks.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 
 from .schedule import Schedule
 
 
 def to_dict(s: Schedule) -> dict:
-    steady, d = s.steady, s.deployment
+    steady = s.steady
     tokens_per_s = steady.throughput_per_s * steady.tokens_per_pass if steady.tokens_per_pass else None
     return {"target": s.target, "family": s.family,
             "totals": {"latency_s": s.latency_s, "energy_j": s.energy_j, "cost_usd": s.cost_usd, "chips": s.chips,
@@ -40,12 +41,20 @@ def to_dict(s: Schedule) -> dict:
                        "tokens_per_pass": steady.tokens_per_pass, "tokens_per_s": tokens_per_s,
                        "joules_per_token": steady.per_token(steady.joules_per_pass),
                        "usd_per_token": steady.per_token(steady.usd_per_pass)},
-            "deployment": {"chips": d.chips, "tp": d.tp, "pp": d.pp},
-            "memory_per_chip": [{"stage": i, "chips": list(d.group(i)), "level": s.memory_level,
-                                 "capacity": m.capacity, "weights": m.weights, "kv": m.kv,
-                                 "activations": m.activations, "reserve": m.reserve, "free": m.free}
-                                for i, m in enumerate(s.memory)],
+            "deployment": deployment(s), "memory_per_chip": memory_per_chip(s),
             "utilization": s.utilization, "peak_memory": s.peak_memory, "ops": [asdict(o) for o in s.ops]}
+
+
+def deployment(s: Schedule) -> dict:
+    d = s.deployment
+    return {"chips": d.chips, "tp": d.tp, "pp": d.pp}
+
+
+def memory_per_chip(s: Schedule) -> list[dict]:
+    """Per pipeline stage, what each of its chips holds, in bytes."""
+    return [{"stage": i, "chips": list(s.deployment.group(i)), "level": s.memory_level, "capacity": m.capacity,
+             "weights": m.weights, "kv": m.kv, "activations": m.activations, "reserve": m.reserve, "free": m.free}
+            for i, m in enumerate(s.memory)]
 
 
 def to_json(s: Schedule) -> str:
@@ -95,6 +104,19 @@ def _deployment_lines(s: Schedule) -> list[str]:
                  f"KV {m.kv / 1e9:,.3f} GB, activations {m.activations / 1e9:,.3f} GB, "
                  f"reserve {m.reserve / 1e9:,.3f} GB, free {m.free / 1e9:,.3f} GB of {m.capacity / 1e9:,.3f} GB")
     return lines
+
+
+PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"))
+
+
+def si(value: float, unit: str = "", digits: int = 3) -> str:
+    """``value`` with an SI prefix and ``digits`` significant figures: ``si(0.000126, "s") == "126 us"``."""
+    if not value or not math.isfinite(value):
+        return f"{value:g} {unit}".rstrip()
+    for scale, prefix in PREFIXES:
+        scaled = float(f"{value / scale:.{digits}g}")
+        if abs(scaled) >= 1 or scale == PREFIXES[-1][0]:
+            return f"{scaled:g} {prefix}{unit}".rstrip()
 
 
 def short_name(name: str, width: int = 32) -> str:

@@ -73,25 +73,23 @@ def finish(target: Target, ops: list[OpSchedule], deployment: Deployment, memory
         if o.engine in target.engines and o.flops:
             busy[o.engine] = busy.get(o.engine, 0.0) + o.flops / target.engines[o.engine].peak(o.format)
     utilization = {name: busy.get(name, 0.0) / (latency * chips) if latency else 0.0 for name in target.engines}
-    dynamic = _dynamic_energy(target, ops)
+    dynamic = sum(dynamic_energy_j(target, o) for o in ops)
     energy = target.power.idle_w * chips * latency + dynamic
     cost = target.price.usd_per_second() * chips * latency
     kernels = len({o.kernel for o in ops if o.kernel is not None})
     return Schedule(target.name, target.family, ops, latency, energy, cost, chips, utilization, peak_memory, kernels,
-                    deployment, memory, target.outer.name, steady_state(target, ops, deployment, dynamic, tokens_per_pass))
+                    deployment, memory, target.outer.name,
+                    steady_state(target, ops, deployment, dynamic, tokens_per_pass))
 
 
-def _dynamic_energy(target: Target, ops: list[OpSchedule]) -> float:
-    """Energy above idle: per-MAC and per-byte energies, or TDP headroom scaled by each op's activity."""
+def dynamic_energy_j(target: Target, o: OpSchedule) -> float:
+    """Energy of one record above idle: per-MAC and per-byte energies, or TDP headroom scaled by
+    its activity (the busiest of its engine and its memory levels; a host record draws none)."""
     p = target.power
     if p.energy_per_mac_j is not None:
         per_byte = {m.name: m.energy_per_byte_j or 0.0 for m in target.memory}
-        return sum(o.flops / 2 * p.energy_per_mac_j + sum(b * per_byte.get(level, 0.0) for level, b in o.bytes.items())
-                   for o in ops)
-    bandwidth = {level: target.bandwidth(level) for level in {level for o in ops for level in o.bytes}}
-    headroom = 0.0
-    for o in ops:
-        if o.duration_s and o.engine in target.engines:
-            activity = max([o.utilization] + [b / (bandwidth[level] * o.duration_s) for level, b in o.bytes.items()])
-            headroom += o.duration_s * min(1.0, activity)
-    return (p.tdp_w - p.idle_w) * headroom
+        return o.flops / 2 * p.energy_per_mac_j + sum(b * per_byte.get(level, 0.0) for level, b in o.bytes.items())
+    if not o.duration_s or o.engine not in target.engines:
+        return 0.0
+    activity = max([o.utilization] + [b / (target.bandwidth(level) * o.duration_s) for level, b in o.bytes.items()])
+    return (p.tdp_w - p.idle_w) * o.duration_s * min(1.0, activity)

@@ -399,7 +399,8 @@ def _check_semantics(t: Target, origin: str) -> None:
         if not 0 < link.efficiency <= 1:
             fail(f"{name}.efficiency must be in (0, 1], got {link.efficiency}")
     if t.interconnect.domain_chips < 1 or t.interconnect.domain_chips != int(t.interconnect.domain_chips):
-        fail(f"interconnect.domain_chips must be a whole number of chips, at least 1, got {t.interconnect.domain_chips}")
+        fail("interconnect.domain_chips must be a whole number of chips, at least 1, "
+             f"got {t.interconnect.domain_chips}")
     if not 0 <= t.outer.reserve_fraction < 1:
         fail(f"{t.outer.name}.reserve_fraction must be in [0, 1), got {t.outer.reserve_fraction}")
 

@@ -88,7 +88,8 @@ def out_of_scope(row: Measurement) -> str | None:
         return f"metric {row.metric} not predicted"
     if "MLPerf" in row.scenario or "MLPerf" in row.framework:
         return "variable-length benchmark dataset (MLPerf)"
-    if row.scenario.startswith("public API") and (row.metric in ("ttft_s", "latency_s") or "includes TTFT" in row.notes):
+    public = row.scenario.startswith("public API")
+    if public and (row.metric in ("ttft_s", "latency_s") or "includes TTFT" in row.notes):
         return "public-API time includes the client's network"
     if row.precision == "unknown" and row.hardware not in ASSUMED_PRECISION:
         return "precision unknown"
@@ -104,7 +105,8 @@ def split(rows: list[Measurement]) -> dict[str, str]:
     """id -> "fit" or "held out": per hardware, by the SHA-256 of the id, alternating."""
     roles = {}
     for hardware in sorted({r.hardware for r in rows}):
-        mine = sorted((r for r in rows if r.hardware == hardware), key=lambda r: hashlib.sha256(r.id.encode()).hexdigest())
+        mine = sorted((r for r in rows if r.hardware == hardware),
+                      key=lambda r: hashlib.sha256(r.id.encode()).hexdigest())
         roles.update({r.id: "fit" if i % 2 == 0 else "held out" for i, r in enumerate(mine)})
     return roles
 
@@ -287,7 +289,8 @@ def fit(rows: list[Measurement], roles: dict[str, str]) -> dict[str, dict[str, f
             scores = {}
             for value in candidates:
                 trial = tuple(sorted({**best, path: value}.items()))
-                logs = [abs(math.log(1 + error(p, r))) for r, p in run(mine, lambda row: trial) if not isinstance(p, str)]
+                logs = [abs(math.log(1 + error(p, r))) for r, p in run(mine, lambda row: trial)
+                        if not isinstance(p, str)]
                 scores[value] = statistics.median(logs) if logs else math.inf
             best[path] = min(scores, key=scores.get)
             print(f"{hardware} {path}: " + ", ".join(f"{v:g} -> {s:.3f}" for v, s in scores.items()), flush=True)

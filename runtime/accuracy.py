@@ -4,12 +4,14 @@ Every float output gets the maximum absolute error, the relative L2 error
 ``||y - ref|| / ||ref||`` and the cosine similarity of the two flattened. An output of logits
 (a distribution over its last axis; by default the outputs named like ``logits``) also gets
 the share of positions whose arg-max (greedy next token) agrees, and the mean KL divergence
-``KL(softmax(ref) || softmax(y))`` in nats. All in float64.
+``KL(softmax(ref) || softmax(y))`` in nats. All in float64. Greedy generation is compared by
+the first position where its tokens leave the reference's (:func:`first_divergence`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -68,3 +70,37 @@ def compare_outputs(names: list[str], outputs: list[np.ndarray],
     """Accuracy of every float output, by name; outputs named like logits get top-1 and KL."""
     return {name: compare(y, ref, logits=is_logits(name)) for name, y, ref in zip(names, outputs, references)
             if np.issubdtype(np.asarray(ref).dtype, np.floating) or ref.dtype.kind == "V"}
+
+
+def first_divergence(tokens: Sequence[int], reference: Sequence[int]) -> int | None:
+    """The first position where greedy tokens differ from the reference's (a shorter sequence
+    differs where it ends), or None when they are identical."""
+    for i, (a, b) in enumerate(zip(tokens, reference)):
+        if a != b:
+            return i
+    return None if len(tokens) == len(reference) else min(len(tokens), len(reference))
+
+
+class AgainstFloat32:
+    """Accuracy of one model in several formats against its float32 run on the same inputs
+    (seeded random feeds): the reference is compiled and run once, each format once.
+
+    ``model`` and ``input_shapes`` as ``runtime.compile`` takes them; calling with a format
+    name (``ir.formats``) gives :func:`compare_outputs` of that run, as dicts."""
+
+    def __init__(self, model, *, input_shapes: Mapping | None = None, seed: int = 0):
+        from . import feeds as io
+        from .compiled import compile
+
+        self._compile = lambda precision: compile(model, input_shapes=input_shapes, precision=precision)
+        reference = self._compile(None)
+        self.names = reference.output_names
+        self.feeds = io.random_feeds(reference, {}, seed=seed)
+        self.reference = reference.run(self.feeds)
+
+    def __call__(self, precision: str) -> dict[str, dict]:
+        from ir.formats import lookup
+
+        fmt = lookup(precision)
+        outputs = self._compile(fmt.name).run(self.feeds) if fmt.changes_graph else self.reference
+        return {name: a.to_dict() for name, a in compare_outputs(self.names, outputs, self.reference).items()}

@@ -82,6 +82,8 @@ class CompiledModel:
     def specialize_static(self) -> tuple[Executor, emulate.Emulation | None]:
         """Compile the static shapes now; the executor and the emulation it runs with."""
         executor = self._specialize(self.static_shapes, {})
+        for value in self.graph.values.values():  # its only specialization holds what its kernels read
+            value.data = None
         return executor, self._emulations.get(executor)
 
     @property

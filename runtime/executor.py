@@ -4,12 +4,23 @@ Every value a kernel touches resolves to storage: a graph input, a constant, a v
 folded (``once``) kernel computed when the executor was built, an output array of this
 run, or a slot in the arena (aliases such as Reshape share their source's storage).
 Kernels whose parallel loop has more than one iteration and enough work are split into
-``[begin, end)`` chunks on a thread pool; ctypes releases the GIL for the call.
+``[begin, end)`` chunks that the calling thread and a pool of ``threads - 1`` take in turn
+(large kernels in several chunks per thread, so a thread slowed by another process does less
+of the work); ctypes releases the GIL for the call.
+
+Only the constants some kernel reads (or the graph returns) are kept: a weight that code
+generation packed into panels is read from the panels alone, so its original array is
+dropped here, from the executor's graph too (the graph keeps its type). Constants a model
+cache hit maps from its entry are copied into anonymous memory on the first run: the kernels
+read every byte of them then anyway, and streaming a weight from 2 MB transparent huge pages
+instead of 4 KB page-cache pages runs decode products 1.5x and GPT-2 small 10% faster
+(BENCHMARKS.md, "CPU kernels").
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,9 +39,16 @@ def _root(lowered: Lowered, name: str) -> str:
 
 
 def _constants(graph: Graph, lowered: Lowered) -> dict[str, np.ndarray]:
+    """The constants some kernel reads or the graph returns; every other array (a weight read
+    only from its packed panels) is dropped from ``graph``, the executor's own copy."""
+    used = {_root(lowered, a) for spec in lowered.kernels for a in spec.args}
+    used |= {_root(lowered, o) for o in graph.outputs}
     constants = {name: np.ascontiguousarray(v.data) for name, v in graph.values.items()
-                 if v.const and v.data is not None}
-    constants.update(lowered.constants)
+                 if v.const and v.data is not None and name in used}
+    constants.update((name, data) for name, data in lowered.constants.items() if name in used)
+    for name, value in graph.values.items():
+        if value.data is not None and name not in used:
+            value.data = None  # the executor's own copy of the graph: the caller's keeps its arrays
     return constants
 
 
@@ -53,6 +71,12 @@ def plan_buffers(graph: Graph, lowered: Lowered) -> MemoryPlan:
     return plan_memory(sizes, {n: (s, e) for n, (s, e) in lifetimes.items()})
 
 
+CHUNKS_PER_THREAD = 4
+"""A large kernel is cut into this many chunks per thread, taken in turn: a thread slowed by
+another process on its core (a shared machine) takes fewer instead of holding up the rest."""
+BALANCED_WORK = 256
+"""How many times ``min_parallel_work`` a kernel needs to be worth cutting finer than one
+chunk per thread (each chunk costs a few microseconds of Python)."""
 KERNEL_CFUNC = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64, ctypes.c_int64)
 
 
@@ -61,12 +85,14 @@ class Executor:
         self.graph, self.lowered, self.library = graph, lowered, library
         self.threads = max(1, threads)
         self.min_parallel_work = min_parallel_work
-        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self._pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None  # the caller is one more
         self.kernels = [(KERNEL_CFUNC(library.address(k.name)), k) for k in lowered.kernels]
         self.constants = _constants(graph, lowered)
         self.folded = self._fold()
         self._output_roots = {self.root(o) for o in graph.outputs}
         self.plan = plan_buffers(graph, lowered)
+        self._mapped = any(isinstance(a, np.memmap) for a in self.constants.values())
+        self._promotion = threading.Lock()
 
     def root(self, name: str) -> str:
         return _root(self.lowered, name)
@@ -89,6 +115,8 @@ class Executor:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Feeds are already validated: C-contiguous, aligned, of the bound dtypes and shapes."""
+        if self._mapped:
+            self._promote()
         arena = np.empty(max(self.plan.peak_bytes, 1), dtype=np.uint8)
         base = arena.ctypes.data
         outputs = {root: np.empty(self.graph.type_of(root).shape, self.graph.type_of(root).dtype.numpy)
@@ -118,15 +146,32 @@ class Executor:
             seen.add(root)
         return results
 
+    def _promote(self) -> None:
+        """Copy memory-mapped constants into anonymous memory (once, whichever thread runs first)."""
+        with self._promotion:
+            if self._mapped:
+                self.constants = {name: np.array(a) if isinstance(a, np.memmap) else a
+                                  for name, a in self.constants.items()}
+                self._mapped = False
+
     def _call(self, fn, args, extent: int, work: int) -> None:
         if extent <= 0:
             return
-        chunks = min(self.threads, extent) if self._pool and work >= self.min_parallel_work else 1
-        if chunks == 1:
+        threads = self.threads if self._pool and work >= self.min_parallel_work else 1
+        if threads == 1 or extent == 1:
             fn(args, 0, extent)
             return
+        per_thread = CHUNKS_PER_THREAD if work >= self.min_parallel_work * BALANCED_WORK else 1
+        chunks = min(extent, threads * per_thread)
         bounds = [extent * c // chunks for c in range(chunks + 1)]
-        futures = [self._pool.submit(fn, args, lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+        order = iter(range(chunks))  # shared: each thread takes the next chunk when it is free (next() holds the GIL)
+
+        def drain():
+            for c in order:
+                fn(args, bounds[c], bounds[c + 1])
+
+        futures = [self._pool.submit(drain) for _ in range(min(threads, chunks) - 1)]
+        drain()  # the calling thread works too: one wake-up fewer
         for f in futures:
             f.result()
 

@@ -1,6 +1,7 @@
 """Compile an llvmlite module for the host CPU and load it into this process.
 
-llvmlite.binding with the host CPU name and features, the new pass manager at O3 with
+llvmlite.binding with the CPU name and features of ``backends.codegen.cpu.target()`` (the
+host's, or LLVM's for the CPU ``XPUC_CPU`` names), the new pass manager at O3 with
 loop and SLP vectorization. Each kernel is compiled on its own, under a symbol named after
 the hash of its body: kernels that only differ in name (the same layer repeated twelve
 times) are optimized once, and each kernel's object code goes through the disk cache in
@@ -21,6 +22,8 @@ from pathlib import Path
 import llvmlite.binding as llvm
 from llvmlite import ir as ll
 
+from backends.codegen import cpu as cpus
+
 from . import cache
 
 OPT_LEVEL = 3
@@ -28,18 +31,6 @@ PARALLEL_MIN_KERNELS = 8
 """Fewer cache misses than this compile in-process: a worker round trip costs more."""
 
 
-@functools.cache
-def _initialize() -> None:
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-
-
-def _target_machine() -> llvm.TargetMachine:
-    """A fresh host target machine (an execution engine takes ownership of the one it gets)."""
-    _initialize()
-    target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-                                        opt=OPT_LEVEL, codemodel="jitdefault")
 
 
 @dataclass
@@ -88,9 +79,10 @@ def kernel_sources(module: ll.Module) -> dict[str, tuple[str, str]]:
     return sources
 
 
-def _compile_text(text: str) -> bytes:
-    """Module text (triple and data layout included) -> object code."""
-    tm = _target_machine()
+def _compile_text(text: str, cpu: cpus.Cpu) -> bytes:
+    """Module text (triple and data layout included) -> object code for ``cpu`` (passed, not read
+    from the environment: pool workers keep the environment they were forked with)."""
+    tm = cpus.target_machine(cpu, OPT_LEVEL)
     ref = llvm.parse_assembly(text)
     ref.verify()
     optimize(ref, tm)
@@ -108,31 +100,33 @@ def _pool() -> concurrent.futures.ProcessPoolExecutor:
     return pool
 
 
-def _compile_all(texts: list[str]) -> list[bytes]:
+def _compile_all(texts: list[str], cpu: cpus.Cpu) -> list[bytes]:
     if len(texts) < PARALLEL_MIN_KERNELS or (os.cpu_count() or 1) == 1:
-        return [_compile_text(t) for t in texts]
+        return [_compile_text(t, cpu) for t in texts]
     try:
-        return list(_pool().map(_compile_text, texts, chunksize=max(1, len(texts) // (4 * (os.cpu_count() or 1)))))
+        return list(_pool().map(_compile_text, texts, [cpu] * len(texts),
+                                chunksize=max(1, len(texts) // (4 * (os.cpu_count() or 1)))))
     except concurrent.futures.process.BrokenProcessPool:  # a worker died (killed, out of memory): go serial
         _pool.cache_clear()
-        return [_compile_text(t) for t in texts]
+        return [_compile_text(t, cpu) for t in texts]
 
 
 def compile_module(module: ll.Module, *, dump_llvm_dir: str | Path | None = None, use_cache: bool = True) -> Library:
     """Optimize and compile each distinct kernel of ``module`` (or fetch its object code from the
     cache) and load them all into one execution engine."""
     start = time.perf_counter()
-    tm = _target_machine()
+    cpu = cpus.target()
+    tm = cpus.target_machine(cpu, OPT_LEVEL)
     if dump_llvm_dir is not None:
         _dump(module, Path(dump_llvm_dir))
     header = f'target triple = "{tm.triple}"\ntarget datalayout = "{tm.target_data}"\n'
-    target = host_id()
+    target = host_id(cpu)
     sources = kernel_sources(module)
     keys = {symbol: cache.cache_key(text, *target) for symbol, text in sources.values()}
     objects = {symbol: cache.load(key) if use_cache else None for symbol, key in keys.items()}
     missing = [symbol for symbol, obj in objects.items() if obj is None]
     texts = {symbol: text for symbol, text in sources.values()}
-    for symbol, obj in zip(missing, _compile_all([header + texts[symbol] for symbol in missing])):
+    for symbol, obj in zip(missing, _compile_all([header + texts[symbol] for symbol in missing], cpu)):
         objects[symbol] = obj
         if use_cache:
             cache.store(keys[symbol], obj)
@@ -141,19 +135,18 @@ def compile_module(module: ll.Module, *, dump_llvm_dir: str | Path | None = None
 
 def link(objects: dict[str, bytes], symbols: dict[str, str], start: float, *, compiled: int = 0) -> Library:
     """Load object code (symbol -> bytes) into one execution engine; ``start`` is when compiling began."""
-    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine())
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), cpus.target_machine(cpus.target(), OPT_LEVEL))
     for obj in objects.values():
         engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
     engine.finalize_object()
     return Library(engine, not compiled, time.perf_counter() - start, symbols, compiled, objects)
 
 
-@functools.cache
-def host_id() -> tuple[str, ...]:
-    """What decides the machine code besides the IR: triple, CPU name and features, LLVM version, -O level."""
-    _initialize()
-    return (llvm.get_default_triple(), llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
-            ".".join(map(str, llvm.llvm_version_info)), f"O{OPT_LEVEL}")
+def host_id(cpu: cpus.Cpu | None = None) -> tuple[str, ...]:
+    """What decides the machine code besides the IR: triple, CPU name and features (the override's
+    when ``XPUC_CPU`` is set), LLVM version, -O level."""
+    cpu = cpu or cpus.target()
+    return (cpu.triple, cpu.name, cpu.features, ".".join(map(str, llvm.llvm_version_info)), f"O{OPT_LEVEL}")
 
 
 def _dump(module: ll.Module, folder: Path) -> None:

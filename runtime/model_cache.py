@@ -298,10 +298,8 @@ def store(key: Key, executor: Executor, emulation: emulate.Emulation | None) -> 
     """Write the entry for ``key``; skipped (it only costs time) when the model files changed
     since they were hashed, a constant cannot be mapped, or the disk refuses."""
     graph = executor.graph
-    used = {executor.root(a) for _, spec in executor.kernels for a in spec.args}
-    used |= {executor.root(o) for o in graph.outputs}
-    arrays = {name: np.ascontiguousarray(a) for name, a in executor.constants.items()
-              if name in used and (emulation is None or a is not emulation.counters)}
+    arrays = {name: np.ascontiguousarray(a) for name, a in executor.constants.items()  # only what kernels read
+              if emulation is None or a is not emulation.counters}
     if not key.unchanged() or value_inputs(graph) or any(a.dtype.hasobject for a in arrays.values()):
         return
     places, size = {}, 0

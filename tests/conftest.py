@@ -11,9 +11,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODELS = FIXTURES / "models"
+CPU_PATHS = {"host": "", "avx2": "znver3", "generic": "x86-64"}
+"""Code paths tests run on, as ``XPUC_CPU`` values: the host's own (AVX-512 on the machine this
+was written on), AVX2 + FMA (Zen 3), and baseline x86-64 (SSE2, no FMA)."""
 LIGHT_CNNS = sorted(glob.glob(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light/*.onnx")))
 
 
@@ -28,6 +32,17 @@ def ort_session(model) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def matmul_model(a_shape, b_shape, dtype=TensorProto.FLOAT, weight=None):
+    """y = a @ b, with b a graph input or (given ``weight``) an initializer."""
+    inputs = [helper.make_tensor_value_info("a", dtype, a_shape)]
+    if weight is None:
+        inputs.append(helper.make_tensor_value_info("b", dtype, b_shape))
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "mm", inputs,
+                              [helper.make_tensor_value_info("y", dtype, None)],
+                              [] if weight is None else [numpy_helper.from_array(weight, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)], ir_version=10)
 
 
 def random_feeds(graph, seed: int = 0, int_high: int = 16) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from runtime.accuracy import compare, compare_outputs
+from runtime.accuracy import compare, compare_outputs, first_divergence
 
 
 def test_errors_and_cosine_by_hand():
@@ -44,3 +44,9 @@ def test_only_float_outputs_are_compared_and_logits_found_by_name():
 def test_shapes_must_match():
     with pytest.raises(ValueError, match="shapes differ"):
         compare(np.ones(3), np.ones(4))
+
+
+@pytest.mark.parametrize("tokens, reference, where", [([5, 6, 7], [5, 6, 8], 2), ([5, 6, 7], [5, 6, 7], None),
+                                                      ([5, 6], [5, 6, 7], 2), ([9], [5], 0), ([], [], None)])
+def test_first_divergent_greedy_token(tokens, reference, where):
+    assert first_divergence(tokens, reference) == where

@@ -189,7 +189,7 @@ def test_default_is_the_smallest_deployment_that_fits():
     pipeline = backends.schedule(graph, target(), tp=1)
     assert (pipeline.deployment.pp, [round(m.weights / 1e6, 2) for m in pipeline.memory]) == (3, [40.5] * 3)
     with pytest.raises(backends.ScheduleError,
-                       match=r"chips 1: tp 1 x pp 1 puts weights 0\.12 GB.*smallest deployment that fits is tp 2 x pp 1"):
+                       match=r"chips 1: tp 1 x pp 1 puts weights 0\.12 GB.*smallest deployment that fits is tp 2"):
         backends.schedule(graph, target(), chips=1)
     with pytest.raises(backends.ScheduleError, match="tp 1 x pp 2 puts weights 0.08 GB"):
         backends.schedule(graph, target(), tp=1, pp=2)

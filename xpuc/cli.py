@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     targets = commands.add_parser("targets", help="list the bundled hardware targets, or show one")
     targets.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     targets.add_argument("name", nargs="?", help="preset name or path to a .toml spec (with show)")
+    targets.add_argument("--formats", action="store_true",
+                         help="every engine's number formats and peaks (with show: that target's only)")
 
     sched = commands.add_parser("schedule", help="schedule a model on a hardware target and show the plan")
     _model_arguments(sched)
@@ -64,6 +66,21 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--limit", type=int, default=40, help="show at most this many op rows (0: all)")
     _precision_argument(sched, "quantize the graph's products to this format before scheduling")
     _deployment_arguments(sched)
+    comp = commands.add_parser("compare", help="one model on several targets: cost, efficiency, porting cost, "
+                                               "accuracy and a performance-portability score (docs/portability.md)")
+    _model_arguments(comp)
+    which = comp.add_mutually_exclusive_group(required=True)
+    which.add_argument("-t", "--targets", help="comma-separated presets or .toml paths, e.g. h100-sxm,tpu-v5e,groq-lpu")
+    which.add_argument("--all", action="store_true", help="every bundled preset")
+    _precision_argument(comp, "quantize the graph's products to this format on every target")
+    comp.add_argument("--latency-target", type=float, metavar="MS",
+                      help="mark targets whose pass takes longer than this many milliseconds")
+    comp.add_argument("--seed", type=int, default=0, help="seed of the inputs the accuracy runs share (default 0)")
+    comp.add_argument("--no-accuracy", action="store_true", help="skip the runs that measure accuracy")
+    comp.add_argument("--json", metavar="FILE",
+                      help="write the comparison as JSON (schema: backends/portability_report.py)")
+    comp.add_argument("--csv", metavar="FILE", help="write one CSV row per target")
+    comp.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with plots (needs matplotlib)")
     models = commands.add_parser("models", help="list the bundled model configs (usable wherever a model is taken)")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
 
@@ -82,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     _precision_argument(run, "run the model's products in this format (docs/formats.md)")
     run.add_argument("--accuracy", action="store_true",
                      help="with --precision: also run in float32 on the same inputs and print the error of each output")
-    for sub in (imp, targets, sched, models, run):
+    for sub in (imp, targets, sched, comp, models, run):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
@@ -197,7 +214,12 @@ def _print_notes(notes: list[str]) -> None:
 
 def _cmd_targets(args) -> int:
     import backends
+    from backends import capabilities
 
+    if args.formats:
+        names = [args.name] if args.action == "show" and args.name else backends.list_targets()
+        print(capabilities.format_table([backends.load_target(n) for n in names]))
+        return 0
     if args.action == "list":
         for name in backends.list_targets():
             target = backends.load_target(name)
@@ -226,6 +248,42 @@ def _cmd_schedule(args) -> int:
         Path(args.json).write_text(report.to_json(schedule))
     if args.trace:
         Path(args.trace).write_text(json.dumps(report.to_chrome_trace(schedule)))
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    import backends
+    from backends import portability, portability_report
+
+    names = backends.list_targets() if args.all else [n for n in args.targets.split(",") if n]
+    targets = [backends.load_target(n) for n in names]
+    graph = _optimize(_load(args))
+    if args.precision:
+        from ir.passes import quantize
+
+        graph = quantize(graph, args.precision)
+    accuracy, missing = None, ""
+    if any(v.weightless for v in graph.values.values()):
+        missing = "n/a: the model has no weights to run"
+    elif args.no_accuracy:
+        missing = "not measured (--no-accuracy)"
+    else:
+        from runtime.accuracy import AgainstFloat32
+
+        accuracy = AgainstFloat32(args.model, input_shapes=_input_shapes(args), seed=args.seed)
+    latency = None if args.latency_target is None else args.latency_target / 1e3
+    comparison = portability.compare(graph, targets, model=Path(args.model).stem if Path(args.model).exists()
+                                     else args.model, precision=args.precision, accuracy=accuracy,
+                                     accuracy_missing=missing, latency_target_s=latency)
+    print(portability_report.format_table(comparison))
+    if args.json:
+        Path(args.json).write_text(portability_report.to_json(comparison))
+    if args.csv:
+        Path(args.csv).write_text(portability_report.to_csv(comparison))
+    if args.html:
+        from backends import portability_html
+
+        Path(args.html).write_text(portability_html.to_html(comparison))
     return 0
 
 
@@ -277,8 +335,8 @@ def _cmd_run(args) -> int:
     return 0
 
 
-COMMANDS = {"import": _cmd_import, "targets": _cmd_targets, "schedule": _cmd_schedule, "models": _cmd_models,
-            "run": _cmd_run}
+COMMANDS = {"import": _cmd_import, "targets": _cmd_targets, "schedule": _cmd_schedule, "compare": _cmd_compare,
+            "models": _cmd_models, "run": _cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ import math
 
 from llvmlite import ir as ll
 
+from . import vmath
 from .elementwise import fconst
 from .emit import CodegenError, compute_type
 from .movement import as_index
@@ -97,10 +98,10 @@ def attention(ctx, node):
             with k.loop(0, q.dim, name="d") as d:
                 qd = b.fmul(q.read(bi, h, s, d), root_scale)
                 kd = b.fmul(read_k(bi, hk, t, d), root_scale)
-                b.store(k.intrinsic("llvm.fma", [qd, kd, b.load(dot)]), dot)
+                b.store(k.intrinsic("llvm.fmuladd", [qd, kd, b.load(dot)]), dot)
             score = b.load(dot)
             if softcap:
-                score = b.fmul(k.libm("tanh", [b.fdiv(score, fconst(zero, softcap))]), fconst(zero, softcap))
+                score = b.fmul(vmath.tanh(k, b.fdiv(score, fconst(zero, softcap))), fconst(zero, softcap))
             if qk_out and qk_mode in (0, 1):
                 ctx.write(qk_out, qk_at(t), score)
             if mask is not None:
@@ -122,7 +123,7 @@ def attention(ctx, node):
                 ctx.write(qk_out, qk_at(t), p)
             with k.loop(0, dv, name="v") as d:
                 slot = b.gep(acc, [d])
-                b.store(k.intrinsic("llvm.fma", [p, read_v(bi, hk, t, d), b.load(slot)]), slot)
+                b.store(k.intrinsic("llvm.fmuladd", [p, read_v(bi, hk, t, d), b.load(slot)]), slot)
         with k.loop(0, dv, name="o") as d:
             ctx.write(out, y.index(bi, h, s, d), b.load(b.gep(acc, [d])))
         _write_present(ctx, node, read_k, read_v, bi, h, s, group, total, k_new.dim, dv)
@@ -137,7 +138,7 @@ def exp_and_sum(k, row, count: int, top):
     b.store(ll.Constant(top.type, 0.0), total)
     with k.loop(0, count, name="e") as t:
         slot = b.gep(row, [t])
-        e = k.intrinsic("llvm.exp", [b.fsub(b.load(slot), top)])
+        e = vmath.exp(k, b.fsub(b.load(slot), top))
         b.store(e, slot)
         b.store(b.fadd(b.load(total), e), total)
     return b.load(total)

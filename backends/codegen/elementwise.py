@@ -12,6 +12,7 @@ from llvmlite import ir as ll
 
 from ir.dtypes import DType
 
+from . import vmath
 from .emit import I1, I64, UNSIGNED, CodegenError, compute_type, is_float
 from .minifloat import MINIFLOATS, ROUND_MODES
 from .rules import pointwise
@@ -22,16 +23,11 @@ def fconst(x: ll.Value, v: float) -> ll.Constant:
 
 
 # ------------------------------------------------------------------ unary math
-def _sigmoid(k, x, a):
-    b = k.b
-    return b.fdiv(fconst(x, 1), b.fadd(fconst(x, 1), k.intrinsic("llvm.exp", [b.fneg(x)])))
-
-
 def _softplus(k, x, a):
     """max(x, 0) + log1p(exp(-|x|)): log(1 + exp(x)) without overflow past x = 88 or
     cancellation for very negative x (the form onnxruntime uses)."""
     b = k.b
-    tail = k.libm("log1p", [k.intrinsic("llvm.exp", [b.fneg(k.intrinsic("llvm.fabs", [x]))])])
+    tail = k.libm("log1p", [vmath.exp(k, b.fneg(k.intrinsic("llvm.fabs", [x])))])
     return b.fadd(k.intrinsic("llvm.maxnum", [x, fconst(x, 0)]), tail)
 
 
@@ -41,8 +37,8 @@ def _gelu(k, x, a):
     if a.get("approximate", "none") == "tanh":
         inner = b.fmul(fconst(x, math.sqrt(2 / math.pi)),
                        b.fadd(x, b.fmul(fconst(x, 0.044715), b.fmul(x, b.fmul(x, x)))))
-        return b.fmul(half, b.fadd(fconst(x, 1), k.libm("tanh", [inner])))
-    return b.fmul(half, b.fadd(fconst(x, 1), k.libm("erf", [b.fmul(x, fconst(x, 1 / math.sqrt(2)))])))
+        return b.fmul(half, b.fadd(fconst(x, 1), vmath.tanh(k, inner)))
+    return b.fmul(half, b.fadd(fconst(x, 1), vmath.erf(k, b.fmul(x, fconst(x, 1 / math.sqrt(2))))))
 
 
 def _select_neg(k, x, neg, pos=None):
@@ -52,7 +48,7 @@ def _select_neg(k, x, neg, pos=None):
 
 def _elu(k, x, alpha):
     b = k.b
-    return _select_neg(k, x, b.fmul(fconst(x, alpha), b.fsub(k.intrinsic("llvm.exp", [x]), fconst(x, 1))))
+    return _select_neg(k, x, b.fmul(fconst(x, alpha), b.fsub(vmath.exp(k, x), fconst(x, 1))))
 
 
 def _hard_sigmoid(k, x, alpha, beta):
@@ -77,27 +73,29 @@ FLOAT_UNARY = {
     "Round": lambda k, x, a: k.intrinsic("llvm.roundeven", [x]),
     "Reciprocal": lambda k, x, a: k.b.fdiv(fconst(x, 1), x),
     "Sqrt": lambda k, x, a: k.intrinsic("llvm.sqrt", [x]),
-    "Exp": lambda k, x, a: k.intrinsic("llvm.exp", [x]),
-    "Log": lambda k, x, a: k.intrinsic("llvm.log", [x]),
+    "Exp": lambda k, x, a: vmath.exp(k, x),
+    "Log": lambda k, x, a: vmath.log(k, x),
     "Sin": lambda k, x, a: k.intrinsic("llvm.sin", [x]),
     "Cos": lambda k, x, a: k.intrinsic("llvm.cos", [x]),
-    "Sigmoid": _sigmoid,
+    "Sigmoid": lambda k, x, a: vmath.sigmoid(k, x),
     "Softplus": _softplus,
     "Softsign": lambda k, x, a: k.b.fdiv(x, k.b.fadd(fconst(x, 1), k.intrinsic("llvm.fabs", [x]))),
     "Elu": lambda k, x, a: _elu(k, x, a.get("alpha", 1.0)),
     "Selu": lambda k, x, a: k.b.fmul(fconst(x, a.get("gamma", 1.0507009873554805)),
                                      _elu(k, x, a.get("alpha", 1.6732632423543772))),
     "Celu": lambda k, x, a: _select_neg(k, x, k.b.fmul(fconst(x, a.get("alpha", 1.0)), k.b.fsub(
-        k.intrinsic("llvm.exp", [k.b.fdiv(x, fconst(x, a.get("alpha", 1.0)))]), fconst(x, 1)))),
+        vmath.exp(k, k.b.fdiv(x, fconst(x, a.get("alpha", 1.0)))), fconst(x, 1)))),
     "LeakyRelu": lambda k, x, a: _select_neg(k, x, k.b.fmul(x, fconst(x, a.get("alpha", 0.01)))),
     "ThresholdedRelu": lambda k, x, a: k.b.select(k.b.fcmp_ordered(">", x, fconst(x, a.get("alpha", 1.0))),
                                                   x, fconst(x, 0)),
     "HardSigmoid": lambda k, x, a: _hard_sigmoid(k, x, a.get("alpha", 0.2), a.get("beta", 0.5)),
     "HardSwish": lambda k, x, a: k.b.fmul(x, _hard_sigmoid(k, x, 1 / 6, 0.5)),
-    "Mish": lambda k, x, a: k.b.fmul(x, k.libm("tanh", [_softplus(k, x, a)])),
+    "Mish": lambda k, x, a: k.b.fmul(x, vmath.tanh(k, _softplus(k, x, a))),
+    "Tanh": lambda k, x, a: vmath.tanh(k, x),
+    "Erf": lambda k, x, a: vmath.erf(k, x),
     "Gelu": _gelu,
     **{op: (lambda fn: lambda k, x, a: k.libm(fn, [x]))(op.lower())
-       for op in ("Tan", "Tanh", "Erf", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh")},
+       for op in ("Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh")},
 }
 
 INT_UNARY = {

@@ -1,8 +1,11 @@
 """MatMulInteger: an int32 product over 8-bit operands with zero points.
 
-Each vector of B's row loaded in the K loop serves ``ROWS`` rows of A, multiplied and added in
-int32 lanes (an AVX-512 VNNI dot product would do four at once: left to the int8 kernel work).
-Zero points leave the K loop:
+The common quantized layout (uint8 A, a constant 2-D int8 B with no B zero point: the
+``w8a8`` format's) takes the u8 x s8 quad dot of :mod:`lowp` (vpdpbusd where the CPU has it,
+exact emulation elsewhere) in the float products' register tiles (:mod:`matmul`), A's zero
+point subtracted afterwards as ``za * colsum(B)``. Any other layout takes the kernel below:
+each vector of B's row loaded in the K loop serves ``ROWS`` rows of A, multiplied and added
+in int32 lanes. Zero points leave the K loop:
 sum (a - za)(b - zb) = sum (a - za) b - zb sum (a - za), so B's is applied once per output.
 The result is exact (int32, as ONNX defines it); Cast and rescaling ops after it (the
 ``w8a8`` format's dequantization) ride along as the kernel's epilogue.
@@ -17,14 +20,15 @@ from llvmlite import ir as ll
 
 from ir.dtypes import DType
 
+from . import lowp
 from .emit import I8, I32
-from .matmul import _batch_offset, _elem, _product
+from .matmul import _batch_offset, _elem, _no_post, _product, emit_product
 from .rules import anchor
 
 
 def _zero_point(ctx, node, index: int, at: list[ll.Value]) -> ll.Value:
     """A zero point as i32: per tensor, or the entry at ``at`` (per row of A / column of B)."""
-    name = node.inputs[index] if len(node.inputs) > index and node.inputs[index] else None
+    name = _input(node, index)
     if name is None:
         return ll.Constant(I32, 0)
     dtype = ctx.dtype(name)
@@ -38,6 +42,33 @@ ROWS = 4
 
 @anchor("MatMulInteger")
 def matmul_integer(ctx, node):
+    a, b_name = node.inputs[:2]
+    weights, zb = ctx.const(b_name), _input(node, 3)
+    zb_data = ctx.const(zb) if zb else None
+    if (ctx.dtype(a) is DType.UINT8 and ctx.dtype(b_name) is DType.INT8 and weights is not None
+            and weights.ndim == 2 and (zb is None or (zb_data is not None and not zb_data.any()))):
+        return _quad_dot(ctx, node, weights)
+    return _widened(ctx, node)
+
+
+def _quad_dot(ctx, node, weights: np.ndarray) -> int:
+    """uint8 A x constant int8 B over packed quad panels; A's zero point leaves the K loop as
+    ``za * colsum(B)`` (per tensor, or per row of A)."""
+    p = _product(ctx, node, False, False, dot=lowp.INT8)
+    if _input(node, 2) is None:
+        return emit_product(ctx, node, p, _no_post)
+    column_sums = ctx.add_constant(weights.astype(np.int32).sum(axis=0, dtype=np.int32), f"{node.inputs[1]}_colsum")
+    rank_a = len(ctx.shape(node.inputs[0]))
+
+    def post(value, idx):
+        bidx, row = (idx[:-2], idx[-2]) if rank_a > 1 else ([], ctx.k.i64(0))
+        za = _zero_point(ctx, node, 2, [*bidx, row, ctx.k.i64(0)] if _rank(ctx, node, 2) == rank_a else [*bidx, row])
+        return ctx.b.sub(value, ctx.b.mul(za, ctx.k.load(column_sums, [idx[-1]])))
+
+    return emit_product(ctx, node, p, post)
+
+
+def _widened(ctx, node) -> int:
     """Tasks of (batch, ``mc`` rows, ``nr`` columns): a constant B is packed in K x nr column
     panels that every row block of a task streams; a runtime B is read in place, its
     ragged columns one at a time."""
@@ -127,5 +158,9 @@ def matmul_integer(ctx, node):
     return int(np.prod(grid))
 
 
+def _input(node, index: int) -> str | None:
+    return node.inputs[index] if len(node.inputs) > index and node.inputs[index] else None
+
+
 def _rank(ctx, node, index: int) -> int:
-    return len(ctx.shape(node.inputs[index])) if len(node.inputs) > index and node.inputs[index] else 0
+    return len(ctx.shape(node.inputs[index])) if _input(node, index) else 0

@@ -1,17 +1,31 @@
-"""MatMul, Gemm and xpuc.FusedMatMul: a register-blocked, vectorized loop nest over packed B.
+"""MatMul, Gemm and xpuc.FusedMatMul: register-blocked, vectorized loop nests.
 
-For float operands the output is computed in ``mr x nr`` tiles: ``mr * nr_vectors`` vector
-accumulators live in registers while the K loop, innermost, broadcasts one element of A
-per row and FMAs it with ``nr_vectors`` vector loads of B. B is read from *panels*: ``nr``
-columns by all of K, contiguous, zero-padded past N, so the K loop streams memory with no
-page-sized strides. A constant 2-D B is packed once at compile time; any other B is packed
-into a stack scratch, one panel at a time, and reused by every row tile of the task;
-a product with fewer rows than a tile reads a runtime B in place instead.
+Products with more rows than ``tiling.stream_rows`` are computed in ``mr x nr`` tiles:
+``mr * nr_vectors`` vector accumulators live in registers while the K loop, innermost,
+broadcasts one element of A per row and FMAs it with ``nr_vectors`` vector loads of B. B is
+read from *panels*: ``nr`` columns by all of K, contiguous, zero-padded past N, so the K loop
+streams memory with no page-sized strides. A constant 2-D B is packed once at compile time
+(the executor then holds only the panels); any other B is packed one panel at a time into a
+stack scratch inside the task, which covers every row, so each panel is packed once. Tasks
+are (batch, ``mc``-row block, ``nc``-column block); rows past the last full ``mr`` tile take a
+one-row tile. A weight stored in a narrow format (:mod:`quantized`) stays packed as codes in
+panels of the product's own ``nr`` and is decoded one panel at a time into that scratch.
 
-The parallel loop runs over (batch, ``mc``-row block, ``nc``-column block) tasks, so a
-single-row product (decode) still splits across threads. Rows past the last full ``mr``
-tile take a one-row tile; other dtypes take a scalar dot-product loop. Each result goes
-through ``alpha``/``beta``/bias/activation and the fused epilogue before its store.
+Decode-shaped products (at most ``stream_rows`` rows) are bound by reading B once, not by
+FMAs. With a constant B, one tile holds all the rows (its panels narrowed so the
+accumulators still fit the registers), so each panel is one contiguous run read once: the
+hardware prefetchers' best case. A runtime B cannot be packed for less than the product
+costs: it is *streamed* in place, ``STREAM_UNROLL`` rows at a time, one column strip per
+core so each row run is as long as it can be, the strip's output rows accumulating in an
+L1-sized scratch.
+
+With ``tiling.dot_format = "bf16"`` float products take the bf16 pair dot of :mod:`lowp`
+(operands rounded to bf16, fp32 accumulation; a stored weight is then decoded at compile time),
+and MatMulInteger with uint8 A and a constant int8 B (:mod:`integer`) its u8 x s8 quad dot:
+the panels then hold each group of K in one 32-bit lane.
+
+Other dtypes take a scalar dot-product loop. Each result goes through ``alpha``/``beta``/bias/
+activation and the fused epilogue before its store.
 """
 
 from __future__ import annotations
@@ -25,16 +39,21 @@ from llvmlite import ir as ll
 from ir.dtypes import DType
 from ir.ops.composite import ACTIVATIONS
 
+from . import lowp
 from .elementwise import FLOAT_UNARY
-from .emit import F32, I32, STORAGE, Buffer, compute_type, is_float
+from .emit import F32, I32, STORAGE, Buffer, CodegenError, compute_type, is_float
 from .quantized import Panels, pack, stored_weight
 from .rules import anchor
 
 VECTOR_DTYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
 MAX_PANEL_BYTES = 1 << 20
 """Largest runtime-packed panel (it lives on the calling thread's stack); past it, scalar code."""
-DIRECT_PANELS = 4
-"""Width, in panels, of the in-place B reads of a product shorter than one row tile."""
+STREAM_UNROLL = 8
+"""Rows of B read side by side by a streaming product: each accumulator is loaded and stored
+once per this many FMAs, and the reads keep this many runs in flight."""
+TASKS_PER_CORE = 8
+"""Parallel tasks a tiled product is cut into per core, where it has that many panels: the
+executor hands them out in turn, so threads finish together even on a shared machine."""
 
 
 @dataclass
@@ -55,10 +74,21 @@ class Product:
     k: int
     a: Operand
     b: Operand
+    kind: str
+    """"tiles" (register tiles over panels of B), "stream" (decode: B read row by row) or "scalar"."""
+    mr: int
+    """Rows of a full register tile."""
+    nr_vectors: int
     packed: Buffer | None = None
     """B packed at compile time as (N / nr, K, nr) panels, when it is a constant matrix."""
+    dot: lowp.DotFormat | None = None
+    """A low-precision dot product (panels then hold a group of K per 32-bit lane), or fp32 FMAs."""
     stored: Panels | None = None
     """B's codes, when B is a weight stored in a narrow format: decoded a panel at a time."""
+
+    @property
+    def group(self) -> int:
+        return self.dot.group if self.dot else 1
 
 
 def _matrix(ctx, name: str, buf: Buffer, batch_shape, transpose: bool, vector_role: str) -> Operand:
@@ -72,7 +102,9 @@ def _matrix(ctx, name: str, buf: Buffer, batch_shape, transpose: bool, vector_ro
     return Operand(buf, tuple(batch), row, col)
 
 
-def _product(ctx, node, trans_a: bool, trans_b: bool) -> Product:
+def _product(ctx, node, trans_a: bool, trans_b: bool, dot: lowp.DotFormat | None = None) -> Product:
+    """How to compute ``node``'s product; ``dot`` forces a low-precision dot (tiles only)."""
+    s = ctx.tiling
     a_name, b_name = node.inputs[:2]
     a_shape, b_shape = ctx.shape(a_name), ctx.shape(b_name)
     a2 = (1,) + a_shape if len(a_shape) == 1 else a_shape
@@ -81,31 +113,49 @@ def _product(ctx, node, trans_a: bool, trans_b: bool) -> Product:
     m, k = (a2[-1], a2[-2]) if trans_a else (a2[-2], a2[-1])
     n = b2[-2] if trans_b else b2[-1]
     a = _matrix(ctx, a_name, ctx.buffer(a_name), batch, trans_a, "row")
+    vectorized = ctx.dtype(a_name) in VECTOR_DTYPES and n >= s.vector_width
+    if dot is None and ctx.dtype(a_name) in VECTOR_DTYPES:
+        dot = lowp.FLOAT_DOTS[s.dot_format]
+    nv = min(s.nr_vectors, 1 << max(0, (-(-n // s.vector_width) - 1).bit_length()))  # no wider than N needs
+    mr = s.mr
     data = ctx.const(b_name)
-    vector = len(b_shape) == 2 and _vectorized(ctx, node, n) and k * ctx.tiling.nr * 4 <= MAX_PANEL_BYTES
     weight = stored_weight(ctx, b_name, trans_b)
-    stored = pack(ctx, weight, b_name) if weight is not None and vector else None
-    if weight is not None and stored is None:  # a layout panels do not take: decoded once, at compile time
-        data = weight.dequantized()
-    packed = data is not None and len(b_shape) == 2 and _vectorized(ctx, node, n)
+    constant = (vectorized or dot) and len(b_shape) == 2 and (data is not None or weight is not None)
+    if constant and m <= s.stream_rows:  # one tile of all m rows: halve the panel until its accumulators fit
+        mr = m
+        while nv > 1 and mr * nv + nv + 1 > s.registers:
+            nv //= 2
+    nr = nv * s.vector_width
     # A packed B is read from its panels only: no kernel argument (-1), so nothing passes or keeps it.
-    if packed or stored:
-        b_buf = Buffer.contiguous(-1, ctx.dtype(b_name), b_shape)
+    panels_only = _matrix(ctx, b_name, Buffer.contiguous(-1, ctx.dtype(b_name), b_shape), batch, trans_b, "col")
+    if weight is not None:
+        narrow = constant and not dot and k * nr * 4 <= MAX_PANEL_BYTES
+        stored = pack(ctx, weight, b_name, nr) if narrow else None
+        if stored is not None:
+            return Product(batch, m, n, k, a, panels_only, "tiles", mr, nv, stored=stored)
+        data = weight.dequantized()  # a layout panels do not take: decoded once, at compile time
+    if constant:
+        rows = data.T if trans_b else data
+        packed = ctx.add_constant(lowp.pack_panels(rows, nr, dot), f"{b_name}_{dot.name}") if dot \
+            else _pack(ctx, rows, b_name, nr)
+        return Product(batch, m, n, k, a, panels_only, "tiles", mr, nv, packed, dot)
+    b_buf = ctx.buffer(b_name) if weight is None else ctx.add_constant(data, f"{b_name}_decoded")
+    b = _matrix(ctx, b_name, b_buf, batch, trans_b, "col")
+    if dot:
+        if -(-k // dot.group) * dot.group * nv * s.vector_width * dot.operand.itemsize > MAX_PANEL_BYTES:
+            raise CodegenError(f"{node.name}: K = {k} is too deep for the {dot.name} dot kernel's runtime panels")
+        return Product(batch, m, n, k, a, b, "tiles", mr, nv, dot=dot)
+    if vectorized and m <= s.stream_rows and b.col == 1:
+        kind = "stream"
+    elif vectorized and k * nv * s.vector_width * ctx.dtype(b_name).itemsize <= MAX_PANEL_BYTES:
+        kind = "tiles"
     else:
-        b_buf = ctx.buffer(b_name) if weight is None else ctx.add_constant(data, f"{b_name}_decoded")
-    p = Product(batch, m, n, k, a, _matrix(ctx, b_name, b_buf, batch, trans_b, "col"), stored=stored)
-    if packed:
-        p.packed = _pack(ctx, data.T if trans_b else data, b_name)
-    return p
+        kind = "scalar"
+    return Product(batch, m, n, k, a, b, kind, mr, nv)
 
 
-def _vectorized(ctx, node, n: int) -> bool:
-    return ctx.dtype(node.inputs[0]) in VECTOR_DTYPES and n >= ctx.tiling.vector_width
-
-
-def _pack(ctx, data: np.ndarray, name: str) -> Buffer:
+def _pack(ctx, data: np.ndarray, name: str, nr: int) -> Buffer:
     """(K, N) -> (ceil(N / nr), K, nr) panels, zero-padded: what the micro-kernel streams."""
-    nr = ctx.tiling.nr
     k, n = data.shape
     full = n // nr
     panels = np.empty((-(-n // nr), k, nr), data.dtype)  # one strided copy: packing big weights is compile time
@@ -116,64 +166,94 @@ def _pack(ctx, data: np.ndarray, name: str) -> Buffer:
     return ctx.add_constant(panels, f"{name}_panels")
 
 
+def _round_up(x: int, step: int) -> int:
+    return -(-x // step) * step
+
+
+def _columns_per_task(s, n: int, batch, per_core: int) -> int:
+    """Columns each task takes so there are ``per_core`` tasks per core, where N allows."""
+    tasks = per_core * s.cores
+    return max(1, -(-n // max(1, -(-tasks // max(1, math.prod(batch))))))
+
+
+def _blocks(s, p: Product) -> tuple[int, int]:
+    """(rows, columns) of one parallel task. Tiles: ``mc`` rows (all of them when B is packed
+    inside the task, so each panel is packed once) by ``nc`` columns, narrowed to give each
+    core ``TASKS_PER_CORE`` tasks in all; streaming: all rows by one strip per core, narrowed
+    until its accumulators fit half of L1."""
+    if p.kind == "stream":
+        l1 = s.l1_bytes // 2 // (4 * p.m) // s.vector_width * s.vector_width
+        return p.m, max(s.vector_width, min(l1, _round_up(_columns_per_task(s, p.n, p.batch, 1), s.vector_width)))
+    if p.kind == "scalar":
+        return s.mc, p.n
+    nr = p.nr_vectors * s.vector_width
+    mc = p.m
+    if p.packed is not None:  # row blocks of equal height, so no task is a sliver
+        mc = _round_up(-(-p.m // -(-p.m // s.mc)), p.mr)
+    per_core = -(-TASKS_PER_CORE // -(-p.m // mc))  # what the row blocks leave to the columns
+    return mc, max(nr, min(s.nc // nr * nr, _round_up(_columns_per_task(s, p.n, p.batch, per_core), nr)))
+
+
 def emit_product(ctx, node, p: Product, post) -> int:
     """The loop nest; ``post(value, idx)`` finishes a result (bias, activation) before the write."""
     k, b, s = ctx.k, ctx.b, ctx.tiling
     dtype = ctx.dtype(node.inputs[0])
     out_rank = len(ctx.shape(node.outputs[0]))
     squeeze = (len(ctx.shape(node.inputs[0])) == 1, len(ctx.shape(node.inputs[1])) == 1)
-    b_dtype = ctx.dtype(node.inputs[1])
-    fast = _vectorized(ctx, node, p.n) and (p.packed is not None or p.k * s.nr * b_dtype.itemsize <= MAX_PANEL_BYTES)
-    nc = max(s.nr, s.nc // s.nr * s.nr) if fast else p.n
-    grid = [*p.batch, -(-p.m // s.mc), -(-p.n // nc)]
+    mc, nc = _blocks(s, p)
+    grid = [*p.batch, -(-p.m // mc), -(-p.n // nc)]
 
     def out_index(bidx, i, j):
         idx = list(bidx) + ([] if squeeze[0] else [i]) + ([] if squeeze[1] else [j])
         return idx[len(idx) - out_rank:]
 
-    scratch = None if not fast or p.packed is not None else k.alloca(STORAGE[b_dtype], p.k * s.nr)
+    nr = p.nr_vectors * s.vector_width
+    b_storage = F32 if p.stored else STORAGE[p.dot.operand if p.dot else ctx.dtype(node.inputs[1])]
+    scratch = k.alloca(b_storage, _depth(p) * nr) if p.kind == "tiles" and p.packed is None else None
     with k.loop(k.begin, k.end, name="task") as task:
         *bidx, mb, nb = k.delinearize(task, grid)
-        i0, j0 = b.mul(mb, k.i64(s.mc)), b.mul(nb, k.i64(nc))
-        i1, j1 = _end(k, i0, s.mc, p.m), _end(k, j0, nc, p.n)
+        i0, j0 = b.mul(mb, k.i64(mc)), b.mul(nb, k.i64(nc))
+        i1, j1 = _end(k, i0, mc, p.m), _end(k, j0, nc, p.n)
         a_off = _batch_offset(k, bidx, p.a.batch)
         b_off = _batch_offset(k, bidx, p.b.batch)
         write = lambda i, j, v: ctx.write(ctx.group.root.outputs[0], out_index(bidx, i, j),  # noqa: E731
                                           post(v, out_index(bidx, i, j)))
-        if fast:
-            _panels(ctx, p, scratch, (i0, i1), (j0, j1), a_off, b_off, dtype, write)
+        if p.kind == "tiles":
+            tail = (p.m - (grid[-2] - 1) * mc) % p.mr  # rows past the last full tile, in the last row block
+            _panels(ctx, p, scratch, (i0, i1), (j0, j1), tail, a_off, b_off, dtype, write)
+        elif p.kind == "stream":
+            _stream(ctx, p, nc, (j0, j1), a_off, b_off, dtype, write)
         else:
             with k.loop(i0, i1, name="ei") as i, k.loop(j0, j1, name="ej") as j:
                 write(i, j, _dot(ctx, p, a_off, b_off, i, j, dtype))
     return math.prod(grid)
 
 
-def _panels(ctx, p: Product, scratch, rows, columns, a_off, b_off, dtype, write):
-    """Rows x columns of the output, one nr-column panel of B at a time: full mr-row tiles, then single rows.
-
-    With fewer rows than one register tile (decode) a runtime B is read in place,
-    ``DIRECT_PANELS`` panels wide: packing it would cost as much as the product."""
+def _panels(ctx, p: Product, scratch, rows, columns, tail: int, a_off, b_off, dtype, write):
+    """Rows x columns of the output, one nr-column panel of B at a time: full mr-row tiles, then
+    one ``tail``-row tile (only the last row block has one: ``mc`` is a multiple of ``mr``)."""
     k, b, s = ctx.k, ctx.b, ctx.tiling
     (i0, i1), (j0, j1) = rows, columns
-    if p.packed is None and p.stored is None and p.b.col == 1 and p.m < s.mr:
-        wide = s.nr * DIRECT_PANELS
-        wide_end = b.add(j0, b.mul(b.udiv(b.sub(j1, j0), k.i64(wide)), k.i64(wide)))
-        with k.loop(j0, wide_end, wide, name="wide") as jp, k.loop(i0, i1, name="row") as i:
-            panel = b.gep(k.base(p.b.buf), [b.add(b_off, jp)])
-            _tile(ctx, p, (panel, p.b.row, wide), a_off, i, jp, k.i64(wide), 1, dtype, write)
-        j0 = wide_end
-    rows_full = b.add(i0, b.mul(b.udiv(b.sub(i1, i0), k.i64(s.mr)), k.i64(s.mr)))
-    with k.loop(j0, j1, s.nr, name="panel") as jp:
+    nr = p.nr_vectors * s.vector_width
+    rows_full = b.add(i0, b.mul(b.udiv(b.sub(i1, i0), k.i64(p.mr)), k.i64(p.mr)))
+    with k.loop(j0, j1, nr, name="panel") as jp:
         if p.packed is not None:
-            panel = b.gep(k.base(p.packed), [b.mul(jp, k.i64(p.k))])
+            panel = b.gep(k.base(p.packed), [b.mul(jp, k.i64(_depth(p)))])
         elif p.stored is not None:
             panel = p.stored.decode_panel(ctx, scratch, jp)
         else:
-            panel = _pack_panel(ctx, p, scratch, b_off, jp)
-        cols = b.sub(_end(k, jp, s.nr, p.n), jp)
-        for lo, hi, mr in ((i0, rows_full, s.mr), (rows_full, i1, 1)):
+            panel = _pack_panel(ctx, p, scratch, b_off, jp, nr)
+        cols = b.sub(_end(k, jp, nr, p.n), jp)
+        for lo, hi, mr in ((i0, rows_full, p.mr), (rows_full, i1, tail)):
+            if not mr:
+                continue
             with k.loop(lo, hi, mr, name=f"tile{mr}") as i:
-                _tile(ctx, p, (panel, s.nr, s.nr), a_off, i, jp, cols, mr, dtype, write)
+                _tile(ctx, p, (panel, nr * p.group, nr), a_off, i, jp, cols, mr, dtype, write)
+
+
+def _depth(p: Product) -> int:
+    """K rounded up to whole groups: the rows of a panel."""
+    return -(-p.k // p.group) * p.group
 
 
 def _end(k, start, size: int, limit: int):
@@ -182,18 +262,32 @@ def _end(k, start, size: int, limit: int):
     return k.b.select(k.b.icmp_signed("<", end, k.i64(limit)), end, k.i64(limit))
 
 
-def _pack_panel(ctx, p: Product, scratch, b_off, j0):
-    """Copy B[:, j0:j0+nr] (zeros past N) into ``scratch`` as a K x nr panel."""
-    k, b, nr = ctx.k, ctx.b, ctx.tiling.nr
+def _pack_panel(ctx, p: Product, scratch, b_off, j0, nr: int):
+    """Copy B[:, j0:j0+nr] (zeros past N) into ``scratch`` as a K x nr panel: vector rows when
+    B's rows are contiguous and the panel is whole, element by element otherwise (rounded to
+    the dot format's operand and interleaved by groups of K, for a low-precision dot)."""
+    k, b = ctx.k, ctx.b
     src = k.base(p.b.buf)
-    with k.loop(0, p.k, name="pk") as kk, k.loop(0, nr, name="pc") as c:
-        j = b.add(j0, c)
-        inside = b.icmp_signed("<", j, k.i64(p.n))
-        safe = b.select(inside, j, k.i64(p.n - 1))
-        value = b.load(b.gep(src, [_elem(k, p.b, b_off, kk, safe)]))
-        if p.n % nr:
-            value = b.select(inside, value, ll.Constant(value.type, 0))
-        b.store(value, b.gep(scratch, [b.add(b.mul(kk, k.i64(nr)), c)]))
+    whole = b.icmp_signed("<=", b.add(j0, k.i64(nr)), k.i64(p.n)) if p.b.col == 1 and not p.dot \
+        else ll.Constant(ll.IntType(1), 0)
+    g, dtype = p.group, p.b.buf.dtype
+    with b.if_else(whole) as (rows, elements):
+        with rows:
+            row_type = ll.VectorType(src.type.pointee, nr).as_pointer()
+            with k.loop(0, p.k, name="pr") as kk:
+                row = b.load(b.bitcast(b.gep(src, [_elem(k, p.b, b_off, kk, j0)]), row_type), align=1)
+                b.store(row, b.bitcast(b.gep(scratch, [b.mul(kk, k.i64(nr))]), row_type), align=1)
+        with elements:
+            with k.loop(0, _depth(p), name="pk") as kk, k.loop(0, nr, name="pc") as c:
+                j = b.add(j0, c)
+                inside = b.and_(b.icmp_signed("<", j, k.i64(p.n)), b.icmp_signed("<", kk, k.i64(p.k)))
+                at = _elem(k, p.b, b_off, b.select(inside, kk, k.i64(0)), b.select(inside, j, k.i64(0)))
+                value = b.load(b.gep(src, [at]))
+                if p.dot:
+                    value = k.narrow(k.widen(value, dtype), p.dot.operand)
+                value = b.select(inside, value, ll.Constant(value.type, 0))
+                slot = b.add(b.mul(b.add(b.mul(b.udiv(kk, k.i64(g)), k.i64(nr)), c), k.i64(g)), b.urem(kk, k.i64(g)))
+                b.store(value, b.gep(scratch, [slot]))
     return scratch
 
 
@@ -218,38 +312,104 @@ def _dot(ctx, p: Product, a_off, b_off, i, j, dtype):
     pa, pb = k.base(p.a.buf), k.base(p.b.buf)
     with k.loop(0, p.k, name="dk") as kk:
         x = k.widen(b.load(b.gep(pa, [_elem(k, p.a, a_off, i, kk)])), dtype)
-        y = k.widen(b.load(b.gep(pb, [_elem(k, p.b, b_off, kk, j)])), dtype)
+        y = k.widen(b.load(b.gep(pb, [_elem(k, p.b, b_off, kk, j)])), p.b.buf.dtype)
         prod = b.fmul(x, y) if is_float(t) else b.mul(x, y)
         b.store(b.fadd(b.load(acc_ptr), prod) if is_float(t) else b.add(b.load(acc_ptr), prod), acc_ptr)
     return b.load(acc_ptr)
 
 
+def _splat(b, value, vec):
+    return b.shuffle_vector(b.insert_element(ll.Constant(vec, ll.Undefined), value, ll.Constant(I32, 0)),
+                            ll.Constant(vec, ll.Undefined), ll.Constant(ll.VectorType(I32, vec.count), None))
+
+
+def _a_element(ctx, p: Product, a_off, i, kk, dtype):
+    """A[i, kk] in compute type, or for a low-precision dot its operand bits (bf16 rounded, or the
+    raw byte), zero past K (the padding of the last group)."""
+    k, b = ctx.k, ctx.b
+    if not p.dot:
+        return k.widen(b.load(b.gep(k.base(p.a.buf), [_elem(k, p.a, a_off, i, kk)])), dtype)
+    inside = b.icmp_signed("<", kk, k.i64(p.k))
+    raw = b.load(b.gep(k.base(p.a.buf), [_elem(k, p.a, a_off, i, b.select(inside, kk, k.i64(0)))]))
+    value = k.narrow(k.widen(raw, dtype), p.dot.operand) if p.dot is lowp.BF16 else raw
+    return b.select(inside, value, ll.Constant(value.type, 0))
+
+
 def _tile(ctx, p: Product, panel, a_off, i0, j0, cols, mr, dtype, write):
-    """One ``mr``-row tile at (i0, j0) from ``panel`` = (pointer, row stride, width): K rows of
-    ``width`` columns of B; ``cols`` of them are real."""
+    """One ``mr``-row tile at (i0, j0) from ``panel`` = (pointer, row stride, width): K rows
+    (groups of K rows, for a low-precision dot) of ``width`` columns of B; ``cols`` of them
+    are real."""
     k, b, s = ctx.k, ctx.b, ctx.tiling
     pointer, stride, width = panel
-    vw, nv = s.vector_width, width // s.vector_width
-    vec = ll.VectorType(F32, vw)
+    vw, nv, g = s.vector_width, width // s.vector_width, p.group
+    vec = ll.VectorType(p.dot.accumulator if p.dot else F32, vw)
+    words = ll.VectorType(I32, vw)
     accs = k.alloca(vec, mr * nv)
     for r in range(mr * nv):
         b.store(ll.Constant(vec, None), b.gep(accs, [k.i64(r)]))
-    pa = k.base(p.a.buf)
-    storage_vec = ll.VectorType(pointer.type.pointee, vw)
-    with k.loop(0, p.k, name="kk") as kk:
+    storage_vec = words if p.dot else ll.VectorType(pointer.type.pointee, vw)
+    with k.loop(0, _depth(p) // g, name="kk") as kk:
         row_b = b.mul(kk, k.i64(stride))
-        bv = [k.widen(b.load(b.bitcast(b.gep(pointer, [b.add(row_b, k.i64(v * vw))]), storage_vec.as_pointer()),
-                             align=2), dtype) for v in range(nv)]
+        bv = [b.load(b.bitcast(b.gep(pointer, [b.add(row_b, k.i64(v * vw * g))]), storage_vec.as_pointer()), align=2)
+              for v in range(nv)]
+        bv = bv if p.dot or p.stored else [k.widen(v, dtype) for v in bv]  # words, or decoded float32
         for r in range(mr):
-            a = k.widen(b.load(b.gep(pa, [_elem(k, p.a, a_off, b.add(i0, k.i64(r)), kk)])), dtype)
-            splat = b.shuffle_vector(b.insert_element(ll.Constant(vec, ll.Undefined), a, ll.Constant(I32, 0)),
-                                     ll.Constant(vec, ll.Undefined), ll.Constant(ll.VectorType(I32, vw), None))
+            if p.dot:
+                group = [_a_element(ctx, p, a_off, b.add(i0, k.i64(r)), b.add(b.mul(kk, k.i64(g)), k.i64(u)), dtype)
+                         for u in range(g)]
+                splat = _splat(b, lowp.pack_group(k, p.dot, group), words)
+            else:
+                splat = _splat(b, _a_element(ctx, p, a_off, b.add(i0, k.i64(r)), kk, dtype), vec)
             for v in range(nv):
                 slot = b.gep(accs, [k.i64(r * nv + v)])
-                b.store(k.intrinsic("llvm.fma", [splat, bv[v], b.load(slot)]), slot)
-    results = b.bitcast(accs, F32.as_pointer())
+                acc = b.load(slot)
+                acc = lowp.dot(k, p.dot, acc, splat, bv[v], lowp.native(p.dot, s)) if p.dot else \
+                    k.intrinsic("llvm.fmuladd", [splat, bv[v], acc])
+                b.store(acc, slot)
+    results = b.bitcast(accs, vec.element.as_pointer())
     with k.loop(0, mr, name="wr") as r, k.loop(0, cols, name="wc") as c:
         write(b.add(i0, r), b.add(j0, c), b.load(b.gep(results, [b.add(b.mul(r, k.i64(width)), c)])))
+
+
+def _stream(ctx, p: Product, width: int, columns, a_off, b_off, dtype, write):
+    """All ``p.m`` rows of the output at columns [j0, j1) (at most ``width`` of them) from B
+    read in place a row at a time: ``STREAM_UNROLL`` rows of B per step update the rows'
+    accumulators in an L1 scratch; columns past the last whole vector take a scalar dot."""
+    k, b, s = ctx.k, ctx.b, ctx.tiling
+    (j0, j1), vw = columns, s.vector_width
+    vec = ll.VectorType(F32, vw)
+    per_row = width // vw
+    accs = k.alloca(vec, p.m * per_row)
+    vectors = b.udiv(b.sub(j1, j0), k.i64(vw))
+    with k.loop(0, p.m * per_row, name="zero") as z:
+        b.store(ll.Constant(vec, None), b.gep(accs, [z]))
+    pa, pb = k.base(p.a.buf), k.base(p.b.buf)
+    storage_vec = ll.VectorType(pb.type.pointee, vw).as_pointer()
+    whole = p.k // STREAM_UNROLL * STREAM_UNROLL
+    for lo, hi, unroll in ((0, whole, STREAM_UNROLL), (whole, p.k, 1)):
+        if lo == hi:
+            continue
+        with k.loop(lo, hi, unroll, name=f"sk{unroll}") as kk:
+            ks = [b.add(kk, k.i64(u)) for u in range(unroll)]
+            splats = [[_splat(b, k.widen(b.load(b.gep(pa, [_elem(k, p.a, a_off, k.i64(r), x)])), dtype), vec)
+                       for x in ks] for r in range(p.m)]
+            with k.loop(0, vectors, name="sv") as v:
+                j = b.add(j0, b.mul(v, k.i64(vw)))
+                rows = [k.widen(b.load(b.bitcast(b.gep(pb, [_elem(k, p.b, b_off, x, j)]), storage_vec), align=1),
+                                dtype) for x in ks]
+                for r in range(p.m):
+                    slot = b.gep(accs, [b.add(k.i64(r * per_row), v)])
+                    acc = b.load(slot)
+                    for u in range(unroll):
+                        acc = k.intrinsic("llvm.fmuladd", [splats[r][u], rows[u], acc])
+                    b.store(acc, slot)
+    results = b.bitcast(accs, F32.as_pointer())
+    done = b.mul(vectors, k.i64(vw))
+    with k.loop(0, p.m, name="wr") as r:
+        with k.loop(0, done, name="wc") as c:
+            write(r, b.add(j0, c), b.load(b.gep(results, [b.add(b.mul(r, k.i64(width)), c)])))
+        with k.loop(b.add(j0, done), j1, name="wt") as j:
+            write(r, j, _dot(ctx, p, a_off, b_off, r, j, dtype))
 
 
 def _no_post(value, idx):

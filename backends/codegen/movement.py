@@ -1,5 +1,5 @@
 """Data movement: index-remapping pointwise ops; Concat, Split, ScatterND and Dropout as copy
-kernels; Shape and Size as compile-time constants.
+kernels (Concat and Split parallel over rows); Shape and Size as compile-time constants.
 
 An index-remapping op reads its input at an index computed from the output's (Transpose
 permutes it, Slice scales and shifts it, Gather looks it up), so it fuses into whatever
@@ -144,42 +144,53 @@ def pad(ctx, node, idx):
     return b.select(inside, x, fill)
 
 
-def _copy_into(ctx, src: str, dst: str, axis: int, offset: int, reverse: bool = False) -> None:
-    """Copy ``src`` into ``dst`` shifted by ``offset`` along ``axis`` (or back out, for Split)."""
-    shape = ctx.shape(dst if reverse else src)
-    with ctx.k.nest(shape, name="c") as idx:
-        shifted = idx[:axis] + [ctx.b.add(idx[axis], ctx.k.i64(offset))] + idx[axis + 1:]
-        if reverse:
-            ctx.write(dst, idx, ctx.read(src, shifted))
-        else:
-            ctx.write(dst, shifted, ctx.read(src, idx))
+def _by_pieces(ctx, shape, axis: int, pieces, copy) -> int:
+    """A copy kernel over ``shape`` cut along ``axis`` into ``pieces`` (name, offset, size),
+    parallel over its leading dims: up to and including ``axis`` (each row then lies in one
+    piece and copies a contiguous run of the dims after it) or, when ``axis`` is the last
+    dim, the dims before it (each row copies one run per piece). ``copy(name, whole_index,
+    piece_index)`` moves one element. Returns the parallel extent."""
+    k, b = ctx.k, ctx.b
+    lead = axis + 1 if axis < len(shape) - 1 else axis
+    with k.loop(k.begin, k.end, name="row") as row:
+        idx = k.delinearize(row, shape[:lead])
+        for name, offset, size in pieces:
+            if axis < lead:
+                at = idx[axis]
+                inside = b.and_(b.icmp_signed(">=", at, k.i64(offset)), b.icmp_signed("<", at, k.i64(offset + size)))
+                with b.if_then(inside), k.nest(shape[lead:], name="c") as rest:
+                    copy(name, idx + rest, idx[:axis] + [b.sub(at, k.i64(offset))] + rest)
+            else:
+                with k.loop(0, size, name="c") as c:
+                    copy(name, idx + [b.add(c, k.i64(offset))], idx + [c])
+    return math.prod(shape[:lead])
+
+
+def _pieces(ctx, names, axis: int):
+    pieces, offset = [], 0
+    for name in names:
+        if name:
+            pieces.append((name, offset, ctx.shape(name)[axis]))
+            offset += ctx.shape(name)[axis]
+    return pieces
 
 
 @anchor("Concat")
 def concat(ctx, node):
     out = node.outputs[0]
-    axis = _norm_axis(node.attrs["axis"], len(ctx.shape(out)))
-    with ctx.k.loop(ctx.k.begin, ctx.k.end, name="once"):
-        offset = 0
-        for name in node.inputs:
-            if name:
-                _copy_into(ctx, name, out, axis, offset)
-                offset += ctx.shape(name)[axis]
-    return 1
+    shape = ctx.shape(out)
+    axis = _norm_axis(node.attrs["axis"], len(shape))
+    return _by_pieces(ctx, shape, axis, _pieces(ctx, node.inputs, axis),
+                      lambda name, whole, part: ctx.write(out, whole, ctx.read(name, part)))
 
 
 @anchor("Split")
 def split(ctx, node):
     src = node.inputs[0]
-    axis = _norm_axis(node.attrs.get("axis", 0), len(ctx.shape(src)))
-    with ctx.k.loop(ctx.k.begin, ctx.k.end, name="once"):
-        offset = 0
-        for name in node.outputs:
-            if name:
-                _copy_into(ctx, src, name, axis, offset, reverse=True)
-                offset += ctx.shape(name)[axis]
-    return 1
-
+    shape = ctx.shape(src)
+    axis = _norm_axis(node.attrs.get("axis", 0), len(shape))
+    return _by_pieces(ctx, shape, axis, _pieces(ctx, node.outputs, axis),
+                      lambda name, whole, part: ctx.write(name, part, ctx.read(src, whole)))
 
 
 @pointwise("Concat")

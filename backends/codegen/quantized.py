@@ -184,11 +184,13 @@ class Panels:
     groups: int
     block: int
     scaled: bool
+    nr: int
+    """Columns per panel: the product's register block width."""
 
     def decode_panel(self, ctx, scratch: ll.Value, j0: ll.Value) -> ll.Value:
         """Decode the panel of columns [j0, j0 + nr) into ``scratch`` (K x nr float32); returns it."""
-        k, b, s = ctx.k, ctx.b, ctx.tiling
-        nr, vw = s.nr, s.vector_width
+        k, b = ctx.k, ctx.b
+        nr, vw = self.nr, ctx.tiling.vector_width
         per = 8 // self.bits if self.codec.integer else 1
         panel = b.udiv(j0, k.i64(nr))
         code_rows = -(-self.rows // per)
@@ -217,11 +219,10 @@ class Panels:
         return scratch
 
 
-def pack(ctx, weight: StoredWeight, name: str) -> Panels | None:
+def pack(ctx, weight: StoredWeight, name: str, nr: int) -> Panels | None:
     """Codes and scales in ``nr``-column panels (codes of consecutive K rows share a byte)."""
     if weight.codes is None:
         return None
-    nr = ctx.tiling.nr
     dtype = DType.from_numpy(weight.codes.dtype)
     codec = CODECS[dtype]
     rows, n = weight.codes.shape
@@ -240,4 +241,4 @@ def pack(ctx, weight: StoredWeight, name: str) -> Panels | None:
     scale_panels = np.ascontiguousarray(scales.reshape(scales.shape[0], -1, nr).transpose(1, 0, 2))
     scaled = weight.producer.op_type != "Cast" or codec.factor != 1.0
     return Panels(ctx.add_constant(panels, f"{name}_codes"), ctx.add_constant(scale_panels, f"{name}_scales"),
-                  codec, bits, rows, scales.shape[0], weight.block, scaled)
+                  codec, bits, rows, scales.shape[0], weight.block, scaled, nr)

@@ -14,6 +14,7 @@ from llvmlite import ir as ll
 
 from ir.dtypes import DType
 
+from . import vmath
 from .elementwise import binary_op, fconst
 from .emit import I64, compute_type, is_float, row_extent
 from .rules import anchor
@@ -49,9 +50,9 @@ REDUCTIONS = {
     "ReduceL1": (0, _abs, add, None),
     "ReduceL2": (0, lambda ctx, x: _mul(ctx, x, x), add, lambda ctx, acc, n: ctx.k.intrinsic("llvm.sqrt", [acc])),
     "ReduceSumSquare": (0, lambda ctx, x: _mul(ctx, x, x), add, None),
-    "ReduceLogSum": (0, None, add, lambda ctx, acc, n: ctx.k.intrinsic("llvm.log", [acc])),
-    "ReduceLogSumExp": (0, lambda ctx, x: ctx.k.intrinsic("llvm.exp", [x]), add,
-                        lambda ctx, acc, n: ctx.k.intrinsic("llvm.log", [acc])),
+    "ReduceLogSum": (0, None, add, lambda ctx, acc, n: vmath.log(ctx.k, acc)),
+    "ReduceLogSumExp": (0, lambda ctx, x: vmath.exp(ctx.k, x), add,
+                        lambda ctx, acc, n: vmath.log(ctx.k, acc)),
 }
 
 
@@ -167,12 +168,12 @@ def softmax(ctx, node):
         top = fold(ctx, x, idx, [axis], False, t, initial(ctx.dtype(x), "lowest"),
                    lambda acc, v: binary_op(ctx, "Max", acc, v, ctx.dtype(x), {}))
         total = fold(ctx, x, idx, [axis], False, t, initial(ctx.dtype(x), 0),
-                     lambda acc, v: add(ctx, acc, k.intrinsic("llvm.exp", [b.fsub(v, top)])))
-        log_total = k.intrinsic("llvm.log", [total]) if node.op_type == "LogSoftmax" else None
+                     lambda acc, v: add(ctx, acc, vmath.exp(k, b.fsub(v, top))))
+        log_total = vmath.log(k, total) if node.op_type == "LogSoftmax" else None
         with k.loop(0, shape[axis], name="w") as r:
             shifted = b.fsub(ctx.read(x, at(r)), top)
             y = b.fsub(shifted, log_total) if log_total is not None else \
-                b.fdiv(k.intrinsic("llvm.exp", [shifted]), total)
+                b.fdiv(vmath.exp(k, shifted), total)
             ctx.write(out, at(r), y)
     return row_extent(outer, 0)
 
