@@ -99,6 +99,9 @@ def deploy(graph: Graph, works: list[OpWork], grouping: Grouping, sizes: dict[st
             raise ScheduleError(f"--{name} must be at least 1, got {value}")
     if chips is not None and tp is not None and pp is not None and chips != tp * pp:
         raise ScheduleError(f"--chips {chips} is not --tp {tp} x --pp {pp}")
+    for name, degree in (("tp", tp), ("pp", pp)):
+        if chips is not None and degree is not None and chips % degree:
+            raise ScheduleError(f"--chips {chips} is not a multiple of --{name} {degree}")
     link = target.interconnect
     limit = int(link.max_chips) if link.max_chips is not None else None
     for count in (chips, tp and pp and tp * pp):
@@ -151,8 +154,7 @@ def _tp_candidates(domain: int, chips: int | None, tp: int | None, pp: int | Non
     if tp is not None:
         return [tp]
     if chips is not None:
-        fixed = chips // pp if pp is not None and chips % pp == 0 else None
-        return [fixed] if fixed else [d for d in range(min(domain, chips), 0, -1) if chips % d == 0]
+        return [chips // pp] if pp is not None else [d for d in range(min(domain, chips), 0, -1) if chips % d == 0]
     return [1 << i for i in range(int(math.log2(domain)), -1, -1)]
 
 

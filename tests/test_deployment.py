@@ -18,6 +18,7 @@ import pytest
 import backends
 from backends import report
 from backends.collectives import all_gather_s, all_reduce_s, hop_s
+from backends.deployment import Deployment
 from backends.sharding import COLUMNS, REPLICATED, ROWS, SPLIT
 from frontends import onnx as onnx_frontend
 from frontends.synthetic import TINY, llama_onnx
@@ -195,6 +196,9 @@ def test_default_is_the_smallest_deployment_that_fits():
         backends.schedule(graph, target(), tp=1, pp=2)
     with pytest.raises(backends.ScheduleError, match="--chips 3 is not --tp 2 x --pp 2"):
         backends.schedule(graph, target(), chips=3, tp=2, pp=2)
+    with pytest.raises(backends.ScheduleError, match="--chips 6 is not a multiple of --tp 4"):
+        backends.schedule(graph, target(), chips=6, tp=4)
+    assert backends.schedule(graph, target(), chips=6, pp=2).deployment == Deployment(3, 2)
 
 
 def test_an_op_too_large_for_any_cut_is_a_clear_error():
