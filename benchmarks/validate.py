@@ -74,7 +74,8 @@ THROUGHPUT = {"tokens_per_s", "tokens_per_s_per_chip", "tokens_per_s_total", "sa
 DECODE = {"tpot_s", "tokens_per_s_per_user"}
 METRICS = THROUGHPUT | DECODE | {"ttft_s", "latency_s"}
 SIXTEEN_BIT = {"fp16": "float16", "bf16": "bfloat16", "16bit": "float16"}
-"""Graph element type per published 16-bit precision ("16bit": unnamed, taken as fp16, which every preset runs)."""
+"""Graph element type per published 16-bit precision ("16bit": unnamed, taken as fp16, which every preset runs);
+other precisions are the cost model's policy (``backends.precision``) over the model's own graph."""
 
 
 # ------------------------------------------------------------------------------ scope and split
@@ -135,9 +136,9 @@ def setup_of(row: Measurement) -> Setup:
 
 @functools.lru_cache(maxsize=None)
 def graph(model: str, precision: str, batch: int, seq: int, past: int) -> "ir.Graph":  # noqa: F821
-    """The model's graph for ``batch`` x ``seq`` new tokens after a KV cache of ``past`` tokens."""
-    dtype = SIXTEEN_BIT.get(precision)
-    g = hf.load(model, input_shapes={"input_ids": f"{batch}x{seq}"}, dtype=dtype)
+    """The model's graph for ``batch`` x ``seq`` new tokens after a KV cache of ``past`` tokens, in
+    the row's 16-bit type (other precisions: the model's own, the policy stores it as asked)."""
+    g = hf.load(model, input_shapes={"input_ids": f"{batch}x{seq}"}, dtype=SIXTEEN_BIT.get(precision))
     if past:
         g = with_kv_cache(g, past)
     return optimize(g)
@@ -165,18 +166,24 @@ def target(name: str, overrides: tuple = ()) -> backends.Target:
     return t
 
 
-def apply(t, path: str, value: float) -> None:
-    """Set a dotted spec path (``engines.tensor.efficiency``, ``memory.hbm.efficiency``) on a loaded target."""
+def field_of(t, path: str) -> tuple[object, str]:
+    """(object, attribute) a dotted spec path names on a loaded target: ``engines.tensor.efficiency``,
+    ``memory.hbm.efficiency``, ``interconnect.latency_s``, ``sync_s``."""
     *head, key = path.split(".")
     obj = t if not head else t.engines[head[1]] if head[0] == "engines" else t.level(head[1]) \
         if head[0] == "memory" else getattr(t, head[0])
-    setattr(obj, key, value)
+    return obj, key
+
+
+def apply(t, path: str, value: float) -> None:
+    setattr(*field_of(t, path), value)
 
 
 @functools.lru_cache(maxsize=None)
 def scheduled(s: Setup, overrides: tuple, batch: int, seq: int, past: int):
     g = graph(s.model, s.precision, batch, seq, past)
-    return backends.schedule(g, target(s.target, overrides), chips=s.chips, tp=s.tp, pp=s.pp)
+    policy = "native" if s.precision in SIXTEEN_BIT else s.precision
+    return backends.schedule(g, target(s.target, overrides), precision=policy, chips=s.chips, tp=s.tp, pp=s.pp)
 
 
 # --------------------------------------------------------------------------------- predicting
@@ -241,13 +248,14 @@ def run(rows: list[Measurement], overrides_of=lambda row: ()) -> list[tuple[Meas
     return out
 
 
-def summary(results, roles: dict[str, str], role: str) -> str:
-    errors = [abs(error(p, r)) for r, p in results if roles[r.id] == role and not isinstance(p, str)]
-    failed = sum(1 for r, p in results if roles[r.id] == role and isinstance(p, str))
+def summary(results, roles: dict[str, str], role: str, hardware: str | None = None) -> str:
+    mine = [(r, p) for r, p in results if roles[r.id] == role and hardware in (None, r.hardware)]
+    errors = [abs(error(p, r)) for r, p in mine if not isinstance(p, str)]
+    failed = sum(1 for _, p in mine if isinstance(p, str))
+    label = f"{hardware} {role}" if hardware else role
     if not errors:
-        return f"{role}: no predictions"
-    worst = max(errors)
-    return (f"{role}: {len(errors)} rows, median |error| {statistics.median(errors):.1%}, worst {worst:.1%}, "
+        return f"{label}: no predictions" + (f", not predicted: {failed}" if failed else "")
+    return (f"{label}: {len(errors)} rows, median |error| {statistics.median(errors):.1%}, worst {max(errors):.1%}, "
             f"over 40%: {sum(e > 0.4 for e in errors)}" + (f", not predicted: {failed}" if failed else ""))
 
 
@@ -267,23 +275,31 @@ def table(results, roles: dict[str, str], markdown: bool) -> str:
 
 
 # ---------------------------------------------------------------------------------------- fit
-_EFFICIENCIES = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
 FACTORS = {
-    **{gpu: [("engines.tensor.efficiency", _EFFICIENCIES), ("memory.hbm.efficiency", _EFFICIENCIES)]
-       for gpu in ("h100-sxm", "h200")},
-    "groq-lpu": [("interconnect.latency_s", (1e-6, 2e-6, 3e-6, 4e-6, 5e-6, 6e-6, 7e-6, 8e-6, 10e-6))],
-    "cerebras-wse3": [("sync_s", (1.0e-6, 1.25e-6, 1.5e-6, 1.73e-6, 2.0e-6, 2.25e-6, 2.5e-6, 3.0e-6))],
+    ("h100-sxm", "h200"): [("engines.tensor.efficiency", (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.92, 0.95)),
+                           ("memory.hbm.efficiency", (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95))],
+    ("groq-lpu",): [("interconnect.latency_s", (1e-6, 2e-6, 3e-6, 4e-6, 5e-6, 6e-6, 7e-6, 8e-6, 9e-6, 10e-6))],
+    ("cerebras-wse3",): [("sync_s", (1.0e-6, 1.25e-6, 1.5e-6, 1.73e-6, 2.0e-6, 2.25e-6, 2.5e-6, 3.0e-6))],
 }
-"""hardware -> [(spec path, candidate values)]: what ``--fit`` searches, one factor at a time. The
-A100's efficiencies stay fitted to its measured GEMMs (shared/calibration, tests/test_calibration.py),
-so every A100 row only tests; the H100 and H200 carried that fit over and are fitted here."""
+"""Presets sharing the factors -> [(spec path, candidate values)]: what ``--fit`` searches, one
+factor at a time. The H100 and H200 share a die and a software stack, so one pair of
+efficiencies is fitted to both; the A100's stay fitted to its measured GEMMs
+(shared/calibration, tests/test_calibration.py), so every A100 row only tests."""
 
 
-def fit(rows: list[Measurement], roles: dict[str, str]) -> dict[str, dict[str, float]]:
-    """Per hardware, each factor in turn: the candidate with the least median |log error| on fit rows."""
-    chosen: dict[str, dict[str, float]] = {}
-    for hardware, factors in FACTORS.items():
-        mine = [r for r in rows if r.hardware == hardware and roles[r.id] == "fit"]
+FLAT = 0.005
+"""Median |log error| within which candidates count as equally good (half a percent)."""
+
+
+def fit(rows: list[Measurement], roles: dict[str, str]) -> dict[tuple[str, ...], dict[str, float]]:
+    """Per group of presets, each factor in turn: the candidate with the least median |log error|
+    over the group's fit rows (the median, so that a row a mechanism the model lacks gets wrong,
+    such as Mixtral's routing, does not drag a physical factor); where candidates score within
+    :data:`FLAT` of the best, the data do not decide, and the preset's own value (or the
+    candidate nearest it) stays."""
+    chosen: dict[tuple[str, ...], dict[str, float]] = {}
+    for presets, factors in FACTORS.items():
+        mine = [r for r in rows if r.hardware in presets and roles[r.id] == "fit"]
         best: dict[str, float] = {}
         for path, candidates in factors:
             scores = {}
@@ -292,9 +308,13 @@ def fit(rows: list[Measurement], roles: dict[str, str]) -> dict[str, dict[str, f
                 logs = [abs(math.log(1 + error(p, r))) for r, p in run(mine, lambda row: trial)
                         if not isinstance(p, str)]
                 scores[value] = statistics.median(logs) if logs else math.inf
-            best[path] = min(scores, key=scores.get)
-            print(f"{hardware} {path}: " + ", ".join(f"{v:g} -> {s:.3f}" for v, s in scores.items()), flush=True)
-        chosen[hardware] = best
+            least = min(scores.values())
+            current = getattr(*field_of(target(presets[0]), path))
+            best[path] = min((v for v, score in scores.items() if score <= least + FLAT),
+                             key=lambda v: abs(v - current))
+            print(f"{'+'.join(presets)} {path}: " + ", ".join(f"{v:g} -> {s:.3f}" for v, s in scores.items()),
+                  flush=True)
+        chosen[presets] = best
     return chosen
 
 
@@ -317,6 +337,8 @@ def main() -> None:
     print()
     for role in ("fit", "held out"):
         print(summary(results, roles, role))
+    for hardware in sorted({r.hardware for r in rows}):
+        print("  " + "; ".join(summary(results, roles, role, hardware) for role in ("fit", "held out")))
     print(f"{len(scoped)} of {len(every)} rows in scope; {time.perf_counter() - start:.0f} s")
     reasons: dict[str, int] = {}
     for r in every:
