@@ -80,7 +80,7 @@ class Graph:
         self._uses: dict[str, list[tuple[str, int]]] = {}
         self._order: dict[str, int] = {}
         self._next_order = 0
-        self._next_name = 0
+        self._next_name: dict[str, int] = {}
         self._topo_cache: list[Node] | None = None
 
     # ----------------------------------------------------------------- queries
@@ -147,10 +147,13 @@ class Graph:
 
     # --------------------------------------------------------------- building
     def fresh_name(self, hint: str) -> str:
-        """A value or node name not yet used in this graph."""
+        """A value or node name not yet used in this graph: ``hint`` and a number counted per
+        hint, so a name depends only on the names asked for with the same hint before it (the
+        same fused graph gets the same names whatever else its passes named)."""
         while True:
-            name = f"{hint}_{self._next_name}"
-            self._next_name += 1
+            number = self._next_name.get(hint, 0)
+            self._next_name[hint] = number + 1
+            name = f"{hint}_{number}"
             if name not in self.values and name not in self._nx:
                 return name
 
