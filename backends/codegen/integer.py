@@ -41,7 +41,7 @@ def matmul_integer(ctx, node):
     """Tasks of (batch, ``mc`` rows, ``nr`` columns): a constant B is packed in K x nr column
     panels that every row block of a task streams; a runtime B is read in place, its
     ragged columns one at a time."""
-    k, b, s = ctx.k, ctx.b, ctx.schedule
+    k, b, s = ctx.k, ctx.b, ctx.tiling
     p = _product(ctx, node, False, False)
     a_type, b_type = (ctx.dtype(v) for v in node.inputs[:2])
     out, out_rank = node.outputs[0], len(ctx.shape(node.outputs[0]))

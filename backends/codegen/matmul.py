@@ -82,7 +82,7 @@ def _product(ctx, node, trans_a: bool, trans_b: bool) -> Product:
     n = b2[-2] if trans_b else b2[-1]
     a = _matrix(ctx, a_name, ctx.buffer(a_name), batch, trans_a, "row")
     data = ctx.const(b_name)
-    vector = len(b_shape) == 2 and _vectorized(ctx, node, n) and k * ctx.schedule.nr * 4 <= MAX_PANEL_BYTES
+    vector = len(b_shape) == 2 and _vectorized(ctx, node, n) and k * ctx.tiling.nr * 4 <= MAX_PANEL_BYTES
     weight = stored_weight(ctx, b_name, trans_b)
     stored = pack(ctx, weight, b_name) if weight is not None and vector else None
     if weight is not None and stored is None:  # a layout panels do not take: decoded once, at compile time

@@ -187,7 +187,7 @@ class Panels:
 
     def decode_panel(self, ctx, scratch: ll.Value, j0: ll.Value) -> ll.Value:
         """Decode the panel of columns [j0, j0 + nr) into ``scratch`` (K x nr float32); returns it."""
-        k, b, s = ctx.k, ctx.b, ctx.schedule
+        k, b, s = ctx.k, ctx.b, ctx.tiling
         nr, vw = s.nr, s.vector_width
         per = 8 // self.bits if self.codec.integer else 1
         panel = b.udiv(j0, k.i64(nr))
@@ -221,7 +221,7 @@ def pack(ctx, weight: StoredWeight, name: str) -> Panels | None:
     """Codes and scales in ``nr``-column panels (codes of consecutive K rows share a byte)."""
     if weight.codes is None:
         return None
-    nr = ctx.schedule.nr
+    nr = ctx.tiling.nr
     dtype = DType.from_numpy(weight.codes.dtype)
     codec = CODECS[dtype]
     rows, n = weight.codes.shape
