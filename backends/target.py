@@ -59,7 +59,12 @@ class Engine:
     auto_cast: formats the vendor compiler converts by default before running here
         (e.g. f32 matmuls run as bf16 on a TPU's MXU).
     array: rows x columns of a systolic array; dataflow: its stationary operand.
+    weight_load_cycles: cycles a systolic array takes to load a fold's stationary operand
+        into its second set of registers while the current fold streams (double-buffered
+        weights); None: no preload, each fold fills and drains the pipeline.
     tile: a GPU thread block's output tile and K step (M, N, K).
+    mma: a GPU tensor core's instruction shape (M, N, K): the least a thread block's tile
+        shrinks to for a product with few rows or columns (None: tiles never shrink).
     zero_skipping: a matrix engine that skips multiplications by zero weights; schedules
         assume dense weights, and code compiled for the target counts what it skipped.
     efficiency: fraction of peak that well-shaped work reaches (fitted, says to what).
@@ -73,7 +78,9 @@ class Engine:
     auto_cast: dict[str, str] = field(default_factory=dict)
     array: Dims | None = None
     dataflow: str | None = None
+    weight_load_cycles: Num | None = None
     tile: Dims | None = None
+    mma: Dims | None = None
     zero_skipping: bool = False
     efficiency: Num = 1.0
     name: str = field(default="", metadata={"internal": True})
