@@ -28,7 +28,7 @@ from ir.graph import Graph
 
 from .families import FAMILIES, Family
 from .grouping import Grouping, group_kernels
-from .placement import Placement, place, shard
+from .placement import Placement, ScheduleError, place, shard
 from .schedule import OpSchedule, Schedule, finish
 from .target import Engine, Target
 from .tiles import GemmCounts
@@ -43,6 +43,7 @@ def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] |
     sizes = value_bytes(graph)
     grouping = group_kernels(graph)
     works = graph_work(graph, sizes, grouping)
+    _require_static(graph, works)
     live = live_bytes(graph, works, sizes, grouping.intermediates)
     placements, chips = place(works, target, reserve=max(live, default=0))
     grouping = _on_one_device(grouping, works, placements, sizes)
@@ -56,6 +57,23 @@ def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] |
             else:
                 builder.run(work, p, number, launch=i == 0)
     return finish(target, builder.records, chips, _peak_memory(works, placements, live, target, builder))
+
+
+def _require_static(graph: Graph, works: list[OpWork]) -> None:
+    """Refuse values that costed ops touch while their shapes hold symbols: they would count
+    0 bytes and 0 FLOPs, and the schedule would look valid."""
+    symbolic = [v for w in works if not w.free for v in (*w.node.inputs, *w.node.outputs)
+                if v and not graph.values[v].type.is_static]
+    if not symbolic:
+        return
+    inputs = [name for name in graph.inputs if not graph.values[name].type.is_static]
+    if inputs:
+        binds = " ".join(f"--input-shape {name}=" + "x".join(str(d).upper() for d in graph.values[name].type.shape)
+                         for name in inputs)
+        raise ScheduleError(f"cannot cost a graph whose shapes hold symbols: bind {', '.join(inputs)} ({binds}, "
+                            "each symbol a number; input_shapes= when loading from Python)")
+    raise ScheduleError(f"cannot cost a graph whose shapes hold symbols although its inputs are bound: "
+                        f"{', '.join(sorted(set(symbolic))[:5])} depend on values known only as the model runs")
 
 
 def _on_one_device(grouping: Grouping, works: list[OpWork], placements: list[Placement],
