@@ -5,7 +5,8 @@ whether all engines of a chip take work from one queue, as a GPU stream does. Ev
 else is common:
 
 - the kernels of ``backends.grouping`` (the ones code generation emits): one launch each
-  (``launch_overhead_s``, charged to the kernel's first op), and traffic only for the values
+  (``Target.launch_s``, charged to the kernel's first op: every kernel on a stream, the
+  chip's first alone under ``launch = "graph"``), and traffic only for the values
   that cross a kernel's boundary, read once; a kernel whose ops placement puts on different
   chips, or partly on the host, runs as one kernel per op instead;
 - placement onto chips and engines (``placement``), with unsupported ops sent to the host,
@@ -107,6 +108,7 @@ class _Timeline:
         self.ready: dict[str, tuple[int | None, float]] = {}
         self.copies: dict[tuple[str, int], float] = {}
         self.footprint: dict[str, float] = defaultdict(float)
+        self.launched: set[int] = set()
 
     def run(self, work: OpWork, p: Placement, kernel: int, launch: bool) -> None:
         """Cost one op of ``kernel`` on its engine; the kernel's first op (``launch``) pays its launch."""
@@ -116,7 +118,10 @@ class _Timeline:
             piece = shard(work, fraction)
             counts = None if split else self.counts.get(work.name)
             cost = self.family.op_cost(piece, p.engine, p.fmt, self.target, counts)
-            overhead = self.target.launch_overhead_s if launch else 0.0
+            overhead = 0.0
+            if launch:
+                overhead = self.target.launch_s(first_on_chip=chip not in self.launched)
+                self.launched.add(chip)
             if overhead:
                 cost = copy.copy(cost)
                 cost.duration_s, cost.bound = cost.duration_s + overhead, \

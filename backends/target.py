@@ -35,6 +35,11 @@ MEMORY_ROLES = {
     "sram": "on-chip memory that holds the model on a chip without off-chip memory",
 }
 """What each memory level is, as ``role`` in a spec: cost models address levels by role."""
+LAUNCHES = {
+    "stream": "the host launches every kernel on a stream: launch_overhead_s each",
+    "graph": "the host launches the whole graph once per chip as a CUDA Graph (graph_launch_overhead_s); "
+             "its kernels start one after another without host launches",
+}
 MODEL_STORES = ("hbm", "sram")
 
 Num = float
@@ -177,9 +182,20 @@ class Target:
     price: Price
     launch_overhead_s: Num = 0.0
     """Per kernel (a fused group of ops, ``backends.grouping``), charged by the scheduler to its first op."""
+    launch: str = "stream"
+    """How the host starts kernels (:data:`LAUNCHES`)."""
+    graph_launch_overhead_s: Num = 0.0
+    """Per launch of the whole graph as one CUDA Graph (``launch = "graph"``), once per chip."""
     calibration: Calibration = field(default_factory=Calibration)
     path: str = field(default="", metadata={"internal": True})
     provenance: dict[str, str] = field(default_factory=dict, metadata={"internal": True})
+
+    def launch_s(self, first_on_chip: bool) -> float:
+        """What starting a kernel costs the host: every kernel on a stream; the chip's first
+        kernel alone when the graph is one CUDA Graph."""
+        if self.launch == "graph":
+            return self.graph_launch_overhead_s if first_on_chip else 0.0
+        return self.launch_overhead_s
 
     def level(self, name: str) -> MemoryLevel:
         return self._levels[name]
@@ -355,6 +371,8 @@ def _check_semantics(t: Target, origin: str) -> None:
             fail(f"engines.{e.name}.zero_skipping: only a matrix engine skips zero weights")
         if not 0 < e.efficiency <= 1:
             fail(f"engines.{e.name}.efficiency must be in (0, 1], got {e.efficiency}")
+    if t.launch not in LAUNCHES:
+        fail(f"launch: unknown launch {t.launch!r}; known: {', '.join(LAUNCHES)}")
     if t.power.tdp_w is None and t.power.energy_per_mac_j is None:
         fail("power needs tdp_w or energy_per_mac_j (with energy_per_byte_j on memory levels)")
     if t.price.usd_per_chip_hour is None and (t.price.purchase_usd is None or not t.price.amortization_years):

@@ -7,6 +7,7 @@ Every user error is an ``ir.XpucError``: printed as one line on stderr with exit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--trace", metavar="FILE", help="write a Chrome trace (open in ui.perfetto.dev)")
     sched.add_argument("--limit", type=int, default=40, help="show at most this many op rows (0: all)")
     _precision_argument(sched, "quantize the graph's products to this format before scheduling")
+    _launch_argument(sched)
     models = commands.add_parser("models", help="list the bundled model configs (usable wherever a model is taken)")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
 
@@ -94,6 +96,13 @@ def _precision_argument(parser: argparse.ArgumentParser, help: str) -> None:
     from ir.formats import NAMES
 
     parser.add_argument("--precision", choices=NAMES, metavar="FORMAT", help=f"{help}; one of {', '.join(NAMES)}")
+
+
+def _launch_argument(parser: argparse.ArgumentParser) -> None:
+    from backends.target import LAUNCHES
+
+    parser.add_argument("--launch", choices=list(LAUNCHES), help="how the host starts kernels (default: the "
+                        "target's): " + "; ".join(f"{k}: {v}" for k, v in LAUNCHES.items()))
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -206,6 +215,8 @@ def _cmd_schedule(args) -> int:
     from backends import report
 
     target = backends.load_target(args.target)
+    if args.launch:
+        target = dataclasses.replace(target, launch=args.launch)
     graph = _optimize(_load(args))
     if args.precision:
         from ir.passes import quantize
