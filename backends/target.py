@@ -21,8 +21,8 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from ir.dtypes import DType
 from ir.errors import XpucError
+from ir.formats import ENGINE_ONLY, engine_storage
 
 from .families import FAMILIES
 
@@ -54,6 +54,15 @@ class TargetSpecError(XpucError):
 
 
 @dataclass
+class Emulation:
+    """A format an engine multiplies as several passes in another (XLA on a TPU: float32 as six
+    bfloat16 passes, a TF32-like product as three)."""
+
+    via: str
+    passes: Num
+
+
+@dataclass
 class Engine:
     """A kind of compute unit on a chip; ``count`` of them run in parallel.
 
@@ -62,7 +71,9 @@ class Engine:
     peak_ops_per_cycle: per unit and number format (DType short names: f16, bf16, i8 ...);
         its keys are the formats the engine runs.
     auto_cast: formats the vendor compiler converts by default before running here
-        (e.g. f32 matmuls run as bf16 on a TPU's MXU).
+        (e.g. f32 matmuls run as bf16 on a TPU's MXU, as TF32 on NVIDIA tensor cores).
+    emulate: formats the engine multiplies as passes of another it lists, when asked to
+        (``backends.precision``); their rate is that format's over the passes.
     array: rows x columns of a systolic array; dataflow: its stationary operand.
     weight_load_cycles: cycles a systolic array takes to load a fold's stationary operand
         into its second set of registers while the current fold streams (double-buffered
@@ -81,6 +92,7 @@ class Engine:
     peak_ops_per_cycle: dict[str, Num]
     ops: list[str]
     auto_cast: dict[str, str] = field(default_factory=dict)
+    emulate: dict[str, Emulation] = field(default_factory=dict)
     array: Dims | None = None
     dataflow: str | None = None
     weight_load_cycles: Num | None = None
@@ -94,13 +106,29 @@ class Engine:
     def formats(self) -> list[str]:
         return list(self.peak_ops_per_cycle)
 
+    def multiplies(self, fmt: str) -> bool:
+        """It computes in ``fmt``, natively or in passes of another format (``emulate``)."""
+        return fmt in self.peak_ops_per_cycle or fmt in self.emulate
+
+    def passes(self, fmt: str) -> int:
+        return int(self.emulate[fmt].passes) if fmt in self.emulate else 1
+
+    def ops_per_cycle(self, fmt: str) -> float:
+        """Per unit in ``fmt``: its listed figure, or the emulating format's over the passes."""
+        if fmt in self.peak_ops_per_cycle:
+            return self.peak_ops_per_cycle[fmt]
+        return self.peak_ops_per_cycle[self.emulate[fmt].via] / self.emulate[fmt].passes
+
     def peak(self, fmt: str) -> float:
         """Operations per second of the whole chip's units in ``fmt``."""
-        return self.count * self.clock_hz * self.peak_ops_per_cycle[fmt]
+        return self.count * self.clock_hz * self.ops_per_cycle(fmt)
+
+    def handles(self, family: str, op_type: str) -> bool:
+        return family in self.ops or op_type in self.ops
 
     def runs(self, family: str, op_type: str, fmt: str) -> str | None:
-        """The format this engine would run the op in, or None if it cannot run it."""
-        if family not in self.ops and op_type not in self.ops:
+        """The format this engine would run the op in by default (after ``auto_cast``), or None."""
+        if not self.handles(family, op_type):
             return None
         fmt = self.auto_cast.get(fmt, fmt)
         return fmt if fmt in self.peak_ops_per_cycle else None
@@ -359,11 +387,14 @@ def _check_semantics(t: Target, origin: str) -> None:
     for e in t.engines.values():
         if e.role not in ROLES:
             fail(f"engines.{e.name}.role: unknown role {e.role!r}; known: {', '.join(ROLES)}")
-        for fmt in [*e.peak_ops_per_cycle, *e.auto_cast.keys(), *e.auto_cast.values()]:
+        for fmt in [*e.peak_ops_per_cycle, *e.auto_cast.keys(), *e.auto_cast.values(), *e.emulate]:
             try:
-                DType.from_short(fmt)
+                engine_storage(fmt)
             except ValueError as exc:
-                fail(f"engines.{e.name}: unknown number format: {exc}")
+                fail(f"engines.{e.name}: unknown number format: {exc} (or {', '.join(ENGINE_ONLY)})")
+        for fmt, how in e.emulate.items():
+            if how.via not in e.peak_ops_per_cycle or how.passes < 1:
+                fail(f"engines.{e.name}.emulate.{fmt}: via must be a format the engine lists, passes at least 1")
         problem = family.check_engine(e)
         if problem:
             fail(f"engines.{e.name}: {problem}")

@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--json", metavar="FILE", help="write the schedule as JSON (schema: backends/report.py)")
     sched.add_argument("--trace", metavar="FILE", help="write a Chrome trace (open in ui.perfetto.dev)")
     sched.add_argument("--limit", type=int, default=40, help="show at most this many op rows (0: all)")
-    _precision_argument(sched, "quantize the graph's products to this format before scheduling")
+    _precision_argument(sched, "cost every target in this format (native: the graph's types, as each vendor "
+                               "runs them); the graph is not rewritten (docs/schedules.md)")
     _launch_argument(sched)
     models = commands.add_parser("models", help="list the bundled model configs (usable wherever a model is taken)")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
@@ -218,11 +219,7 @@ def _cmd_schedule(args) -> int:
     if args.launch:
         target = dataclasses.replace(target, launch=args.launch)
     graph = _optimize(_load(args))
-    if args.precision:
-        from ir.passes import quantize
-
-        graph = quantize(graph, args.precision)
-    schedule = backends.schedule(graph, target)
+    schedule = backends.schedule(graph, target, precision=args.precision or "native")
     print(report.format_table(schedule, limit=args.limit or None))
     if args.json:
         Path(args.json).write_text(report.to_json(schedule))

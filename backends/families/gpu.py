@@ -27,9 +27,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ir.dtypes import DType
+from ir.formats import engine_storage
 
-from ..roofline import reread_bytes, slowest
+from ..roofline import reread_bytes, slowest, staged_bytes
 from ..tiles import GemmCounts, Tiling, dense_counts, rounds_work, skipped_flops
 from .base import Cost, Family
 
@@ -42,12 +42,13 @@ if TYPE_CHECKING:
 
 def matrix_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
     """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense."""
-    itemsize = DType.from_short(fmt).itemsize
-    counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
+    itemsize = engine_storage(fmt).itemsize
+    tilings = [tiling(g, engine) for g in work.gemms]
+    counts = counts or [dense_counts(g, t) for g, t in zip(work.gemms, tilings)]
     flops = work.flops - skipped_flops(work.gemms, counts)
     compute = max(sum(tile_time(c, engine, fmt) for c in counts), flops / engine.peak(fmt))
     l2, hbm = target.by_role("l2"), target.outer
-    on_chip = sum(c.elements for c in counts) * itemsize
+    on_chip = staged_bytes(work, counts, tilings, itemsize)
     sizes = {m.name: on_chip for m in target.inner}
     sizes[hbm.name] = work.io_bytes + reread_bytes(work, itemsize, l2.capacity_bytes / 2)
     footprint = {target.by_role("buffer").name: _tile_footprint(work.gemms, engine, itemsize),
@@ -81,7 +82,7 @@ def _covering(extent: int, full: int, least: int) -> int:
 
 def tile_time(c: GemmCounts, engine: Engine, fmt: str) -> float:
     """Seconds for one product: waves of tiles, one tile per SM at a time."""
-    return rounds_work(c, engine.count) / (engine.clock_hz * engine.peak_ops_per_cycle[fmt] * engine.efficiency)
+    return rounds_work(c, engine.count) / (engine.clock_hz * engine.ops_per_cycle(fmt) * engine.efficiency)
 
 
 def _tile_footprint(gemms: list[Gemm], engine: Engine, itemsize: float) -> float:

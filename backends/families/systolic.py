@@ -34,10 +34,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ir import ops
-from ir.dtypes import DType
+from ir.formats import engine_storage
 from ir.ops import Gemm
 
-from ..roofline import reread_bytes, slowest
+from ..roofline import reread_bytes, slowest, staged_bytes
 from ..tiles import GemmCounts, Tiling, dense_counts, rounds_work, skipped_flops
 from .base import Companion, Cost, Family
 
@@ -78,14 +78,15 @@ def gemm_cycles(g: Gemm, engine: Engine, counts: GemmCounts | None = None) -> fl
 
 def matrix_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
     """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense."""
-    itemsize = DType.from_short(fmt).itemsize
+    itemsize = engine_storage(fmt).itemsize
     buffer, hbm = target.by_role("buffer"), target.outer
-    counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
-    cycles = sum(gemm_cycles(g, engine, c) for g, c in zip(work.gemms, counts))
+    tilings = [tiling(g, engine) for g in work.gemms]
+    counts = counts or [dense_counts(g, t) for g, t in zip(work.gemms, tilings)]
+    cycles = engine.passes(fmt) * sum(gemm_cycles(g, engine, c) for g, c in zip(work.gemms, counts))
     companion = _softmax_on_vector(work, target)
     flops = work.flops - skipped_flops(work.gemms, counts) - (companion.cost.flops if companion else 0)
     compute = max(cycles / engine.clock_hz, flops / engine.peak(fmt))
-    sizes = {m.name: sum(c.elements for c in counts) * itemsize for m in target.inner}
+    sizes = {m.name: staged_bytes(work, counts, tilings, itemsize) for m in target.inner}
     sizes[hbm.name] = work.io_bytes + reread_bytes(work, itemsize, buffer.capacity_bytes / 2)
     first_tile = min(_tile_bytes(work.gemms[0], engine, itemsize), sizes[hbm.name])
     footprint = {buffer.name: min(buffer.capacity_bytes, 2 * first_tile * engine.count)}
@@ -107,7 +108,7 @@ def _softmax_on_vector(work: OpWork, target: Target) -> Companion | None:
         return None
     fmt = vector.runs(_SOFTMAX_FAMILY, "Softmax", work.fmt)
     scores = work.gemms[0]
-    sizes = {target.by_role("buffer").name: 2 * scores.batch * scores.m * scores.n * DType.from_short(fmt).itemsize}
+    sizes = {target.by_role("buffer").name: 2 * scores.batch * scores.m * scores.n * engine_storage(fmt).itemsize}
     busy, bound = slowest(rest / (vector.peak(fmt) * vector.efficiency), sizes, target)
     return Companion("softmax", vector, fmt, Cost(busy, sizes, bound, flops=rest))
 
