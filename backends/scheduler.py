@@ -72,8 +72,9 @@ def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] |
 def _require_static(graph: Graph, works: list[OpWork]) -> None:
     """Refuse values that costed ops touch while their shapes hold symbols: they would count
     0 bytes and 0 FLOPs, and the schedule would look valid."""
-    symbolic = [v for w in works if not w.free for v in (*w.node.inputs, *w.node.outputs)
-                if v and not graph.values[v].type.is_static]
+    unbound = {name for name, v in graph.values.items() if not v.type.is_static}
+    symbolic = [v for w in works if not w.free for v in (*w.node.inputs, *w.node.outputs) if v in unbound] \
+        if unbound else []
     if not symbolic:
         return
     inputs = [name for name in graph.inputs if not graph.values[name].type.is_static]
