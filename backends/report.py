@@ -72,8 +72,8 @@ def precision_lines(s: Schedule) -> list[str]:
         if o.format_reason:
             key = (o.engine, o.format, o.format_reason)
             used[key] = used.get(key, 0) + 1
-    lines += [f"  {count:6d} ops on {engine:12} {fmt:7} {reason}" for (engine, fmt, reason), count in
-              sorted(used.items(), key=lambda item: -item[1])]
+    lines += [f"  {count:6d} {'op ' if count == 1 else 'ops'} on {engine:12} {fmt:7} {reason}"
+              for (engine, fmt, reason), count in sorted(used.items(), key=lambda item: -item[1])]
     return lines
 
 
