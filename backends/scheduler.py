@@ -142,7 +142,8 @@ class _Timeline:
             parts = [(name, p.engine, p.fmt, cost, p.reason)]
             if cost.companion:  # both engines start together: the op's tiles pipeline between them
                 c = cost.companion
-                parts.append((f"{name}.{c.label}", c.engine, c.fmt, c.cost, f"{c.label} beside the {p.fmt} products, in {c.fmt}"))
+                parts.append((f"{name}.{c.label}", c.engine, c.fmt, c.cost,
+                              f"{c.label} beside the {p.fmt} products, in {c.fmt}"))
             start = max([self._inputs_ready(work, chip)] + [self.free[(chip, self._lane(e))] for _, e, *_ in parts])
             for label, engine, fmt, part, reason in parts:
                 flops = piece.flops if part.flops is None else part.flops
