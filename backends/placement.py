@@ -6,9 +6,9 @@ working set exceed one chip is split along its output columns over several chips
 parallelism); only an op whose output has too few columns to split is an error. The
 result is deterministic: the same graph and target always give the same placement.
 
-Engines: the first engine in the spec's order that runs the op's family (or type) in its
-number format, after the engine's auto-casts (the capability check). None means the op
-goes to the host.
+Engines: the first engine in the spec's order that runs the op's family (or type) in the
+number format the precision policy gives it (``backends.precision``: the capability check,
+with the vendor's conversions). None means the op goes to the host.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ir.errors import XpucError
 from ir.ops import Gemm
 
+from .precision import Choice, Policy
 from .target import Engine, Target
 from .work import OpWork
 
@@ -34,21 +35,16 @@ class Placement:
     """(chip, fraction of the op's output columns) for each slice; one (chip, 1.0) unless split."""
     engine: Engine | None
     fmt: str
+    reason: str = ""
+    """Why the op runs in ``fmt`` (``backends.precision.Choice``)."""
 
     @property
     def chip(self) -> int:
         return self.pieces[0][0]
 
 
-def choose_engine(work: OpWork, target: Target) -> tuple[Engine | None, str]:
-    for engine in target.engines.values():
-        fmt = engine.runs(work.family, work.node.op_type, work.fmt)
-        if fmt is not None:
-            return engine, fmt
-    return None, work.fmt
-
-
-def place(works: list[OpWork], target: Target, reserve: float = 0.0) -> tuple[list[Placement], int]:
+def place(works: list[OpWork], target: Target, reserve: float = 0.0,
+          policy: Policy | None = None) -> tuple[list[Placement], int]:
     """A placement per op, and the number of chips used.
 
     ``reserve`` bytes of every chip are kept free for live activations; weights fill the rest.
@@ -56,6 +52,7 @@ def place(works: list[OpWork], target: Target, reserve: float = 0.0) -> tuple[li
     chip's free space, then whole chips, then part of the next, so the chip count stays
     close to total bytes / capacity.
     """
+    policy = policy or Policy()
     capacity = target.outer.capacity_bytes - reserve
     if capacity <= 0:
         raise ScheduleError(f"the model's live activations ({reserve / 1e6:,.1f} MB) alone exceed a {target.name} "
@@ -63,13 +60,13 @@ def place(works: list[OpWork], target: Target, reserve: float = 0.0) -> tuple[li
     seen_weights: set[str] = set()
     placements, chip, used = [], 0, 0.0
     for work in works:
-        engine, fmt = (None, work.fmt) if work.free else choose_engine(work, target)
+        choice = Choice(None, work.fmt, "") if work.free else policy.choose(work, target)
         need = _new_weight_bytes(work, seen_weights)
         if need <= capacity:
             if used + need > capacity:
                 chip, used = chip + 1, 0.0
             used += need
-            placements.append(Placement([(chip, 1.0)], engine, fmt))
+            placements.append(Placement([(chip, 1.0)], choice.engine, choice.fmt, choice.reason))
             continue
         pieces, left = [], need
         while left > 0:
@@ -82,7 +79,7 @@ def place(works: list[OpWork], target: Target, reserve: float = 0.0) -> tuple[li
             raise ScheduleError(f"{work.name} ({work.node.op_type}) has {need / 1e6:,.1f} MB of weights but a "
                                 f"{target.name} chip has {capacity / 1e6:,.1f} MB of {target.outer.name} left for "
                                 f"weights, and its output cannot be cut into {len(pieces)} column slices")
-        placements.append(Placement(pieces, engine, fmt))
+        placements.append(Placement(pieces, choice.engine, choice.fmt, choice.reason))
     chips = chip + 1
     limit = target.interconnect.max_chips
     if limit is not None and chips > limit:

@@ -7,7 +7,7 @@ The per-op records are what reports and traces read; each names the kernel it is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -31,6 +31,8 @@ class OpSchedule:
     format: str = ""
     kernel: int | None = None
     """The kernel (fused group of ops, one launch) this record is part of; None for transfers."""
+    format_reason: str = ""
+    """Why it computes in ``format`` (``backends.precision``)."""
 
     @property
     def end_s(self) -> float:
@@ -50,6 +52,10 @@ class Schedule:
     peak_memory: dict[str, int]
     kernels: int
     """Kernels the run launches (each a fused group of ops; records of one kernel share its number)."""
+    precision: dict[str, str] = field(default_factory=dict)
+    """The precision policy: its name and what it stores weights, activations and KV in."""
+    launch: str = ""
+    """How the host started the kernels (``backends.target.LAUNCHES``)."""
 
 
 def finish(target: Target, ops: list[OpSchedule], chips: int, peak_memory: dict[str, int]) -> Schedule:

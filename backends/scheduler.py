@@ -5,7 +5,8 @@ whether all engines of a chip take work from one queue, as a GPU stream does. Ev
 else is common:
 
 - the kernels of ``backends.grouping`` (the ones code generation emits): one launch each
-  (``launch_overhead_s``, charged to the kernel's first op), and traffic only for the values
+  (``Target.launch_s``, charged to the kernel's first op: every kernel on a stream, the
+  chip's first alone under ``launch = "graph"``), and traffic only for the values
   that cross a kernel's boundary, read once; a kernel whose ops placement puts on different
   chips, or partly on the host, runs as one kernel per op instead;
 - placement onto chips and engines (``placement``), with unsupported ops sent to the host,
@@ -24,27 +25,35 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 
+from ir.formats import Format
 from ir.graph import Graph
 
 from .families import FAMILIES, Family
 from .grouping import Grouping, group_kernels
-from .placement import Placement, place, shard
+from .placement import Placement, ScheduleError, place, shard
+from .precision import Policy
 from .schedule import OpSchedule, Schedule, finish
 from .target import Engine, Target
 from .tiles import GemmCounts
-from .work import OpWork, count_traffic, graph_work, live_bytes, value_bytes
+from .work import OpWork, count_traffic, graph_work, live_bytes
 
-def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] | None = None) -> Schedule:
+def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] | None = None,
+             precision: str | Format = "native") -> Schedule:
     """Predict when and where every op of ``graph`` runs on ``target``, and what it costs.
 
     counts: matrix ops' tile counts measured by generated code, by op name (``backends.tiles``);
-    ops without them (and slices of split ops) are costed with dense weights."""
+    ops without them (and slices of split ops) are costed with dense weights.
+    precision: an ``ir.formats`` name or record: what every value is stored in and every op
+    computes in (``backends.precision``); native: the graph's types as the vendor runs them."""
     family = FAMILIES[target.family]
-    sizes = value_bytes(graph)
+    policy = Policy(precision)
+    sizes = policy.sizes(graph)
     grouping = group_kernels(graph)
     works = graph_work(graph, sizes, grouping)
+    _require_static(graph, works)
+    policy.assign(works)
     live = live_bytes(graph, works, sizes, grouping.intermediates)
-    placements, chips = place(works, target, reserve=max(live, default=0))
+    placements, chips = place(works, target, reserve=max(live, default=0), policy=policy)
     grouping = _on_one_device(grouping, works, placements, sizes)
     index = {w.name: i for i, w in enumerate(works)}
     builder = _Timeline(grouping.views, sizes, target, family, counts or {})
@@ -52,10 +61,30 @@ def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] |
         for i, node in enumerate(kernel.ops):
             work, p = works[index[node.name]], placements[index[node.name]]
             if p.engine is None:
-                builder.run_on_host(work, p.chip, number)
+                builder.run_on_host(work, p, number)
             else:
                 builder.run(work, p, number, launch=i == 0)
-    return finish(target, builder.records, chips, _peak_memory(works, placements, live, target, builder))
+    result = finish(target, builder.records, chips, _peak_memory(works, placements, live, target, builder))
+    result.precision, result.launch = policy.describe(), target.launch
+    return result
+
+
+def _require_static(graph: Graph, works: list[OpWork]) -> None:
+    """Refuse values that costed ops touch while their shapes hold symbols: they would count
+    0 bytes and 0 FLOPs, and the schedule would look valid."""
+    unbound = {name for name, v in graph.values.items() if not v.type.is_static}
+    symbolic = [v for w in works if not w.free for v in (*w.node.inputs, *w.node.outputs) if v in unbound] \
+        if unbound else []
+    if not symbolic:
+        return
+    inputs = [name for name in graph.inputs if not graph.values[name].type.is_static]
+    if inputs:
+        binds = " ".join(f"--input-shape {name}=" + "x".join(str(d).upper() for d in graph.values[name].type.shape)
+                         for name in inputs)
+        raise ScheduleError(f"cannot cost a graph whose shapes hold symbols: bind {', '.join(inputs)} ({binds}, "
+                            "each symbol a number; input_shapes= when loading from Python)")
+    raise ScheduleError(f"cannot cost a graph whose shapes hold symbols although its inputs are bound: "
+                        f"{', '.join(sorted(set(symbolic))[:5])} depend on values known only as the model runs")
 
 
 def _on_one_device(grouping: Grouping, works: list[OpWork], placements: list[Placement],
@@ -89,6 +118,7 @@ class _Timeline:
         self.ready: dict[str, tuple[int | None, float]] = {}
         self.copies: dict[tuple[str, int], float] = {}
         self.footprint: dict[str, float] = defaultdict(float)
+        self.launched: set[int] = set()
 
     def run(self, work: OpWork, p: Placement, kernel: int, launch: bool) -> None:
         """Cost one op of ``kernel`` on its engine; the kernel's first op (``launch``) pays its launch."""
@@ -98,7 +128,10 @@ class _Timeline:
             piece = shard(work, fraction)
             counts = None if split else self.counts.get(work.name)
             cost = self.family.op_cost(piece, p.engine, p.fmt, self.target, counts)
-            overhead = self.target.launch_overhead_s if launch else 0.0
+            overhead = 0.0
+            if launch:
+                overhead = self.target.launch_s(first_on_chip=chip not in self.launched)
+                self.launched.add(chip)
             if overhead:
                 cost = copy.copy(cost)
                 cost.duration_s, cost.bound = cost.duration_s + overhead, \
@@ -106,16 +139,18 @@ class _Timeline:
             for level, size in cost.footprint.items():
                 self.footprint[level] = max(self.footprint[level], size)
             name = f"{work.name}[{i}]" if split else work.name
-            parts = [(name, p.engine, p.fmt, cost)]
+            parts = [(name, p.engine, p.fmt, cost, p.reason)]
             if cost.companion:  # both engines start together: the op's tiles pipeline between them
                 c = cost.companion
-                parts.append((f"{name}.{c.label}", c.engine, c.fmt, c.cost))
-            start = max([self._inputs_ready(work, chip)] + [self.free[(chip, self._lane(e))] for _, e, _, _ in parts])
-            for label, engine, fmt, part in parts:
+                parts.append((f"{name}.{c.label}", c.engine, c.fmt, c.cost,
+                              f"{c.label} beside the {p.fmt} products, in {c.fmt}"))
+            start = max([self._inputs_ready(work, chip)] + [self.free[(chip, self._lane(e))] for _, e, *_ in parts])
+            for label, engine, fmt, part, reason in parts:
                 flops = piece.flops if part.flops is None else part.flops
                 util = flops / (engine.peak(fmt) * part.duration_s) if part.duration_s else 0.0
                 self._record(OpSchedule(label, work.node.qualified_type, engine.name, chip, start, part.duration_s,
-                                        flops, _ints(part.bytes), part.bound, util, fmt, kernel), self._lane(engine))
+                                        flops, _ints(part.bytes), part.bound, util, fmt, kernel, reason),
+                             self._lane(engine))
                 done = max(done, start + part.duration_s)
         if split:
             done = self._all_gather(work, p.pieces, done)
@@ -125,12 +160,13 @@ class _Timeline:
     def _lane(self, engine: Engine) -> str:
         return "stream" if self.family.shared_stream else engine.name
 
-    def run_on_host(self, work: OpWork, chip: int, kernel: int) -> None:
-        host, moved = self.target.host, work.activation_bytes + work.weight_bytes + work.output_bytes
+    def run_on_host(self, work: OpWork, p: Placement, kernel: int) -> None:
+        chip, host, moved = p.chip, self.target.host, work.activation_bytes + work.weight_bytes + work.output_bytes
         duration = 2 * host.latency_s + moved / host.bandwidth_bytes_per_s + work.flops / host.flops_per_s
         start = max(self._inputs_ready(work, chip), self.free[(chip, "host")])
         self._record(OpSchedule(work.name, work.node.qualified_type, "host", chip, start, duration, work.flops,
-                                {self.target.outer.name: moved, "host_link": moved}, "host", 0.0, work.fmt, kernel),
+                                {self.target.outer.name: moved, "host_link": moved}, "host", 0.0, work.fmt, kernel,
+                                p.reason),
                      "host")
         for out in work.node.outputs:
             self.ready[out] = (chip, start + duration)

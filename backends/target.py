@@ -28,8 +28,8 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from ir.dtypes import DType
 from ir.errors import XpucError
+from ir.formats import ENGINE_ONLY, engine_storage
 
 from .families import FAMILIES
 
@@ -42,6 +42,11 @@ MEMORY_ROLES = {
     "sram": "on-chip memory that holds the model on a chip without off-chip memory",
 }
 """What each memory level is, as ``role`` in a spec: cost models address levels by role."""
+LAUNCHES = {
+    "stream": "the host launches every kernel on a stream: launch_overhead_s each",
+    "graph": "the host launches the whole graph once per chip as a CUDA Graph (graph_launch_overhead_s); "
+             "its kernels start one after another without host launches",
+}
 MODEL_STORES = ("hbm", "sram")
 
 Num = float
@@ -59,6 +64,15 @@ class TargetSpecError(XpucError):
 
 
 @dataclass
+class Emulation:
+    """A format an engine multiplies as several passes in another (XLA on a TPU: float32 as six
+    bfloat16 passes, a TF32-like product as three)."""
+
+    via: str
+    passes: Num
+
+
+@dataclass
 class Engine:
     """A kind of compute unit on a chip; ``count`` of them run in parallel.
 
@@ -67,9 +81,16 @@ class Engine:
     peak_ops_per_cycle: per unit and number format (DType short names: f16, bf16, i8 ...);
         its keys are the formats the engine runs.
     auto_cast: formats the vendor compiler converts by default before running here
-        (e.g. f32 matmuls run as bf16 on a TPU's MXU).
+        (e.g. f32 matmuls run as bf16 on a TPU's MXU, as TF32 on NVIDIA tensor cores).
+    emulate: formats the engine multiplies as passes of another it lists, when asked to
+        (``backends.precision``); their rate is that format's over the passes.
     array: rows x columns of a systolic array; dataflow: its stationary operand.
+    weight_load_cycles: cycles a systolic array takes to load a fold's stationary operand
+        into its second set of registers while the current fold streams (double-buffered
+        weights); None: no preload, each fold fills and drains the pipeline.
     tile: a GPU thread block's output tile and K step (M, N, K).
+    mma: a GPU tensor core's instruction shape (M, N, K): the least a thread block's tile
+        shrinks to for a product with few rows or columns (None: tiles never shrink).
     zero_skipping: a matrix engine that skips multiplications by zero weights; schedules
         assume dense weights, and code compiled for the target counts what it skipped.
     efficiency: fraction of peak that well-shaped work reaches (fitted, says to what).
@@ -81,9 +102,12 @@ class Engine:
     peak_ops_per_cycle: dict[str, Num]
     ops: list[str]
     auto_cast: dict[str, str] = field(default_factory=dict)
+    emulate: dict[str, Emulation] = field(default_factory=dict)
     array: Dims | None = None
     dataflow: str | None = None
+    weight_load_cycles: Num | None = None
     tile: Dims | None = None
+    mma: Dims | None = None
     zero_skipping: bool = False
     efficiency: Num = 1.0
     name: str = field(default="", metadata={"internal": True})
@@ -92,13 +116,29 @@ class Engine:
     def formats(self) -> list[str]:
         return list(self.peak_ops_per_cycle)
 
+    def multiplies(self, fmt: str) -> bool:
+        """It computes in ``fmt``, natively or in passes of another format (``emulate``)."""
+        return fmt in self.peak_ops_per_cycle or fmt in self.emulate
+
+    def passes(self, fmt: str) -> int:
+        return int(self.emulate[fmt].passes) if fmt in self.emulate else 1
+
+    def ops_per_cycle(self, fmt: str) -> float:
+        """Per unit in ``fmt``: its listed figure, or the emulating format's over the passes."""
+        if fmt in self.peak_ops_per_cycle:
+            return self.peak_ops_per_cycle[fmt]
+        return self.peak_ops_per_cycle[self.emulate[fmt].via] / self.emulate[fmt].passes
+
     def peak(self, fmt: str) -> float:
         """Operations per second of the whole chip's units in ``fmt``."""
-        return self.count * self.clock_hz * self.peak_ops_per_cycle[fmt]
+        return self.count * self.clock_hz * self.ops_per_cycle(fmt)
+
+    def handles(self, family: str, op_type: str) -> bool:
+        return family in self.ops or op_type in self.ops
 
     def runs(self, family: str, op_type: str, fmt: str) -> str | None:
-        """The format this engine would run the op in, or None if it cannot run it."""
-        if family not in self.ops and op_type not in self.ops:
+        """The format this engine would run the op in by default (after ``auto_cast``), or None."""
+        if not self.handles(family, op_type):
             return None
         fmt = self.auto_cast.get(fmt, fmt)
         return fmt if fmt in self.peak_ops_per_cycle else None
@@ -180,9 +220,20 @@ class Target:
     price: Price
     launch_overhead_s: NonNeg = 0.0
     """Per kernel (a fused group of ops, ``backends.grouping``), charged by the scheduler to its first op."""
+    launch: str = "stream"
+    """How the host starts kernels (:data:`LAUNCHES`)."""
+    graph_launch_overhead_s: Num = 0.0
+    """Per launch of the whole graph as one CUDA Graph (``launch = "graph"``), once per chip."""
     calibration: Calibration = field(default_factory=Calibration)
     path: str = field(default="", metadata={"internal": True})
     provenance: dict[str, str] = field(default_factory=dict, metadata={"internal": True})
+
+    def launch_s(self, first_on_chip: bool) -> float:
+        """What starting a kernel costs the host: every kernel on a stream; the chip's first
+        kernel alone when the graph is one CUDA Graph."""
+        if self.launch == "graph":
+            return self.graph_launch_overhead_s if first_on_chip else 0.0
+        return self.launch_overhead_s
 
     def level(self, name: str) -> MemoryLevel:
         return self._levels[name]
@@ -348,11 +399,14 @@ def _check_semantics(t: Target, origin: str) -> None:
     for e in t.engines.values():
         if e.role not in ROLES:
             fail(f"engines.{e.name}.role: unknown role {e.role!r}; known: {', '.join(ROLES)}")
-        for fmt in [*e.peak_ops_per_cycle, *e.auto_cast.keys(), *e.auto_cast.values()]:
+        for fmt in [*e.peak_ops_per_cycle, *e.auto_cast.keys(), *e.auto_cast.values(), *e.emulate]:
             try:
-                DType.from_short(fmt)
+                engine_storage(fmt)
             except ValueError as exc:
-                fail(f"engines.{e.name}: unknown number format: {exc}")
+                fail(f"engines.{e.name}: unknown number format: {exc} (or {', '.join(ENGINE_ONLY)})")
+        for fmt, how in e.emulate.items():
+            if how.via not in e.peak_ops_per_cycle or how.passes < 1:
+                fail(f"engines.{e.name}.emulate.{fmt}: via must be a format the engine lists, passes at least 1")
         problem = family.check_engine(e)
         if problem:
             fail(f"engines.{e.name}: {problem}")
@@ -360,6 +414,8 @@ def _check_semantics(t: Target, origin: str) -> None:
             fail(f"engines.{e.name}.zero_skipping: only a matrix engine skips zero weights")
         if not 0 < e.efficiency <= 1:
             fail(f"engines.{e.name}.efficiency must be in (0, 1], got {e.efficiency}")
+    if t.launch not in LAUNCHES:
+        fail(f"launch: unknown launch {t.launch!r}; known: {', '.join(LAUNCHES)}")
     if t.power.tdp_w is None and t.power.energy_per_mac_j is None:
         fail("power needs tdp_w or energy_per_mac_j (with energy_per_byte_j on memory levels)")
     if t.price.usd_per_chip_hour is None and (t.price.purchase_usd is None or not t.price.amortization_years):

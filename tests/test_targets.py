@@ -94,6 +94,9 @@ BAD_SPECS = {
     "memory role twice": (lambda s: s["memory"][0].update(role="hbm"), "memory[1].role: 'hbm' is also memory[0]'s"),
     "no level holds the model": (lambda s: s["memory"][1].update(role="l2"), "exactly one level that holds the model"),
     "role the family needs": (lambda s: s["memory"][0].update(role="l2"), "needs levels with role buffer"),
+    "unknown launch": (lambda s: s.update(launch="eager"), "launch: unknown launch 'eager'; known: stream, graph"),
+    "os array preloading weights": (lambda s: s["engines"]["array"].update(
+        weight_load_cycles={"value": 128, "source": "teaching"}), "an output-stationary array preloads no operand"),
 }
 
 

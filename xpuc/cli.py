@@ -7,6 +7,7 @@ Every user error is an ``ir.XpucError``: printed as one line on stderr with exit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -64,14 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--json", metavar="FILE", help="write the schedule as JSON (schema: backends/report.py)")
     sched.add_argument("--trace", metavar="FILE", help="write a Chrome trace (open in ui.perfetto.dev)")
     sched.add_argument("--limit", type=int, default=40, help="show at most this many op rows (0: all)")
-    _precision_argument(sched, "quantize the graph's products to this format before scheduling")
+    _precision_argument(sched, "cost every target in this format (native: the graph's types, as each vendor "
+                               "runs them); the graph is not rewritten (docs/schedules.md)")
+    _launch_argument(sched)
     comp = commands.add_parser("compare", help="one model on several targets: cost, efficiency, porting cost, "
                                                "accuracy and a performance-portability score (docs/portability.md)")
     _model_arguments(comp)
     which = comp.add_mutually_exclusive_group(required=True)
     which.add_argument("-t", "--targets", help="comma-separated presets or .toml paths, e.g. h100-sxm,tpu-v5e,groq-lpu")
     which.add_argument("--all", action="store_true", help="every bundled preset")
-    _precision_argument(comp, "quantize the graph's products to this format on every target")
+    _precision_argument(comp, "cost every target in this format (the precision policy of `xpuc schedule`)")
     comp.add_argument("--latency-target", type=float, metavar="MS",
                       help="mark targets whose pass takes longer than this many milliseconds")
     comp.add_argument("--seed", type=int, default=0, help="seed of the inputs the accuracy runs share (default 0)")
@@ -111,6 +114,13 @@ def _precision_argument(parser: argparse.ArgumentParser, help: str) -> None:
     from ir.formats import NAMES
 
     parser.add_argument("--precision", choices=NAMES, metavar="FORMAT", help=f"{help}; one of {', '.join(NAMES)}")
+
+
+def _launch_argument(parser: argparse.ArgumentParser) -> None:
+    from backends.target import LAUNCHES
+
+    parser.add_argument("--launch", choices=list(LAUNCHES), help="how the host starts kernels (default: the "
+                        "target's): " + "; ".join(f"{k}: {v}" for k, v in LAUNCHES.items()))
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -228,12 +238,10 @@ def _cmd_schedule(args) -> int:
     from backends import report
 
     target = backends.load_target(args.target)
+    if args.launch:
+        target = dataclasses.replace(target, launch=args.launch)
     graph = _optimize(_load(args))
-    if args.precision:
-        from ir.passes import quantize
-
-        graph = quantize(graph, args.precision)
-    schedule = backends.schedule(graph, target)
+    schedule = backends.schedule(graph, target, precision=args.precision or "native")
     print(report.format_table(schedule, limit=args.limit or None))
     if args.json:
         Path(args.json).write_text(report.to_json(schedule))
@@ -249,10 +257,6 @@ def _cmd_compare(args) -> int:
     names = backends.list_targets() if args.all else [n for n in args.targets.split(",") if n]
     targets = [backends.load_target(n) for n in names]
     graph = _optimize(_load(args))
-    if args.precision:
-        from ir.passes import quantize
-
-        graph = quantize(graph, args.precision)
     accuracy, missing = None, ""
     if any(v.weightless for v in graph.values.values()):
         missing = "n/a: the model has no weights to run"

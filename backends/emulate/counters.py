@@ -23,8 +23,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from llvmlite import ir as ll
 
-from backends.placement import choose_engine
 from backends.families import FAMILIES
+from backends.precision import Policy
 from backends.target import Target
 from backends.tiles import GemmCounts, Tiling
 from backends.work import graph_work
@@ -58,8 +58,9 @@ def attach(lowered: Lowered, graph: Graph, target: Target) -> Layout:
     """Add a counting kernel after each matrix product the target's matrix engines run."""
     tiling = FAMILIES[target.family].tiling
     layout = Layout([])
+    policy = Policy()
     for work in graph_work(graph):
-        engine, _ = choose_engine(work, target)
+        engine = None if work.free else policy.choose(work, target).engine
         if work.free or not work.gemms or engine is None or engine.role != "matrix":
             continue
         tilings = [tiling(g, engine) for g in work.gemms]

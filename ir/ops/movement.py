@@ -270,7 +270,7 @@ def _gather_value(ctx: InferContext) -> list[np.ndarray | None]:
     return [np.take(data, idx.astype(np.int64), axis=a)]
 
 
-@register("Gather", "movement", pattern=Pattern.INJECTIVE, propagate=_gather_value, flops=_NO_FLOPS)
+@register("Gather", "movement", pattern=Pattern.INJECTIVE, propagate=_gather_value, flops=_NO_FLOPS, indexed=(0,))
 def _gather(ctx: InferContext) -> list[TensorType]:
     data, idx = ctx.shape(0), ctx.shape(1)
     if data is None or idx is None:
@@ -279,12 +279,12 @@ def _gather(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), data[:a] + idx + data[a + 1:])]
 
 
-@register("GatherElements", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS)
+@register("GatherElements", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS, indexed=(0,))
 def _gather_elements(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), ctx.shape(1))]
 
 
-@register("GatherND", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS)
+@register("GatherND", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS, indexed=(0,))
 def _gather_nd(ctx: InferContext) -> list[TensorType]:
     data, idx, b = ctx.shape(0), ctx.shape(1), ctx.attr("batch_dims", 0)
     if data is None or idx is None or not symbolic.is_int(idx[-1]):
