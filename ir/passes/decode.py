@@ -287,7 +287,8 @@ class _Respecialize:
         layer = self.attentions.index(node)
         if self.past:
             inputs[4], inputs[5] = self.caches[layer]
-        outputs = [node.outputs[0], *cache_names(layer, past=False), *node.outputs[3:4]]
+        present = [n if n not in g.values else g.fresh_name(n) for n in cache_names(layer, past=False)]
+        outputs = [node.outputs[0], *present, *node.outputs[3:4]]
         attrs, name, domain = dict(node.attrs), node.name, node.domain
         g.remove_node(node, drop_outputs=False)
         while not inputs[-1]:

@@ -62,8 +62,12 @@ class InPlaceKVCache(Pass):
         cached = [v for n in attentions for v in n.inputs[4:6] if v]
         for value in cached:
             self._replace_shape_reads(graph, value, past)
+        self.cuts: set[str] = set()
         for layer, node in enumerate(attentions):
             self._layer(graph, node, layer, writes, valid, batch)
+        for name in self.cuts:  # their bound is the past length: no shape may depend on it
+            if not graph.num_uses(graph.node(name).outputs[0]):
+                graph.remove_node(graph.node(name))
         graph.outputs = [o for o in graph.outputs if o not in {v for n in attentions for v in n.outputs[1:3]}]
         for value in cached:
             graph.remove_value(value)
@@ -116,6 +120,7 @@ class InPlaceKVCache(Pass):
         producer = graph.producer(mask)
         if producer is not None and producer.op_type == "Slice":
             mask = producer.inputs[0]
+            self.cuts.add(producer.name)
         width = graph.type_of(mask).shape[-1]
         if width != self.capacity:
             raise DecodeError(f"{node.name}: its mask covers {width} keys, not the cache's {self.capacity}")
