@@ -115,6 +115,14 @@ def test_graphs_without_a_kv_cache_to_derive_are_refused(source, message):
         DecodeStep(1)(graph)
 
 
+def test_a_position_table_read_past_its_end_is_refused():
+    """GPT-2's learned positions have 128 rows: bound at 140 the lookup cannot fold into a
+    table, and a decode step reading it as if it did not depend on the position would be wrong."""
+    graph = optimize(onnx_frontend.load(MODELS / "gpt2_dynamo.onnx", input_shapes={"input_ids": (1, 140)}))
+    with pytest.raises(DecodeError, match="runs along the positions but is computed"):
+        DecodeStep(1)(graph)
+
+
 def test_a_graph_that_already_reads_a_cache_is_refused():
     graph = DecodeStep(1)(_template("llama_dynamo"))
     for name in list(graph.inputs[1:]):

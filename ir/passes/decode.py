@@ -232,14 +232,17 @@ class _Respecialize:
         seq_axes = {rank - self.g.type_of(v).rank + a for v in node.inputs if v and self._changed(v)
                     for a in self._changed_axes(v)}
         for index, operand in enumerate(node.inputs):
-            data = self.g.const_data(operand) if operand else None
-            if data is None:
+            if not operand or self._changed(operand):
                 continue
-            offset = rank - data.ndim
-            for axis in range(data.ndim):
-                if offset + axis in seq_axes and data.shape[axis] != 1:
-                    self.g.set_input(node, index, self._gather_rows(operand, axis))
-                    break
+            shape = self.g.type_of(operand).shape
+            axis = next((a for a in range(len(shape)) if rank - len(shape) + a in seq_axes and shape[a] != 1), None)
+            if axis is None:
+                continue
+            if self.g.const_data(operand) is None:
+                raise DecodeError(f"{node.name}: its operand {operand!r} runs along the positions but is computed "
+                                  "when the model runs, not a table of them (a table too large to fold, or one "
+                                  "read past its end: is the length within the model's positions?)")
+            self.g.set_input(node, index, self._gather_rows(operand, axis))
 
     def _rotary(self, node: Node) -> None:
         """Constant cos/sin tables [.., S, rot/2] become 2-D tables read through ``position_ids``."""
