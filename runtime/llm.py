@@ -98,6 +98,31 @@ class KVCache:
         return self.plan.peak_bytes
 
 
+class BoundStep:
+    """A compiled step bound once to its feed buffers (``Executor.bind``): the tokens, the past
+    length and the cache; each call writes the new tokens and length into them and runs."""
+
+    def __init__(self, model: CompiledModel, step: int, cache: KVCache | None):
+        self.model = model
+        self.executor, self.emulation = model.specialize_static()
+        self.ids = np.zeros((1, step), np.int64)
+        self.past = np.zeros((), np.int64)
+        self.feeds = {"input_ids": self.ids}
+        if cache is not None:
+            self.feeds.update({PAST_LENGTH: self.past, **cache.buffers})
+        self.run = self.executor.bind(self.feeds)
+
+    def __call__(self, tokens: list[int], past: int, row: int = -1) -> tuple[np.ndarray, float | None]:
+        """Logits at ``row`` of the step for ``tokens`` after ``past`` cached positions, and the
+        step's emulated latency on the target (None without one)."""
+        self.ids[0, :len(tokens)] = tokens
+        self.past[...] = past
+        if self.emulation is None:
+            return self.run()[0][0, row], None
+        outputs, cost = self.emulation.run(lambda _: self.run(), self.feeds)
+        return outputs[0][0, row], cost.latency_s
+
+
 class CompiledLLM:
     """A decoder compiled for greedy generation on this CPU (see the module docstring)."""
 
@@ -105,15 +130,16 @@ class CompiledLLM:
         self.template, self.max_len, self.options = template, max_len, options
         self.target = hardware_target(target) if target is not None else None
         self.vocab_size = int(template.type_of(template.outputs[0]).shape[-1])
-        self._prefills: dict[int, CompiledModel] = {}
+        self._prefills: dict[int, BoundStep] = {}
         attention = any(n.op_type == "Attention" for n in template.nodes)
         self.mode = "kv-cache" if kv_cache and attention else "recompute"
         if self.mode == "kv-cache":
-            self.decode = self._compile(DecodeStep(1, past=True)(template.copy()))
-            caches = [n for n in self.decode.input_names if n not in ("input_ids", PAST_LENGTH)]
-            self.cache = KVCache({n: self.decode.graph.type_of(n) for n in caches})
+            decode = self._compile(DecodeStep(1, past=True)(template.copy()))
+            caches = [n for n in decode.input_names if n not in ("input_ids", PAST_LENGTH)]
+            self.cache = KVCache({n: decode.graph.type_of(n) for n in caches})
+            self.decode = BoundStep(decode, 1, self.cache)
         else:
-            self.recompute = compile(template, self.target or "cpu", **options)
+            self.recompute = BoundStep(compile(template, self.target or "cpu", **options), max_len, None)
 
     def _compile(self, step: ir.Graph) -> CompiledModel:
         """A step is derived from the optimized template: it only needs what the derivation
@@ -121,10 +147,11 @@ class CompiledLLM:
         graph = optimize(InPlaceKVCache(self.max_len)(step), pipeline=STEP_PIPELINE)
         return compile(graph, self.target or "cpu", **{**self.options, "optimize": False})
 
-    def prefill(self, length: int) -> CompiledModel:
+    def prefill(self, length: int) -> BoundStep:
         """The prefill of a ``length``-token prompt (compiled on first use)."""
         if length not in self._prefills:
-            self._prefills[length] = self._compile(DecodeStep(length, past=False)(self.template.copy()))
+            model = self._compile(DecodeStep(length, past=False)(self.template.copy()))
+            self._prefills[length] = BoundStep(model, length, self.cache)
         return self._prefills[length]
 
     def generate(self, prompt_ids: Sequence[int], max_new_tokens: int) -> Generation:
@@ -150,16 +177,11 @@ class CompiledLLM:
 
     def _step(self, ids: list[int], first: bool) -> tuple[np.ndarray, float | None]:
         """The next token's logits for ``ids`` (the prompt on the first step), and its emulated latency."""
-        if self.mode == "recompute":
-            padded = np.zeros((1, self.max_len), np.int64)
-            padded[0, :len(ids)] = ids
-            logits = self.recompute.run({"input_ids": padded})[0][0, len(ids) - 1]
-            return logits, _latency(self.recompute)
-        model = self.prefill(len(ids)) if first else self.decode
-        tokens = ids if first else ids[-1:]
-        feeds = {"input_ids": np.array([tokens], np.int64), PAST_LENGTH: np.array(len(ids) - len(tokens), np.int64),
-                 **self.cache.buffers}
-        return model.run(feeds)[0][0, -1], _latency(model)
+        if self.mode == "recompute":  # right-padded with zeros to the compiled length
+            return self.recompute(ids + [0] * (self.max_len - len(ids)), 0, row=len(ids) - 1)
+        if first:
+            return self.prefill(len(ids))(ids, 0)
+        return self.decode(ids[-1:], len(ids) - 1)
 
     def _check(self, prompt_ids, max_new_tokens) -> list[int]:
         array = np.asarray(prompt_ids)
@@ -179,10 +201,6 @@ class CompiledLLM:
 
     def __repr__(self) -> str:
         return f"<CompiledLLM {self.template.name!r}: {self.mode}, max_len {self.max_len}, vocab {self.vocab_size}>"
-
-
-def _latency(model: CompiledModel) -> float | None:
-    return model.last_cost.latency_s if model.last_cost is not None else None
 
 
 def compile_llm(model, max_len: int = 128, target=None, *, kv_cache: bool = True, seed: int = 0,

@@ -80,7 +80,7 @@ def test_the_cache_is_laid_out_once_and_written_in_place():
     assert cache.arena.ctypes.data == arena and cache.buffers["cache.0.key"].ctypes.data == arena
     written = np.any(cache.buffers["cache.1.value"] != 0, axis=(0, 1, 3))
     assert written.tolist() == [True] * 7 + [False] * 25
-    assert llm.decode.output_names == ["logits"]
+    assert llm.decode.model.output_names == ["logits"]
 
 
 def test_kv_cache_plan_places_buffers_apart():
@@ -95,8 +95,8 @@ def test_emulated_costs_are_those_of_the_compiled_steps():
     llm = runtime.compile_llm(MODELS / "gpt2_dynamo.onnx", max_len=12, target="tpu-v4")
     result = llm.generate([5, 6, 7], 4)
     target = backends.load_target("tpu-v4")
-    prefill = backends.schedule(llm.prefill(3).specialize_static()[0].graph, target)
-    decode = backends.schedule(llm.decode.specialize_static()[0].graph, target)
+    prefill = backends.schedule(llm.prefill(3).executor.graph, target)
+    decode = backends.schedule(llm.decode.executor.graph, target)
     assert result.ttft_s == pytest.approx(prefill.latency_s) and len(result.step_s) == 3
     assert result.step_s == pytest.approx([decode.latency_s] * 3)
 
@@ -135,3 +135,22 @@ def test_cli_refuses_bad_input_in_one_line(args, message, capsys):
     assert main(["generate", *args]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["llama_dynamo", "gpt2_legacy", "mistral_legacy", "phi_dynamo"])
+def test_an_export_with_a_cache_runs_with_a_past(name):
+    """The export's own past/present path, compiled as it is: 3 new tokens after 5 cached."""
+    path = MODELS / "cache" / f"{name}.onnx"
+    entry = next(f for f in manifest()["fixtures"] if f["file"] == f"cache/{name}.onnx")
+    heads, dim = entry["num_key_value_heads"], entry["hidden_size"] // entry["num_attention_heads"]
+    session = ort_session(path)
+    cache = [i.name for i in session.get_inputs()][1:]
+    model = runtime.compile(path, input_shapes={"input_ids": (1, 3), **dict.fromkeys(cache, (1, heads, 5, dim))})
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": rng.integers(0, 256, (1, 3)).astype(np.int64),
+             **{n: rng.standard_normal((1, heads, 5, dim)).astype(np.float32) for n in cache}}
+    outputs = model.run(feeds)
+    assert [o.shape for o in outputs[1:]] == [(1, heads, 8, dim)] * len(cache)
+    for ours, ref in zip(outputs, session.run(None, feeds)):
+        assert ours.shape == ref.shape
+        np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)

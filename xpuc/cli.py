@@ -267,7 +267,7 @@ def _cmd_generate(args) -> int:
     result = llm.generate(prompt, args.max_new_tokens)
     how = (f"KV cache of {max_len} positions ({llm.cache.nbytes:,} bytes)" if llm.mode == "kv-cache"
            else f"no KV cache: each token recomputes {max_len} positions")
-    print(f"model {llm.template.name}: {how}")
+    print(f"model {Path(args.model).name}: {how}")
     print(f"prompt ({len(prompt)}): {' '.join(map(str, prompt))}")
     print(f"generated ({len(result.tokens)}): {' '.join(map(str, result.tokens))}")
     per_token = f", then {result.host_tpot_s * 1e3:.3f} ms per token" if result.host_tpot_s is not None else ""
@@ -277,7 +277,7 @@ def _cmd_generate(args) -> int:
         print(f"emulated on {result.target}: time to first token {result.ttft_s * 1e6:.2f} us{per_token}")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "model": llm.template.name, "mode": llm.mode, "max_len": max_len, "prompt_ids": prompt,
+            "model": args.model, "mode": llm.mode, "max_len": max_len, "prompt_ids": prompt,
             "tokens": result.tokens, "host": {"ttft_s": result.host_ttft_s, "tpot_s": result.host_tpot_s},
             "target": result.target, "ttft_s": result.ttft_s, "tpot_s": result.tpot_s, "step_s": result.step_s},
             indent=2) + "\n")
