@@ -83,9 +83,12 @@ def count_traffic(work: OpWork, sizes: dict[str, int], grouping: Grouping, read:
     kernel = grouping.of.get(node.name)
     work.kernel = None if kernel is None or kernel.once else kernel
     on_chip, known = grouping.intermediates, grouping.known
-    indexed = ops.lookup(node.op_type, node.domain).indexed
+    opdef = ops.lookup(node.op_type, node.domain)
+    indexed, in_place = opdef.indexed, opdef.in_place
     weights, weight_bytes, activations = {}, 0, 0
     for i, v in enumerate(node.inputs):
+        if in_place and i == in_place[0]:
+            continue  # updated where it is: only the update is read and written
         if v and v not in on_chip and v not in read:
             read.add(v)
             moved = min(sizes[v], sizes[node.outputs[0]]) if i in indexed else sizes[v]
@@ -95,7 +98,8 @@ def count_traffic(work: OpWork, sizes: dict[str, int], grouping: Grouping, read:
             else:
                 activations += moved
     work.weights, work.weight_bytes, work.activation_bytes = weights, weight_bytes, activations
-    work.output_bytes = sum(sizes[o] for o in node.outputs if o and o not in on_chip)
+    work.output_bytes = sizes[node.inputs[in_place[1]]] if in_place else \
+        sum(sizes[o] for o in node.outputs if o and o not in on_chip)
 
 
 def graph_work(graph: Graph, sizes: dict[str, int] | None = None, grouping: Grouping | None = None) -> list[OpWork]:

@@ -65,6 +65,12 @@ class Node:
         return self.attrs.get(name, default)
 
 
+DONATED = "xpuc.donated_inputs"
+"""Metadata key: comma-separated graph inputs whose buffers the caller hands over, so an op
+that updates an input in place (``OpDef.in_place``: a KV cache's TensorScatter) writes into
+the caller's buffer instead of a copy (JAX's ``donate_argnums``)."""
+
+
 class Graph:
     """A model: values, ops and the opset they are written in."""
 
@@ -129,6 +135,10 @@ class Graph:
 
     def num_uses(self, value: str) -> int:
         return len(self._uses.get(value, ())) + self.outputs.count(value)
+
+    def donated_inputs(self) -> set[str]:
+        """The inputs the caller hands over to be updated in place (``DONATED``)."""
+        return {n for n in self.metadata.get(DONATED, "").split(",") if n in self.inputs}
 
     def type_of(self, value: str) -> TensorType:
         return self.values[value].type

@@ -101,7 +101,18 @@ def _parser() -> argparse.ArgumentParser:
     _precision_argument(run, "run the model's products in this format (docs/formats.md)")
     run.add_argument("--accuracy", action="store_true",
                      help="with --precision: also run in float32 on the same inputs and print the error of each output")
-    for sub in (imp, targets, sched, comp, models, run):
+    gen = commands.add_parser("generate", help="generate tokens greedily with a KV cache on this CPU")
+    gen.add_argument("model", nargs="?", default=str(DEFAULT_MODEL), help=MODEL_HELP.split(". ")[0])
+    gen.add_argument("--prompt-ids", required=True, metavar="IDS", help="comma-separated token ids, e.g. 1,2,3")
+    gen.add_argument("--max-new-tokens", type=int, default=16, metavar="N", help="tokens to generate (default 16)")
+    gen.add_argument("--max-len", type=int, metavar="N",
+                     help="positions the KV cache holds (default: prompt + new tokens)")
+    gen.add_argument("-t", "--target", help="a hardware preset / .toml spec: also report its emulated TTFT "
+                                            "and time per token")
+    gen.add_argument("--no-cache", action="store_true", help="recompute the whole sequence for every token")
+    gen.add_argument("--seed", type=int, default=0, help="seed for a config's random weights (default 0)")
+    gen.add_argument("--json", metavar="FILE", help="write the tokens and timings as JSON")
+    for sub in (imp, targets, sched, comp, models, run, gen):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
@@ -330,8 +341,40 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    import runtime
+    from runtime.llm import GenerationError
+
+    try:
+        prompt = [int(t) for t in args.prompt_ids.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise GenerationError(f"--prompt-ids takes comma-separated integers, got {args.prompt_ids!r}") from None
+    _is_config(args.model)  # an unknown name is an error before anything compiles
+    max_len = args.max_len or len(prompt) + args.max_new_tokens
+    llm = runtime.compile_llm(args.model, max_len=max_len, target=args.target, kv_cache=not args.no_cache,
+                              seed=args.seed)
+    result = llm.generate(prompt, args.max_new_tokens)
+    how = (f"KV cache of {max_len} positions ({llm.cache.nbytes:,} bytes)" if llm.mode == "kv-cache"
+           else f"no KV cache: each token recomputes {max_len} positions")
+    print(f"model {Path(args.model).name}: {how}")
+    print(f"prompt ({len(prompt)}): {' '.join(map(str, prompt))}")
+    print(f"generated ({len(result.tokens)}): {' '.join(map(str, result.tokens))}")
+    per_token = f", then {result.host_tpot_s * 1e3:.3f} ms per token" if result.host_tpot_s is not None else ""
+    print(f"this CPU: first token {result.host_ttft_s * 1e3:.3f} ms{per_token}")
+    if result.ttft_s is not None:
+        per_token = f", then {result.tpot_s * 1e6:.2f} us per token" if result.tpot_s is not None else ""
+        print(f"emulated on {result.target}: time to first token {result.ttft_s * 1e6:.2f} us{per_token}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "model": args.model, "mode": llm.mode, "max_len": max_len, "prompt_ids": prompt,
+            "tokens": result.tokens, "host": {"ttft_s": result.host_ttft_s, "tpot_s": result.host_tpot_s},
+            "target": result.target, "ttft_s": result.ttft_s, "tpot_s": result.tpot_s, "step_s": result.step_s},
+            indent=2) + "\n")
+    return 0
+
+
 COMMANDS = {"import": _cmd_import, "targets": _cmd_targets, "schedule": _cmd_schedule, "compare": _cmd_compare,
-            "models": _cmd_models, "run": _cmd_run}
+            "models": _cmd_models, "run": _cmd_run, "generate": _cmd_generate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -164,10 +164,16 @@ class Lowering:
                 raise CodegenError(f"constant {name!r} has no data (the model was loaded with weights=False)")
 
     def _buffers(self) -> None:
-        """Views share their input's buffer; outputs decided by shapes become constants."""
+        """Views share their input's buffer, as does an in-place op's output a donated input's;
+        outputs decided by shapes become constants."""
+        donated = self.graph.donated_inputs()
         for node in self.graph.nodes:
             if _view(node):
                 self.aliases[node.outputs[0]] = node.inputs[0]
+            in_place = ops.lookup(node.op_type, node.domain).in_place
+            buffer = node.inputs[in_place[0]] if in_place else ""
+            if buffer in donated and self.graph.num_uses(buffer) == 1:
+                self.aliases[node.outputs[0]] = buffer
             rule = rules.STATIC.get(rules.key(node.op_type, node.domain))
             if rule is not None:
                 self.constants.update((name, data) for name, data in zip(node.outputs, rule(self.graph, node))

@@ -297,6 +297,25 @@ def _scatter(ctx: InferContext) -> list[TensorType]:
     return same_as_input(ctx)
 
 
+@register("TensorScatter", "movement", pattern=Pattern.OPAQUE, flops=_NO_FLOPS, in_place=(0, 1))
+def _tensor_scatter(ctx: InferContext) -> list[TensorType]:
+    """ONNX opset 24: ``update`` written into ``past_cache`` along ``axis`` from each batch row's
+    ``write_indices`` (a KV cache update); the result has the cache's shape."""
+    cache, update = ctx.shape(0), ctx.shape(1)
+    if cache is not None and update is not None:
+        if len(cache) != len(update):
+            ctx.fail(f"the update has rank {len(update)}, the cache {len(cache)}")
+        a = axis(ctx, ctx.attr("axis", -2), len(cache))
+        for i, (c, u) in enumerate(zip(cache, update)):
+            if i != a and symbolic.is_int(c) and symbolic.is_int(u) and c != u:
+                ctx.fail(f"update shape {tuple(update)} does not match cache shape {tuple(cache)} off axis {a}")
+            if i == a and symbolic.is_int(c) and symbolic.is_int(u) and u > c:
+                ctx.fail(f"an update of {u} positions does not fit a cache of {c}")
+    if ctx.attr("mode", "linear") not in ("linear", "circular"):
+        ctx.fail(f"unknown mode {ctx.attr('mode')!r}")
+    return same_as_input(ctx)
+
+
 BIG = 2 ** 31
 """Slice bounds at least this large mean "to the end" (exporters write INT64_MAX or INT32_MAX)."""
 
