@@ -81,7 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     _precision_argument(run, "run the model's products in this format (docs/formats.md)")
     run.add_argument("--accuracy", action="store_true",
                      help="with --precision: also run in float32 on the same inputs and print the error of each output")
-    for sub in (imp, targets, sched, models, run):
+    sweep = commands.add_parser("sweep", help="evaluate a design-space sweep on Dask: Parquet rows, Pareto fronts "
+                                              "(docs/sweeps.md)")
+    sweep.add_argument("spec", help="sweep spec .toml (axes, variants, report)")
+    sweep.add_argument("-o", "--output", help="Parquet results folder (default: the spec's name + .parquet)")
+    sweep.add_argument("--html", metavar="FILE", help="write the report (Pareto chart, best point per target)")
+    sweep.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, tcp://HOST:PORT "
+                                                              "(default: a local cluster)")
+    sweep.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core)")
+    sweep.add_argument("--resume", action="store_true", help="continue into the output, skipping points it holds")
+    for sub in (imp, targets, sched, models, run, sweep):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
@@ -268,8 +277,30 @@ def _cmd_run(args) -> int:
     return 0
 
 
+SWEEP_PACKAGES = ("dask", "distributed", "pyarrow", "tqdm")
+
+
+def _cmd_sweep(args) -> int:
+    from ir.errors import XpucError
+
+    try:
+        from xpuc import sweep
+        from xpuc.sweep.html import page
+        from xpuc.sweep.tables import format_report
+    except ModuleNotFoundError as exc:
+        if exc.name.split(".")[0] not in SWEEP_PACKAGES:
+            raise
+        raise XpucError(f"xpuc sweep needs {exc.name}: pip install 'xpuc[sweep]'") from None
+    output = args.output or Path(args.spec).with_suffix(".parquet").name
+    result = sweep.run(args.spec, output, scheduler=args.scheduler, workers=args.workers, resume=args.resume)
+    print(format_report(result))
+    if args.html:
+        Path(args.html).write_text(page(result))
+    return 0
+
+
 COMMANDS = {"import": _cmd_import, "targets": _cmd_targets, "schedule": _cmd_schedule, "models": _cmd_models,
-            "run": _cmd_run}
+            "run": _cmd_run, "sweep": _cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,9 +100,9 @@ class _Run:
             for points in groups.values():
                 self._submit(points, targets, per_task, pending)
                 for future in pending.next_batch(block=False) if pending.has_ready() else []:
-                    self._finish(future)
+                    self._finish(future, pending)
             for future in pending:
-                self._finish(future)
+                self._finish(future, pending)
 
     def _submit(self, points: list[Point], targets, per_task: int, pending) -> None:
         """Prepare the model of one group once, scatter it, submit its points in tasks."""
@@ -114,18 +114,26 @@ class _Run:
             return
         model = self.client.scatter([prepared], broadcast=True, hash=False)[0]
         for start in range(0, len(points), per_task):
-            chunk = points[start:start + per_task]
-            future = self.client.submit(evaluate_points, self.evaluator, model, targets, chunk, retries=RETRIES,
-                                        pure=False)
-            self.tasks[future] = chunk
-            pending.add(future)
+            self._task(points[start:start + per_task], model, targets, pending, attempt=0)
 
-    def _finish(self, future) -> None:
-        points = self.tasks.pop(future)
-        if future.status == "finished":
+    def _task(self, points: list[Point], model, targets, pending, attempt: int) -> None:
+        future = self.client.submit(evaluate_points, self.evaluator, model, targets, points, retries=RETRIES,
+                                    pure=False)
+        # The task keeps its model's future: the scattered copy then stays on the workers
+        # until the task's rows are written, so the task can run again (below).
+        self.tasks[future] = (points, model, targets, attempt)
+        pending.add(future)
+
+    def _finish(self, future, pending) -> None:
+        points, model, targets, attempt = self.tasks.pop(future)
+        try:
             results = future.result()
-        else:  # its workers kept dying, or it kept raising outside the evaluator
-            results = [(None, f"task failed: {_describe(future.exception())}", 0.0)] * len(points)
+        except Exception as exc:  # noqa: BLE001 - outside the evaluator: a worker died, a result was lost
+            if attempt < RETRIES:  # Dask reruns a task whose worker dies while it runs, but a result lost
+                future.release()   # after the task finished can come back cancelled: submit it again
+                self._task(points, model, targets, pending, attempt + 1)
+                return
+            results = [(None, f"task failed: {_describe(exc)}", 0.0)] * len(points)
         future.release()
         self._write(points, results)
 
@@ -173,5 +181,5 @@ def _client(address: str | None, workers: int | None):
             yield client
         return
     with LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client

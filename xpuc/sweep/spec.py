@@ -337,9 +337,21 @@ class _Parser:
         if not isinstance(limits, dict):
             raise SweepSpecError("[report] limits must be a table of metric = bound")
         for name in [*pareto, best, *limits]:
-            if name not in self.metrics:
-                raise SweepSpecError(f"[report]: unknown metric {name!r}; metrics: {', '.join(self.metrics)}")
+            direction(self.metrics, name)
+        for name, bound in limits.items():
+            if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+                raise SweepSpecError(f"[report] limits: {name} must be a number, got {bound!r}")
         return ReportSpec(tuple(pareto), best, dict(limits))
+
+
+def direction(metrics: Mapping[str, object], name: str) -> float:
+    """1 if lower is better for metric ``name``, -1 if higher is; an error for a name that is not
+    a metric with a direction (a label such as ``bound``, or a typo)."""
+    metric = metrics.get(name)
+    if getattr(metric, "better", None) not in ("lower", "higher"):
+        known = ", ".join(k for k, m in metrics.items() if getattr(m, "better", None))
+        raise SweepSpecError(f"{name!r} is not a metric with a better direction; these are: {known}")
+    return 1.0 if metric.better == "lower" else -1.0
 
 
 DEFAULT_PARETO = ("latency_s", "cost_usd")
