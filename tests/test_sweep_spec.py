@@ -140,3 +140,14 @@ def test_a_bad_spec_is_one_clear_error(tables, message):
 def test_points_are_unique():
     s = spec(axes={"model": [TINY], "target": ["tpu-v4", "tpu-v4"], "batch": [1, 1]})
     assert s.points == [Point("tiny", "tpu-v4")]
+
+
+def test_only_the_sweep_imports_the_sweep_extra():
+    """dask, distributed, pyarrow and tqdm are the ``sweep`` extra: compiling and scheduling never need them."""
+    from test_layers import ROOT, imported
+
+    extra = ("dask", "distributed", "pyarrow", "tqdm")
+    users = {str(path.relative_to(ROOT)) for layer in ("ir", "frontends", "backends", "runtime", "xpuc")
+             for path in (ROOT / layer).rglob("*.py")
+             if any(n == e or n.startswith(e + ".") for n in imported(path) for e in extra)}
+    assert users and all(u.startswith("xpuc/sweep/") for u in users), users
