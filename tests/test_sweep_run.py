@@ -54,6 +54,20 @@ def _recording(folder: str, prepared, target, point):
     return schedule_metrics(prepared, target, point)
 
 
+def _cancel_once(marker: str, prepared, target, point):
+    """The real evaluator, except that the first task to reach h100-sxm cancels itself on the
+    scheduler, as when a finished task's result is lost and comes back cancelled."""
+    if point.target == "h100-sxm":
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            pass
+        else:
+            client = distributed.get_client()
+            client.cancel([distributed.Future(distributed.get_worker().get_current_task(), client)], force=True)
+    return schedule_metrics(prepared, target, point)
+
+
 def _check_rows(rows):
     """One row per point; the points that do not fit carry their error, the others their metrics."""
     assert len(rows) == POINTS and len({r["point_id"] for r in rows}) == POINTS
@@ -103,6 +117,16 @@ def test_resume_runs_only_the_points_a_half_written_output_lacks(cluster, tmp_pa
     assert not list(out.glob(".*.tmp"))
     _check_rows(again.rows)
     assert len(read(out)) == POINTS
+
+
+def test_a_cancelled_task_is_submitted_again(cluster, tmp_path):
+    marker = tmp_path / "cancelled"
+    spec = parse({"axes": {"model": GRID["axes"]["model"], "target": ["h100-sxm", "tpu-v4"]}}, SCHEDULE.metrics)
+    evaluator = dataclasses.replace(SCHEDULE, evaluate=functools.partial(_cancel_once, str(marker)))
+    result = run(spec, tmp_path / "out.parquet", scheduler=cluster.scheduler_address, evaluator=evaluator,
+                 progress=False, points_per_task=1)
+    assert marker.exists()
+    assert len(result.rows) == 2 and all(r["error"] is None and r["latency_s"] > 0 for r in result.rows)
 
 
 def test_cli_sweep_prints_the_front_and_writes_the_report(tmp_path, capsys):
