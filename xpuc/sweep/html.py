@@ -11,7 +11,7 @@ from html import escape
 
 from . import pareto, svg
 from .runner import SweepResult
-from .tables import cell, failures, varying
+from .tables import cell, failures, limits_text, varying
 
 STYLE = """body{font-family:sans-serif;margin:24px;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:3px 8px;
@@ -40,7 +40,7 @@ def page(result: SweepResult) -> str:
         series.setdefault(r["target"], []).append((r[x], r[y], tooltip(r, label)))
     front = pareto.front(rows, x, y, metrics)
     best = pareto.best_per_target(rows, report.best, report.limits, metrics)
-    limits = ", ".join(f"{k} {'<=' if metrics[k].better == 'lower' else '>='} {v:g}" for k, v in report.limits.items())
+    limits = limits_text(report.limits, metrics)
     best_rows = [r for r in best.values() if r is not None]
     missing = [t for t, r in best.items() if r is None]
     fails = failures(rows)

@@ -84,6 +84,8 @@ class _Run:
                  progress: bool, points_per_task: int | None):
         self.client, self.spec, self.evaluator, self.store, self.ids = client, spec, evaluator, store, ids
         self.progress, self.points_per_task = progress, points_per_task
+        self.tasks: dict = {}
+        """Each future's (points, model future, targets future, attempt)."""
 
     def all(self, todo: list[Point]) -> None:
         from distributed import as_completed
@@ -95,7 +97,7 @@ class _Run:
         for p in todo:
             groups.setdefault(tuple(getattr(p, a) for a in self.evaluator.prepared_by), []).append(p)
         targets = self.client.scatter([self.spec.targets], broadcast=True)[0]
-        pending, self.tasks = as_completed(), {}
+        pending = as_completed()
         with tqdm(total=len(todo), unit="point", desc="sweep", disable=not self.progress, smoothing=0.1) as self.bar:
             for points in groups.values():
                 self._submit(points, targets, per_task, pending)

@@ -37,6 +37,11 @@ def failures(rows: list[dict]) -> list[tuple[str, str, int]]:
     return [(t, e, n) for (t, e), n in counts.most_common()]
 
 
+def limits_text(limits: dict[str, float], metrics) -> str:
+    """``latency_s <= 0.5, tokens_per_s >= 20``: each bound on the bad side of its metric."""
+    return ", ".join(f"{k} {'<=' if metrics[k].better == 'lower' else '>='} {v:g}" for k, v in limits.items())
+
+
 def format_report(result: SweepResult) -> str:
     rows, spec, metrics = result.rows, result.spec.report, result.evaluator.metrics
     x, y = spec.pareto
@@ -49,8 +54,7 @@ def format_report(result: SweepResult) -> str:
     lines += ["", f"Pareto front of {x} ({metrics[x].better} is better) and {y} ({metrics[y].better} is better): "
               f"{len(front)} of {len(pareto.usable(rows, x, y))} points"]
     lines += table(front, ["target", *axes, x, y])
-    limits = " within " + ", ".join(f"{k} {'<=' if metrics[k].better == 'lower' else '>='} {v:g}"
-                                    for k, v in spec.limits.items()) if spec.limits else ""
+    limits = f" within {limits_text(spec.limits, metrics)}" if spec.limits else ""
     best = pareto.best_per_target(rows, spec.best, spec.limits, metrics)
     lines += ["", f"best point per target by {spec.best}{limits}:"]
     found = [r for r in best.values() if r is not None]
