@@ -85,6 +85,8 @@ def test_the_evaluator_reports_the_schedules_totals_and_names_axes_it_does_not_a
     assert (metrics["latency_s"], metrics["energy_j"], metrics["cost_usd"], metrics["chips"], metrics["kernels"]) == \
         (plan.latency_s, plan.energy_j, plan.cost_usd, plan.chips, plan.kernels)
     assert metrics["peak_memory_bytes"] == plan.peak_memory["hbm"] and metrics["memory_level"] == "hbm"
+    assert metrics["prefill_tokens_per_s"] == pytest.approx(2 * 16 / plan.latency_s, rel=1e-12)
+    assert metrics["prefill_usd_per_mtok"] == pytest.approx(plan.cost_usd / (2 * 16) * 1e6, rel=1e-12)
     assert unused_axes(SCHEDULE, point) == "deployment,rate_per_s"
     assert unused_axes(SCHEDULE, dataclasses.replace(point, deployment=None, rate_per_s=None)) is None
 

@@ -19,6 +19,7 @@ docs/sweeps.md says how to point a sweep at serving metrics instead.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -59,6 +60,9 @@ SCHEDULE_METRICS = {
     "memory_level": Metric("str", None, "that level (hbm, sram)"),
     "matrix_utilization": Metric("float", "higher", "the busiest matrix engine's fraction of its peak over the pass"),
     "bound": Metric("str", None, "what limits most of the pass's op time: compute, memory, launch, interconnect, host"),
+    "prefill_tokens_per_s": Metric("float", "higher", "tokens the pass reads (input_ids elements) per second of "
+                                                      "its latency; none for a model without input_ids"),
+    "prefill_usd_per_mtok": Metric("float", "lower", "cost_usd per million of those tokens"),
 }
 
 
@@ -84,9 +88,12 @@ def schedule_metrics(graph, target: backends.Target, point: Point) -> dict:
     time_by_bound: dict[str, float] = {}
     for o in s.ops:
         time_by_bound[o.bound] = time_by_bound.get(o.bound, 0.0) + o.duration_s
+    tokens = math.prod(graph.values["input_ids"].type.shape) if "input_ids" in graph.inputs else None
     derived = {"peak_memory_bytes": s.peak_memory.get(level), "memory_level": level,
                "matrix_utilization": max(matrix, default=None),
-               "bound": max(time_by_bound, key=time_by_bound.get, default=None)}
+               "bound": max(time_by_bound, key=time_by_bound.get, default=None),
+               "prefill_tokens_per_s": tokens / s.latency_s if tokens and s.latency_s else None,
+               "prefill_usd_per_mtok": s.cost_usd / tokens * 1e6 if tokens else None}
     return {name: totals[name] if name in totals else derived.get(name) for name in SCHEDULE_METRICS}
 
 
