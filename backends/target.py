@@ -280,13 +280,17 @@ def load_target(name_or_path: str | Path) -> Target:
         if not path.exists():
             raise TargetSpecError(f"unknown target {name_or_path!r}; presets: {', '.join(list_targets())} "
                                   "(or give a path to a .toml spec)")
+    return parse_target(read_toml(path, TargetSpecError, "target spec"), str(path))
+
+
+def read_toml(path: Path, error: type[XpucError], what: str) -> dict:
+    """A TOML file as a dict; a missing or malformed file is one ``error`` naming it as ``what``."""
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise TargetSpecError(f"target spec {path} does not exist") from None
+        raise error(f"{what} {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise TargetSpecError(f"{path}: not valid TOML: {exc}") from None
-    return parse_target(data, str(path))
+        raise error(f"{path}: not valid TOML: {exc}") from None
 
 
 def parse_target(data: dict, origin: str = "<spec>") -> Target:

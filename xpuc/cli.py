@@ -112,7 +112,16 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-cache", action="store_true", help="recompute the whole sequence for every token")
     gen.add_argument("--seed", type=int, default=0, help="seed for a config's random weights (default 0)")
     gen.add_argument("--json", metavar="FILE", help="write the tokens and timings as JSON")
-    for sub in (imp, targets, sched, comp, models, run, gen):
+    sweep = commands.add_parser("sweep", help="evaluate a design-space sweep on Dask: Parquet rows, Pareto fronts "
+                                              "(docs/sweeps.md)")
+    sweep.add_argument("spec", help="sweep spec .toml (axes, variants, report)")
+    sweep.add_argument("-o", "--output", help="Parquet results folder (default: the spec's name + .parquet)")
+    sweep.add_argument("--html", metavar="FILE", help="write the report (Pareto chart, best point per target)")
+    sweep.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, tcp://HOST:PORT "
+                                                              "(default: a local cluster)")
+    sweep.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core)")
+    sweep.add_argument("--resume", action="store_true", help="continue into the output, skipping points it holds")
+    for sub in (imp, targets, sched, comp, models, run, gen, sweep):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
@@ -373,8 +382,30 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+SWEEP_PACKAGES = ("dask", "distributed", "pyarrow", "tqdm")
+
+
+def _cmd_sweep(args) -> int:
+    from ir.errors import XpucError
+
+    try:
+        from xpuc import sweep
+        from xpuc.sweep.html import page
+        from xpuc.sweep.tables import format_report
+    except ModuleNotFoundError as exc:
+        if exc.name.split(".")[0] not in SWEEP_PACKAGES:
+            raise
+        raise XpucError(f"xpuc sweep needs {exc.name}: pip install 'xpuc[sweep]'") from None
+    output = args.output or Path(args.spec).with_suffix(".parquet").name
+    result = sweep.run(args.spec, output, scheduler=args.scheduler, workers=args.workers, resume=args.resume)
+    print(format_report(result))
+    if args.html:
+        Path(args.html).write_text(page(result))
+    return 0
+
+
 COMMANDS = {"import": _cmd_import, "targets": _cmd_targets, "schedule": _cmd_schedule, "compare": _cmd_compare,
-            "models": _cmd_models, "run": _cmd_run, "generate": _cmd_generate}
+            "models": _cmd_models, "run": _cmd_run, "generate": _cmd_generate, "sweep": _cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
