@@ -1,7 +1,8 @@
 """Hardware targets as data: TOML spec files, validated on load into plain dataclasses.
 
 Every number in a spec names where it came from, as ``{value = 108, source = "datasheet"}``
-whose ``source`` is a key of the spec's ``[sources]`` table (a citation in words). The
+whose ``source`` is a key of the spec's ``[sources]`` table (a citation in words), and so does
+every format an engine accumulates in (``{value = "f32", source = "..."}``). The
 loader checks types, signs, unknown keys, families and number formats, and reports the
 first problem as one :class:`TargetSpecError` naming the file and the key path. After
 loading, numbers are plain floats on the dataclasses; ``Target.provenance`` maps each
@@ -28,8 +29,8 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from ir.dtypes import DType
 from ir.errors import XpucError
+from ir.formats import ENGINE_ONLY, engine_storage
 
 from .families import FAMILIES
 
@@ -53,6 +54,9 @@ NonNeg = typing.Annotated[float, "zero allowed"]
 Dims = tuple[int, ...]
 """A sourced list of positive integers (an array or tile shape)."""
 
+FormatName = typing.Annotated[str, "a number format"]
+"""A sourced number format name (a DType short name or one of ``ir.formats.ENGINE_ONLY``)."""
+
 
 class TargetSpecError(XpucError):
     """A target spec is missing, malformed, or names something xpuc does not know."""
@@ -68,6 +72,11 @@ class Engine:
         its keys are the formats the engine runs.
     auto_cast: formats the vendor compiler converts by default before running here
         (e.g. f32 matmuls run as bf16 on a TPU's MXU).
+    accumulate: per listed format, the format the engine's arithmetic on it accumulates or
+        computes in (bf16 x bf16 -> f32 on a TPU's MXU, i8 -> i32; a vector unit without bf16
+        ALUs computes bf16 in f32). Every format of a matrix engine needs one, and every float
+        format narrower than f32 of a vector engine; others compute in themselves. Read by
+        ``backends.numerics``.
     array: rows x columns of a systolic array; dataflow: its stationary operand.
     tile: a GPU thread block's output tile and K step (M, N, K).
     zero_skipping: a matrix engine that skips multiplications by zero weights; schedules
@@ -81,6 +90,7 @@ class Engine:
     peak_ops_per_cycle: dict[str, Num]
     ops: list[str]
     auto_cast: dict[str, str] = field(default_factory=dict)
+    accumulate: dict[str, FormatName] = field(default_factory=dict)
     array: Dims | None = None
     dataflow: str | None = None
     tile: Dims | None = None
@@ -288,6 +298,8 @@ class _Reader:
             value = self.sourced(raw, path, lambda v: isinstance(v, list) and v and all(
                 isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v), "a list of positive integers")
             return tuple(value)
+        if hint == FormatName:
+            return self.sourced(raw, path, lambda v: isinstance(v, str), "a number format name")
         if hint is bool:
             if not isinstance(raw, bool):
                 self.fail(path, f"expected true or false, got {_kind(raw)}")
@@ -348,11 +360,14 @@ def _check_semantics(t: Target, origin: str) -> None:
     for e in t.engines.values():
         if e.role not in ROLES:
             fail(f"engines.{e.name}.role: unknown role {e.role!r}; known: {', '.join(ROLES)}")
-        for fmt in [*e.peak_ops_per_cycle, *e.auto_cast.keys(), *e.auto_cast.values()]:
+        for fmt in [*e.peak_ops_per_cycle, *e.auto_cast.keys(), *e.auto_cast.values(), *e.accumulate.values()]:
             try:
-                DType.from_short(fmt)
+                engine_storage(fmt)
             except ValueError as exc:
-                fail(f"engines.{e.name}: unknown number format: {exc}")
+                fail(f"engines.{e.name}: unknown number format: {exc} (or {', '.join(ENGINE_ONLY)})")
+        problem = _accumulate_problem(e)
+        if problem:
+            fail(f"engines.{e.name}.accumulate: {problem}")
         problem = family.check_engine(e)
         if problem:
             fail(f"engines.{e.name}: {problem}")
@@ -366,6 +381,24 @@ def _check_semantics(t: Target, origin: str) -> None:
         fail("price needs usd_per_chip_hour, or purchase_usd with amortization_years")
     if t.host.flops_per_s is None:
         fail("host needs flops_per_s: the rate fallbacks run at")
+
+
+def _accumulate_problem(e: Engine) -> str | None:
+    """What is wrong with an engine's ``accumulate`` table, if anything: entries for formats it
+    does not list, accumulators of another kind (float for float, integer for integer), or a
+    missing entry where the spec must say (every format of a matrix engine, narrow floats of
+    a vector engine)."""
+    for fmt, acc in e.accumulate.items():
+        if fmt not in e.peak_ops_per_cycle:
+            return f"{fmt}: not a format the engine lists in peak_ops_per_cycle ({', '.join(e.formats)})"
+        if engine_storage(fmt).is_float != engine_storage(acc).is_float:
+            return f"{fmt}: accumulates in {acc}, another kind of number (float needs float, integer integer)"
+    missing = [f for f in e.peak_ops_per_cycle if f not in e.accumulate and (
+        e.role == "matrix" or (engine_storage(f).is_float and engine_storage(f).itemsize < 4))]
+    if missing:
+        return (f"needs an entry for {', '.join(missing)}: the format the engine's arithmetic on each "
+                "accumulates in, with its source")
+    return None
 
 
 def _number(v) -> bool:

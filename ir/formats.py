@@ -123,6 +123,17 @@ class UnknownFormatError(XpucError):
     pass
 
 
+ENGINE_ONLY = {"tf32": F32}
+"""Formats an engine multiplies in that no tensor is stored in, with the type their operands
+are stored in: TF32 tensor cores read float32 and round each input to a 10-bit mantissa."""
+
+
+def engine_storage(fmt: str) -> DType:
+    """The element type an engine format's operands are stored in (``fmt`` a DType short name
+    or one of :data:`ENGINE_ONLY`); ValueError for an unknown name."""
+    return ENGINE_ONLY[fmt] if fmt in ENGINE_ONLY else DType.from_short(fmt)
+
+
 def lookup(name: str | Format) -> Format:
     """The format called ``name`` (or an alias of it)."""
     if isinstance(name, Format):
@@ -164,5 +175,5 @@ def agreement(fmt: Format) -> float:
     return step * RANGE_OVER_RMS if fmt.activations.is_int else step
 
 
-__all__ = ["Format", "FORMATS", "ALIASES", "NAMES", "GROUP_SIZES", "lookup", "largest", "relative_step", "agreement",
-           "UnknownFormatError"]
+__all__ = ["Format", "FORMATS", "ALIASES", "NAMES", "GROUP_SIZES", "ENGINE_ONLY", "lookup", "largest", "relative_step",
+           "agreement", "engine_storage", "UnknownFormatError"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ir.dtypes import DType
+from ir.formats import engine_storage
 
 from ..roofline import reread_bytes, slowest
 from ..tiles import GemmCounts, Tiling, dense_counts, rounds_work, skipped_flops
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 def matrix_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
     """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense."""
-    itemsize = DType.from_short(fmt).itemsize
+    itemsize = engine_storage(fmt).itemsize
     counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
     flops = work.flops - skipped_flops(work.gemms, counts)
     compute = max(sum(tile_time(c, engine, fmt) for c in counts), flops / engine.peak(fmt))

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ir import ops
-from ir.dtypes import DType
+from ir.formats import engine_storage
 from ir.ops import Gemm
 
 from ..roofline import reread_bytes, slowest
@@ -60,7 +60,7 @@ def gemm_cycles(g: Gemm, engine: Engine, counts: GemmCounts | None = None) -> fl
 
 def matrix_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
     """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense."""
-    itemsize = DType.from_short(fmt).itemsize
+    itemsize = engine_storage(fmt).itemsize
     buffer, hbm = target.by_role("buffer"), target.outer
     counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
     cycles = sum(gemm_cycles(g, engine, c) for g, c in zip(work.gemms, counts))
@@ -89,7 +89,7 @@ def _softmax_on_vector(work: OpWork, target: Target) -> Companion | None:
         return None
     fmt = vector.runs(_SOFTMAX_FAMILY, "Softmax", work.fmt)
     scores = work.gemms[0]
-    sizes = {target.by_role("buffer").name: 2 * scores.batch * scores.m * scores.n * DType.from_short(fmt).itemsize}
+    sizes = {target.by_role("buffer").name: 2 * scores.batch * scores.m * scores.n * engine_storage(fmt).itemsize}
     busy, bound = slowest(rest / (vector.peak(fmt) * vector.efficiency), sizes, target)
     return Companion("softmax", vector, fmt, Cost(busy, sizes, bound, flops=rest))
 
