@@ -25,7 +25,8 @@ fp32 accumulation), and MatMulInteger with uint8 A and a constant int8 B (:mod:`
 u8 x s8 quad dot: the panels then hold each group of K in one 32-bit lane. Rounded to f16 or
 TF32, it keeps the float32 multiply-adds on rounded operands. Either way a constant B is
 rounded once, when it is packed (a stored weight is then decoded at compile time), a runtime
-B as its panel is packed (vector rows) or streamed, and A as each element is broadcast.
+B as its panel is packed (vector rows) or streamed, and a tiled task's rows of A once, into a
+block on its stack that its tiles then broadcast from.
 
 Other dtypes take a scalar dot-product loop. Each result goes through ``alpha``/``beta``/bias/
 activation and the fused epilogue before its store.
