@@ -1,7 +1,8 @@
 """Hardware targets as data: TOML spec files, validated on load into plain dataclasses.
 
 Every number in a spec names where it came from, as ``{value = 108, source = "datasheet"}``
-whose ``source`` is a key of the spec's ``[sources]`` table (a citation in words). The
+whose ``source`` is a key of the spec's ``[sources]`` table (a citation in words), and so does
+every format an engine accumulates in (``{value = "f32", source = "..."}``). The
 loader checks types, signs, unknown keys, families and number formats, and reports the
 first problem as one :class:`TargetSpecError` naming the file and the key path. After
 loading, numbers are plain floats on the dataclasses; ``Target.provenance`` maps each
@@ -58,6 +59,9 @@ NonNeg = typing.Annotated[float, "zero allowed"]
 Dims = tuple[int, ...]
 """A sourced list of positive integers (an array or tile shape)."""
 
+FormatName = typing.Annotated[str, "a number format"]
+"""A sourced number format name (a DType short name or one of ``ir.formats.ENGINE_ONLY``)."""
+
 
 class TargetSpecError(XpucError):
     """A target spec is missing, malformed, or names something xpuc does not know."""
@@ -84,6 +88,12 @@ class Engine:
         (e.g. f32 matmuls run as bf16 on a TPU's MXU, as TF32 on NVIDIA tensor cores).
     emulate: formats the engine multiplies as passes of another it lists, when asked to
         (``backends.precision``); their rate is that format's over the passes.
+        (e.g. f32 matmuls run as bf16 on a TPU's MXU).
+    accumulate: per listed format, the format the engine's arithmetic on it accumulates or
+        computes in (bf16 x bf16 -> f32 on a TPU's MXU, i8 -> i32; a vector unit without bf16
+        ALUs computes bf16 in f32). Every format of a matrix engine needs one, and every float
+        format narrower than f32 of a vector engine; others compute in themselves. Read by
+        ``backends.numerics``.
     array: rows x columns of a systolic array; dataflow: its stationary operand.
     weight_load_cycles: cycles a systolic array takes to load a fold's stationary operand
         into its second set of registers while the current fold streams (double-buffered
@@ -103,6 +113,7 @@ class Engine:
     ops: list[str]
     auto_cast: dict[str, str] = field(default_factory=dict)
     emulate: dict[str, Emulation] = field(default_factory=dict)
+    accumulate: dict[str, FormatName] = field(default_factory=dict)
     array: Dims | None = None
     dataflow: str | None = None
     weight_load_cycles: Num | None = None
@@ -343,6 +354,8 @@ class _Reader:
             value = self.sourced(raw, path, lambda v: isinstance(v, list) and v and all(
                 isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v), "a list of positive integers")
             return tuple(value)
+        if hint == FormatName:
+            return self.sourced(raw, path, lambda v: isinstance(v, str), "a number format name")
         if hint is bool:
             if not isinstance(raw, bool):
                 self.fail(path, f"expected true or false, got {_kind(raw)}")
@@ -403,7 +416,7 @@ def _check_semantics(t: Target, origin: str) -> None:
     for e in t.engines.values():
         if e.role not in ROLES:
             fail(f"engines.{e.name}.role: unknown role {e.role!r}; known: {', '.join(ROLES)}")
-        for fmt in [*e.peak_ops_per_cycle, *e.auto_cast.keys(), *e.auto_cast.values(), *e.emulate]:
+        for fmt in [*e.peak_ops_per_cycle, *e.auto_cast.keys(), *e.auto_cast.values(), *e.emulate, *e.accumulate.values()]:
             try:
                 engine_storage(fmt)
             except ValueError as exc:
@@ -411,6 +424,9 @@ def _check_semantics(t: Target, origin: str) -> None:
         for fmt, how in e.emulate.items():
             if how.via not in e.peak_ops_per_cycle or how.passes < 1:
                 fail(f"engines.{e.name}.emulate.{fmt}: via must be a format the engine lists, passes at least 1")
+        problem = _accumulate_problem(e)
+        if problem:
+            fail(f"engines.{e.name}.accumulate: {problem}")
         problem = family.check_engine(e)
         if problem:
             fail(f"engines.{e.name}: {problem}")
@@ -426,6 +442,24 @@ def _check_semantics(t: Target, origin: str) -> None:
         fail("price needs usd_per_chip_hour, or purchase_usd with amortization_years")
     if t.host.flops_per_s is None:
         fail("host needs flops_per_s: the rate fallbacks run at")
+
+
+def _accumulate_problem(e: Engine) -> str | None:
+    """What is wrong with an engine's ``accumulate`` table, if anything: entries for formats it
+    does not list, accumulators of another kind (float for float, integer for integer), or a
+    missing entry where the spec must say (every format of a matrix engine, narrow floats of
+    a vector engine)."""
+    for fmt, acc in e.accumulate.items():
+        if fmt not in e.peak_ops_per_cycle:
+            return f"{fmt}: not a format the engine lists in peak_ops_per_cycle ({', '.join(e.formats)})"
+        if engine_storage(fmt).is_float != engine_storage(acc).is_float:
+            return f"{fmt}: accumulates in {acc}, another kind of number (float needs float, integer integer)"
+    missing = [f for f in e.peak_ops_per_cycle if f not in e.accumulate and (
+        e.role == "matrix" or (engine_storage(f).is_float and engine_storage(f).itemsize < 4))]
+    if missing:
+        return (f"needs an entry for {', '.join(missing)}: the format the engine's arithmetic on each "
+                "accumulates in, with its source")
+    return None
 
 
 def _number(v) -> bool:

@@ -96,11 +96,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=DIMS",
                      help="bind an input's shape, e.g. input_ids=1x128 (repeatable)")
     run.add_argument("-t", "--target", default="cpu",
-                     help="cpu (default), or a hardware preset / .toml spec whose cost the run emulates")
+                     help="cpu (default), or a hardware preset / .toml spec: the run computes as its engines do "
+                          "(docs/formats.md) and emulates its cost")
+    run.add_argument("--host-numerics", action="store_true",
+                     help="with -t: compute in the host's float32, as onnxruntime does, not in the target's formats")
     run.add_argument("-o", "--output-dir", metavar="OUTDIR", help="save each output as OUTDIR/<name>.npy")
     _precision_argument(run, "run the model's products in this format (docs/formats.md)")
     run.add_argument("--accuracy", action="store_true",
-                     help="with --precision: also run in float32 on the same inputs and print the error of each output")
+                     help="with --precision or -t: also run in float32 on the same inputs and print the error of "
+                          "each output")
     gen = commands.add_parser("generate", help="generate tokens greedily with a KV cache on this CPU")
     gen.add_argument("model", nargs="?", default=str(DEFAULT_MODEL), help=MODEL_HELP.split(". ")[0])
     gen.add_argument("--prompt-ids", required=True, metavar="IDS", help="comma-separated token ids, e.g. 1,2,3")
@@ -322,12 +326,15 @@ def _cmd_run(args) -> int:
     from ir.errors import XpucError
     from runtime import feeds as io
 
-    if args.accuracy and not args.precision:
-        raise XpucError("--accuracy compares a --precision run with the float32 one: give --precision")
+    numerics = f"on {args.target}" if args.target != "cpu" and not args.host_numerics else ""
+    if args.accuracy and not (args.precision or numerics):
+        raise XpucError("--accuracy compares a run in another format with the float32 one: give --precision, "
+                        "or -t without --host-numerics")
     model = args.model
     if _is_config(model):  # a config has no weights: run it with seeded random ones
         model = hf.load(model, weights="random", seed=args.seed, input_shapes=_input_shapes(args))
-    compiled = runtime.compile(model, args.target, input_shapes=_input_shapes(args), precision=args.precision)
+    compiled = runtime.compile(model, args.target, input_shapes=_input_shapes(args), precision=args.precision,
+                               host_numerics=args.host_numerics)
     feeds = io.load_feeds(dict(args.input))
     if args.random:
         feeds = io.random_feeds(compiled, feeds, seed=args.seed)
@@ -339,7 +346,8 @@ def _cmd_run(args) -> int:
 
         reference = runtime.compile(model, input_shapes=_input_shapes(args)).run(feeds)
         for name, accuracy in compare_outputs(compiled.output_names, outputs, reference).items():
-            print(f"{name} in {args.precision} against float32: {accuracy}")
+            how = " ".join(part for part in (f"in {args.precision}" if args.precision else "", numerics) if part)
+            print(f"{name} {how} against float32: {accuracy}")
     if compiled.last_cost is not None:
         cost = compiled.last_cost
         print(f"emulated on {cost.target} ({cost.family}): latency {cost.latency_s * 1e3:.4f} ms, "

@@ -11,6 +11,8 @@ The arithmetic follows the ONNX reference (and the MatMul/Softmax/MatMul graphs 
 emit, as onnxruntime runs them) so results agree to the last bits where possible: Q and K
 are each scaled by sqrt(scale), dot products and the value sum are sequential fused
 multiply-adds, and the probabilities are normalized (times 1/sum) before weighting values.
+An op rounding its operands (a target's matrix engine) rounds the scaled Q and K elements,
+the probabilities and V as the two products read them; the softmax stays float32.
 """
 
 from __future__ import annotations
@@ -100,8 +102,8 @@ def attention(ctx, node):
             dot = k.alloca(real, 1)
             b.store(zero, dot)
             with k.loop(0, q.dim, name="d") as d:
-                qd = b.fmul(q.read(bi, h, s, d), root_scale)
-                kd = b.fmul(read_k(bi, hk, t, d), root_scale)
+                qd = ctx.multiplied(node, b.fmul(q.read(bi, h, s, d), root_scale))
+                kd = ctx.multiplied(node, b.fmul(read_k(bi, hk, t, d), root_scale))
                 b.store(k.intrinsic("llvm.fmuladd", [qd, kd, b.load(dot)]), dot)
             score = b.load(dot)
             if softcap:
@@ -122,12 +124,13 @@ def attention(ctx, node):
         with k.loop(0, dv, name="z") as d:
             b.store(zero, b.gep(acc, [d]))
         with k.loop(0, keys, name="t") as t:
-            p = b.fmul(b.load(b.gep(scores, [t])), inv)
+            p = ctx.multiplied(node, b.fmul(b.load(b.gep(scores, [t])), inv))
             if qk_out and qk_mode == 3:
                 ctx.write(qk_out, qk_at(t), p)
             with k.loop(0, dv, name="v") as d:
                 slot = b.gep(acc, [d])
-                b.store(k.intrinsic("llvm.fmuladd", [p, read_v(bi, hk, t, d), b.load(slot)]), slot)
+                vd = ctx.multiplied(node, read_v(bi, hk, t, d))
+                b.store(k.intrinsic("llvm.fmuladd", [p, vd, b.load(slot)]), slot)
         with k.loop(0, dv, name="o") as d:
             ctx.write(out, y.index(bi, h, s, d), b.load(b.gep(acc, [d])))
         _write_present(ctx, node, read_k, read_v, bi, h, s, group, total, k_new.dim, dv)
