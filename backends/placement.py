@@ -3,9 +3,9 @@
 Chips come from the deployment (``backends.deployment``): an op runs on every chip of its
 pipeline stage, each doing the share its tensor-parallel cut gives it (``backends.sharding``).
 
-Engines: the first engine in the spec's order that runs the op's family (or type) in its
-number format, after the engine's auto-casts (the capability check). None means the op
-goes to the host.
+Engines: the first engine in the spec's order that runs the op's family (or type) in the
+number format the precision policy gives it (``backends.precision``: the capability check,
+with the vendor's conversions). None means the op goes to the host.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ir.errors import XpucError
 
+from .precision import Choice, Policy
 from .target import Engine, Target
 from .work import OpWork
 
@@ -34,25 +35,21 @@ class Placement:
     shard: Shard
     engine: Engine | None
     fmt: str
+    reason: str = ""
+    """Why the op runs in ``fmt`` (``backends.precision.Choice``)."""
 
     @property
     def chip(self) -> int:
         return self.chips[0]
 
 
-def choose_engine(work: OpWork, target: Target) -> tuple[Engine | None, str]:
-    for engine in target.engines.values():
-        fmt = engine.runs(work.family, work.node.op_type, work.fmt)
-        if fmt is not None:
-            return engine, fmt
-    return None, work.fmt
-
-
-def place(works: list[OpWork], target: Target, layout: Layout) -> list[Placement]:
-    """A placement per op of ``works``, on the chips of its stage in ``layout``."""
+def place(works: list[OpWork], target: Target, layout: Layout, policy: Policy | None = None) -> list[Placement]:
+    """A placement per op of ``works``, on the chips of its stage in ``layout``, in the engine and
+    format ``policy`` chooses."""
+    policy = policy or Policy()
     groups = [layout.deployment.group(s) for s in range(layout.deployment.pp)]
     placements = []
     for work, stage, shard in zip(works, layout.stages, layout.shards):
-        engine, fmt = (None, work.fmt) if work.free else choose_engine(work, target)
-        placements.append(Placement(groups[stage], shard, engine, fmt))
+        choice = Choice(None, work.fmt, "") if work.free else policy.choose(work, target)
+        placements.append(Placement(groups[stage], shard, choice.engine, choice.fmt, choice.reason))
     return placements

@@ -153,8 +153,8 @@ class Comparison:
 def compare(graph: Graph, targets: list[Target], *, model: str = "", precision: str | None = None,
             accuracy: Accuracy | None = None, accuracy_missing: str = "",
             latency_target_s: float | None = None) -> Comparison:
-    """Schedule ``graph`` (already optimized, and quantized to ``precision`` if given) on each
-    target and compare them. ``accuracy``: measures a format against float32 (None: the model
+    """Schedule ``graph`` (already optimized) on each target in ``precision`` (the cost model's
+    policy, ``backends.precision``; None: native) and compare them. ``accuracy``: measures a format against float32 (None: the model
     has no weights to run, ``accuracy_missing`` says why)."""
     work, facts = work_units(graph), ledgers.graph_facts(graph)
     rows, schedules, measured = [], {}, {}
@@ -162,7 +162,7 @@ def compare(graph: Graph, targets: list[Target], *, model: str = "", precision: 
         row = Row(target.name, target.family)
         rows.append(row)
         try:
-            s = schedule(graph, target)
+            s = schedule(graph, target, precision=precision or "native")
         except ScheduleError as exc:
             row.cannot_run = str(exc)
             continue

@@ -3,6 +3,8 @@
 JSON schema (``to_json``)::
 
     {"target": str, "family": "gpu" | "systolic" | "sram-dataflow",
+     "precision": {"policy": str, "weights": str, "activations": str, "kv": str[, "products": str]},
+     "launch": "stream" | "graph",
      "totals": {"latency_s": float, "energy_j": float, "cost_usd": float, "chips": int, "kernels": int,
                 (one pass alone; then the deployment kept full, backends.economics:)
                 "period_s": float, "throughput_per_s": float (passes), "joules_per_pass": float,
@@ -15,7 +17,8 @@ JSON schema (``to_json``)::
      "peak_memory": {level: bytes on the fullest chip},
      "ops": [{"name", "op", "engine", "chip", "start_s", "duration_s", "flops",
               "bytes": {level: int}, "bound", "utilization", "format",
-              "kernel": int (the fused kernel the record is part of) | null (transfers)}]}
+              "kernel": int (the fused kernel the record is part of) | null (transfers),
+              "format_reason": str (why it computes in that format: backends/precision.py)}]}
 
 Trace (``to_chrome_trace``): the Trace Event Format's complete ("X") events in
 microseconds, one process per chip (pid = chip) and one thread per engine (tid), named
@@ -34,7 +37,7 @@ from .schedule import Schedule
 def to_dict(s: Schedule) -> dict:
     steady = s.steady
     tokens_per_s = steady.throughput_per_s * steady.tokens_per_pass if steady.tokens_per_pass else None
-    return {"target": s.target, "family": s.family,
+    return {"target": s.target, "family": s.family, "precision": s.precision, "launch": s.launch,
             "totals": {"latency_s": s.latency_s, "energy_j": s.energy_j, "cost_usd": s.cost_usd, "chips": s.chips,
                        "kernels": s.kernels, "period_s": steady.period_s, "throughput_per_s": steady.throughput_per_s,
                        "joules_per_pass": steady.joules_per_pass, "usd_per_pass": steady.usd_per_pass,
@@ -69,7 +72,7 @@ def format_table(s: Schedule, limit: int | None = None) -> str:
     head = f"{'op':32} {'type':18} {'kernel':>6} {'engine':12} {'chip':>4} {'start us':>10} {'dur us':>9} " \
         f"{'MFLOP':>10} " + \
         " ".join(f"{level + ' MB':>10}" for level in levels) + f" {'bound':12} {'util':>5}"
-    lines = [f"schedule of {s.target} ({s.family}), {len(rows)} ops", head]
+    lines = [f"schedule of {s.target} ({s.family}), {len(rows)} ops", *precision_lines(s), head]
     for o in shown:
         kernel = "" if o.kernel is None else o.kernel
         lines.append(f"{short_name(o.name):32} {o.op[:18]:18} {kernel:>6} {o.engine[:12]:12} {o.chip:>4} "
@@ -78,8 +81,9 @@ def format_table(s: Schedule, limit: int | None = None) -> str:
                      + f" {o.bound:12} {o.utilization:>5.2f}")
     if len(shown) < len(rows):
         lines.append(f"... {len(rows) - len(shown)} more ops")
+    graph = " in one CUDA Graph per chip" if s.launch == "graph" else ""
     lines.append(f"latency {s.latency_s * 1e3:.4f} ms, energy {s.energy_j:.4g} J, cost ${s.cost_usd:.4g}, "
-                 f"{s.chips} chip(s), {s.kernels} kernels")
+                 f"{s.chips} chip(s), {s.kernels} kernels{graph}")
     lines += _deployment_lines(s)
     lines.append("utilization: " + ", ".join(f"{k} {v:.1%}" for k, v in s.utilization.items()))
     lines.append("peak memory: " + ", ".join(f"{k} {v / 1e6:,.2f} MB" for k, v in s.peak_memory.items()))
@@ -117,6 +121,21 @@ def si(value: float, unit: str = "", digits: int = 3) -> str:
         scaled = float(f"{value / scale:.{digits}g}")
         if abs(scaled) >= 1 or scale == PREFIXES[-1][0]:
             return f"{scaled:g} {prefix}{unit}".rstrip()
+
+
+def precision_lines(s: Schedule) -> list[str]:
+    """The policy, then each (engine, format, reason) the ops ran with and how many ran so."""
+    p = s.precision
+    lines = [f"precision {p.get('policy', 'native')}: weights {p.get('weights', '?')}, activations "
+             f"{p.get('activations', '?')}, KV cache {p.get('kv', '?')}"]
+    used: dict[tuple[str, str, str], int] = {}
+    for o in s.ops:
+        if o.format_reason:
+            key = (o.engine, o.format, o.format_reason)
+            used[key] = used.get(key, 0) + 1
+    lines += [f"  {count:6d} {'op ' if count == 1 else 'ops'} on {engine:12} {fmt:7} {reason}"
+              for (engine, fmt, reason), count in sorted(used.items(), key=lambda item: -item[1])]
+    return lines
 
 
 def short_name(name: str, width: int = 32) -> str:

@@ -1,5 +1,6 @@
 """Roofline pieces the family models share: the slowest of compute and each memory level,
-and how often a GEMM's operands must be re-read when they do not fit a buffer."""
+how often a GEMM's operands must be re-read when they do not fit a buffer, and what its
+tiles move on chip."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from ir.ops import Gemm
 
 if TYPE_CHECKING:
     from .target import Target
+    from .tiles import GemmCounts, Tiling
     from .work import OpWork
 
 
@@ -39,3 +41,16 @@ def reread_bytes(work: OpWork, itemsize: float, capacity: float) -> float:
 def streaming_bytes(work: OpWork, target: Target) -> dict[str, float]:
     """An op that reads its inputs and writes its outputs once, through every memory level."""
     return {m.name: float(work.io_bytes) for m in target.memory}
+
+
+def staged_bytes(work: OpWork, counts: list[GemmCounts], tilings: list[Tiling], itemsize: float) -> float:
+    """Bytes a product's tiles move between on-chip levels: A, B and C slices in the format the
+    engine computes in, except weights stored narrower (int4, fp8 codes), which travel as
+    stored and are decoded next to the engine, as low-bit GEMM kernels do."""
+    moved = sum(c.elements for c in counts) * itemsize
+    weights = sum(g.batch * g.k * g.n for g in work.gemms)
+    stored = work.weight_bytes / weights if weights else itemsize
+    if stored >= itemsize:
+        return moved
+    b = sum(g.batch * g.k * g.n * math.ceil(g.m / t.sizes(g)[0]) for g, t in zip(work.gemms, tilings))
+    return moved - b * (itemsize - stored)

@@ -9,7 +9,7 @@ of one pass alone (latency, energy, cost) and those of the deployment kept full
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .economics import SteadyState, steady_state
@@ -36,6 +36,8 @@ class OpSchedule:
     format: str = ""
     kernel: int | None = None
     """The kernel (fused group of ops, one launch) this record is part of; None for transfers."""
+    format_reason: str = ""
+    """Why it computes in ``format`` (``backends.precision``)."""
 
     @property
     def end_s(self) -> float:
@@ -60,6 +62,10 @@ class Schedule:
     """Per pipeline stage: what each of its chips holds at ``memory_level``, the level that holds the model."""
     memory_level: str
     steady: SteadyState
+    precision: dict[str, str] = field(default_factory=dict)
+    """The precision policy: its name and what it stores weights, activations and KV in."""
+    launch: str = ""
+    """How the host started the kernels (``backends.target.LAUNCHES``)."""
 
 
 def finish(target: Target, ops: list[OpSchedule], deployment: Deployment, memory: list[ChipMemory],

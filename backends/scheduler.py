@@ -5,8 +5,9 @@ whether all engines of a chip take work from one queue, as a GPU stream does. Ev
 else is common:
 
 - the kernels of ``backends.grouping`` (the ones code generation emits): one launch each
-  (``launch_overhead_s``, and on statically scheduled chips ``sync_s``, charged to the
-  kernel's first op), and traffic only for the values
+  (``Target.launch_s``: every kernel on a stream, the chip's first alone under ``launch =
+  "graph"``; and on statically scheduled chips ``sync_s``; charged to the kernel's first op),
+  and traffic only for the values
   that cross a kernel's boundary, read once; a kernel whose ops placement puts on different
   chips, or partly on the host, runs as one kernel per op instead;
 - the deployment (``deployment``: tensor x pipeline parallel chips, memory per chip) and
@@ -28,35 +29,43 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 
+from ir.formats import Format
 from ir.graph import Graph
 
 from . import collectives
 from .deployment import Layout, deploy
 from .economics import tokens_per_pass
-from .families import FAMILIES, Family
+from .families import FAMILIES, Cost, Family
 from .grouping import Grouping, group_kernels
-from .placement import Placement, place
+from .placement import Placement, ScheduleError, place
+from .precision import Policy
 from .schedule import OpSchedule, Schedule, finish
 from .sharding import piece
 from .target import Engine, Target
 from .tiles import GemmCounts
-from .work import OpWork, count_traffic, graph_work, value_bytes
+from .work import OpWork, count_traffic, graph_work
 
 
-def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] | None = None, *,
-             chips: int | None = None, tp: int | None = None, pp: int | None = None) -> Schedule:
+def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] | None = None,
+             precision: str | Format = "native", *, chips: int | None = None, tp: int | None = None,
+             pp: int | None = None) -> Schedule:
     """Predict when and where every op of ``graph`` runs on ``target``, and what it costs.
 
     counts: matrix ops' tile counts measured by generated code, by op name (``backends.tiles``);
     ops without them (and shares of tensor-parallel ops) are costed with dense weights.
+    precision: an ``ir.formats`` name or record: what every value is stored in and every op
+    computes in (``backends.precision``); native: the graph's types as the vendor runs them.
     chips, tp, pp: the deployment (``backends.deployment``); what is not given is chosen, by
     default the smallest deployment that fits."""
     family = FAMILIES[target.family]
-    sizes = value_bytes(graph)
+    policy = Policy(precision)
+    sizes = policy.sizes(graph)
     grouping = group_kernels(graph)
     works = graph_work(graph, sizes, grouping)
+    _require_static(graph, works)
+    policy.assign(works)
     layout = deploy(graph, works, grouping, sizes, target, chips, tp, pp)
-    placements = place(works, target, layout)
+    placements = place(works, target, layout, policy)
     grouping = _on_one_device(grouping, works, placements, sizes)
     index = {w.name: i for i, w in enumerate(works)}
     builder = _Timeline(grouping.views, sizes, target, family, counts or {})
@@ -67,8 +76,28 @@ def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] |
                 builder.run_on_host(work, p, number)
             else:
                 builder.run(work, p, number, launch=i == 0)
-    return finish(target, builder.records, layout.deployment, layout.memory, _peak_memory(layout, target, builder),
-                  tokens_per_pass(graph))
+    result = finish(target, builder.records, layout.deployment, layout.memory,
+                    _peak_memory(layout, target, builder), tokens_per_pass(graph))
+    result.precision, result.launch = policy.describe(), target.launch
+    return result
+
+
+def _require_static(graph: Graph, works: list[OpWork]) -> None:
+    """Refuse values that costed ops touch while their shapes hold symbols: they would count
+    0 bytes and 0 FLOPs, and the schedule would look valid."""
+    unbound = {name for name, v in graph.values.items() if not v.type.is_static}
+    symbolic = [v for w in works if not w.free for v in (*w.node.inputs, *w.node.outputs) if v in unbound] \
+        if unbound else []
+    if not symbolic:
+        return
+    inputs = [name for name in graph.inputs if not graph.values[name].type.is_static]
+    if inputs:
+        binds = " ".join(f"--input-shape {name}=" + "x".join(str(d).upper() for d in graph.values[name].type.shape)
+                         for name in inputs)
+        raise ScheduleError(f"cannot cost a graph whose shapes hold symbols: bind {', '.join(inputs)} ({binds}, "
+                            "each symbol a number; input_shapes= when loading from Python)")
+    raise ScheduleError(f"cannot cost a graph whose shapes hold symbols although its inputs are bound: "
+                        f"{', '.join(sorted(set(symbolic))[:5])} depend on values known only as the model runs")
 
 
 def _on_one_device(grouping: Grouping, works: list[OpWork], placements: list[Placement],
@@ -103,6 +132,7 @@ class _Timeline:
         """Value -> (the chips holding it, when, the share of it each holds)."""
         self.copies: dict[tuple[str, int], float] = {}
         self.footprint: dict[str, float] = defaultdict(float)
+        self.launched: set[int] = set()
 
     def run(self, work: OpWork, p: Placement, kernel: int, launch: bool) -> None:
         """Cost one op of ``kernel`` on its engine, on each chip of its stage; the kernel's first
@@ -110,30 +140,26 @@ class _Timeline:
         chips = p.chips
         share = piece(work, p.shard, len(chips))
         counts = self.counts.get(work.name) if share is work else None
-        cost = self.family.op_cost(share, p.engine, p.fmt, self.target, counts)
-        launch_s, sync_s = (self.target.launch_overhead_s, self.target.sync_s) if launch else (0.0, 0.0)
-        if launch_s + sync_s:
-            cost = copy.copy(cost)
-            label = "launch" if launch_s >= sync_s else "sync"
-            cost.duration_s, cost.bound = cost.duration_s + launch_s + sync_s, \
-                label if launch_s + sync_s > cost.duration_s else cost.bound
-        for level, size in cost.footprint.items():
+        base = self.family.op_cost(share, p.engine, p.fmt, self.target, counts)
+        for level, size in base.footprint.items():
             self.footprint[level] = max(self.footprint[level], size)
-        parts = [("", p.engine, p.fmt, cost)]
-        if cost.companion:  # both engines start together: the op's tiles pipeline between them
-            c = cost.companion
-            parts.append((f".{c.label}", c.engine, c.fmt, c.cost))
         done = 0.0
         for rank, chip in enumerate(chips):
+            cost = self._with_overhead(base, chip) if launch else base
+            parts = [("", p.engine, p.fmt, cost, p.reason)]
+            if cost.companion:  # both engines start together: the op's tiles pipeline between them
+                c = cost.companion
+                parts.append((f".{c.label}", c.engine, c.fmt, c.cost,
+                              f"{c.label} beside the {p.fmt} products, in {c.fmt}"))
             name = f"{work.name}[{rank}]" if len(chips) > 1 else work.name
             start = max([self._inputs_ready(work, chip, rank)] + [self.free[(chip, self._lane(e))]
-                                                                  for _, e, _, _ in parts])
-            for label, engine, fmt, part in parts:
+                                                                  for _, e, *_ in parts])
+            for label, engine, fmt, part, reason in parts:
                 flops = share.flops if part.flops is None else part.flops
                 util = flops / (engine.peak(fmt) * part.duration_s) if part.duration_s else 0.0
                 self._record(OpSchedule(name + label, work.node.qualified_type, engine.name, chip, start,
-                                        part.duration_s, flops, _ints(part.bytes), part.bound, util, fmt, kernel),
-                             self._lane(engine))
+                                        part.duration_s, flops, _ints(part.bytes), part.bound, util, fmt, kernel,
+                                        reason), self._lane(engine))
                 done = max(done, start + part.duration_s)
         held = 1.0
         if p.shard.reduces:
@@ -145,6 +171,20 @@ class _Timeline:
         for out in work.node.outputs:
             self.ready[out] = (chips, done, held)
 
+    def _with_overhead(self, cost: Cost, chip: int) -> Cost:
+        """``cost`` plus what a kernel's first op pays on ``chip``: its launch (every kernel on a
+        stream, the chip's first under ``launch = "graph"``) and, on a statically scheduled chip,
+        its synchronization."""
+        launch_s = self.target.launch_s(first_on_chip=chip not in self.launched)
+        self.launched.add(chip)
+        overhead = launch_s + self.target.sync_s
+        if not overhead:
+            return cost
+        cost = copy.copy(cost)
+        label = "launch" if launch_s >= self.target.sync_s else "sync"
+        cost.duration_s, cost.bound = cost.duration_s + overhead, label if overhead > cost.duration_s else cost.bound
+        return cost
+
     def _lane(self, engine: Engine) -> str:
         return "stream" if self.family.shared_stream else engine.name
 
@@ -154,7 +194,8 @@ class _Timeline:
         chip = p.chip
         start = max(self._inputs_ready(work, chip, 0), self.free[(chip, "host")])
         self._record(OpSchedule(work.name, work.node.qualified_type, "host", chip, start, duration, work.flops,
-                                {self.target.outer.name: moved, "host_link": moved}, "host", 0.0, work.fmt, kernel),
+                                {self.target.outer.name: moved, "host_link": moved}, "host", 0.0, work.fmt, kernel,
+                                p.reason),
                      "host")
         for out in work.node.outputs:
             self.ready[out] = (p.chips, start + duration, 1.0)

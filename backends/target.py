@@ -1,7 +1,8 @@
 """Hardware targets as data: TOML spec files, validated on load into plain dataclasses.
 
 Every number in a spec names where it came from, as ``{value = 108, source = "datasheet"}``
-whose ``source`` is a key of the spec's ``[sources]`` table (a citation in words). The
+whose ``source`` is a key of the spec's ``[sources]`` table (a citation in words), and so does
+every format an engine accumulates in (``{value = "f32", source = "..."}``). The
 loader checks types, signs, unknown keys, families and number formats, and reports the
 first problem as one :class:`TargetSpecError` naming the file and the key path. After
 loading, numbers are plain floats on the dataclasses; ``Target.provenance`` maps each
@@ -28,8 +29,8 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from ir.dtypes import DType
 from ir.errors import XpucError
+from ir.formats import ENGINE_ONLY, engine_storage
 
 from .collectives import TOPOLOGIES
 from .families import FAMILIES
@@ -43,6 +44,11 @@ MEMORY_ROLES = {
     "sram": "on-chip memory that holds the model on a chip without off-chip memory",
 }
 """What each memory level is, as ``role`` in a spec: cost models address levels by role."""
+LAUNCHES = {
+    "stream": "the host launches every kernel on a stream: launch_overhead_s each",
+    "graph": "the host launches the whole graph once per chip as a CUDA Graph (graph_launch_overhead_s); "
+             "its kernels start one after another without host launches",
+}
 MODEL_STORES = ("hbm", "sram")
 
 Num = float
@@ -54,9 +60,21 @@ NonNeg = typing.Annotated[float, "zero allowed"]
 Dims = tuple[int, ...]
 """A sourced list of positive integers (an array or tile shape)."""
 
+FormatName = typing.Annotated[str, "a number format"]
+"""A sourced number format name (a DType short name or one of ``ir.formats.ENGINE_ONLY``)."""
+
 
 class TargetSpecError(XpucError):
     """A target spec is missing, malformed, or names something xpuc does not know."""
+
+
+@dataclass
+class Emulation:
+    """A format an engine multiplies as several passes in another (XLA on a TPU: float32 as six
+    bfloat16 passes, a TF32-like product as three)."""
+
+    via: str
+    passes: Num
 
 
 @dataclass
@@ -68,9 +86,22 @@ class Engine:
     peak_ops_per_cycle: per unit and number format (DType short names: f16, bf16, i8 ...);
         its keys are the formats the engine runs.
     auto_cast: formats the vendor compiler converts by default before running here
+        (e.g. f32 matmuls run as bf16 on a TPU's MXU, as TF32 on NVIDIA tensor cores).
+    emulate: formats the engine multiplies as passes of another it lists, when asked to
+        (``backends.precision``); their rate is that format's over the passes.
         (e.g. f32 matmuls run as bf16 on a TPU's MXU).
+    accumulate: per listed format, the format the engine's arithmetic on it accumulates or
+        computes in (bf16 x bf16 -> f32 on a TPU's MXU, i8 -> i32; a vector unit without bf16
+        ALUs computes bf16 in f32). Every format of a matrix engine needs one, and every float
+        format narrower than f32 of a vector engine; others compute in themselves. Read by
+        ``backends.numerics``.
     array: rows x columns of a systolic array; dataflow: its stationary operand.
+    weight_load_cycles: cycles a systolic array takes to load a fold's stationary operand
+        into its second set of registers while the current fold streams (double-buffered
+        weights); None: no preload, each fold fills and drains the pipeline.
     tile: a GPU thread block's output tile and K step (M, N, K).
+    mma: a GPU tensor core's instruction shape (M, N, K): the least a thread block's tile
+        shrinks to for a product with few rows or columns (None: tiles never shrink).
     zero_skipping: a matrix engine that skips multiplications by zero weights; schedules
         assume dense weights, and code compiled for the target counts what it skipped.
     efficiency: fraction of peak that well-shaped work reaches (fitted, says to what).
@@ -82,9 +113,13 @@ class Engine:
     peak_ops_per_cycle: dict[str, Num]
     ops: list[str]
     auto_cast: dict[str, str] = field(default_factory=dict)
+    emulate: dict[str, Emulation] = field(default_factory=dict)
+    accumulate: dict[str, FormatName] = field(default_factory=dict)
     array: Dims | None = None
     dataflow: str | None = None
+    weight_load_cycles: Num | None = None
     tile: Dims | None = None
+    mma: Dims | None = None
     zero_skipping: bool = False
     efficiency: Num = 1.0
     name: str = field(default="", metadata={"internal": True})
@@ -93,13 +128,29 @@ class Engine:
     def formats(self) -> list[str]:
         return list(self.peak_ops_per_cycle)
 
+    def multiplies(self, fmt: str) -> bool:
+        """It computes in ``fmt``, natively or in passes of another format (``emulate``)."""
+        return fmt in self.peak_ops_per_cycle or fmt in self.emulate
+
+    def passes(self, fmt: str) -> int:
+        return int(self.emulate[fmt].passes) if fmt in self.emulate else 1
+
+    def ops_per_cycle(self, fmt: str) -> float:
+        """Per unit in ``fmt``: its listed figure, or the emulating format's over the passes."""
+        if fmt in self.peak_ops_per_cycle:
+            return self.peak_ops_per_cycle[fmt]
+        return self.peak_ops_per_cycle[self.emulate[fmt].via] / self.emulate[fmt].passes
+
     def peak(self, fmt: str) -> float:
         """Operations per second of the whole chip's units in ``fmt``."""
-        return self.count * self.clock_hz * self.peak_ops_per_cycle[fmt]
+        return self.count * self.clock_hz * self.ops_per_cycle(fmt)
+
+    def handles(self, family: str, op_type: str) -> bool:
+        return family in self.ops or op_type in self.ops
 
     def runs(self, family: str, op_type: str, fmt: str) -> str | None:
-        """The format this engine would run the op in, or None if it cannot run it."""
-        if family not in self.ops and op_type not in self.ops:
+        """The format this engine would run the op in by default (after ``auto_cast``), or None."""
+        if not self.handles(family, op_type):
             return None
         fmt = self.auto_cast.get(fmt, fmt)
         return fmt if fmt in self.peak_ops_per_cycle else None
@@ -207,9 +258,20 @@ class Target:
     """Per kernel on a statically scheduled chip (SRAM dataflow): the kernel's operands stream
     across the chip's array of units and its results come back before a dependent kernel may
     start (fill, drain and the hand-over between kernels); charged with the launch."""
+    launch: str = "stream"
+    """How the host starts kernels (:data:`LAUNCHES`)."""
+    graph_launch_overhead_s: Num = 0.0
+    """Per launch of the whole graph as one CUDA Graph (``launch = "graph"``), once per chip."""
     calibration: Calibration = field(default_factory=Calibration)
     path: str = field(default="", metadata={"internal": True})
     provenance: dict[str, str] = field(default_factory=dict, metadata={"internal": True})
+
+    def launch_s(self, first_on_chip: bool) -> float:
+        """What starting a kernel costs the host: every kernel on a stream; the chip's first
+        kernel alone when the graph is one CUDA Graph."""
+        if self.launch == "graph":
+            return self.graph_launch_overhead_s if first_on_chip else 0.0
+        return self.launch_overhead_s
 
     def level(self, name: str) -> MemoryLevel:
         return self._levels[name]
@@ -256,13 +318,17 @@ def load_target(name_or_path: str | Path) -> Target:
         if not path.exists():
             raise TargetSpecError(f"unknown target {name_or_path!r}; presets: {', '.join(list_targets())} "
                                   "(or give a path to a .toml spec)")
+    return parse_target(read_toml(path, TargetSpecError, "target spec"), str(path))
+
+
+def read_toml(path: Path, error: type[XpucError], what: str) -> dict:
+    """A TOML file as a dict; a missing or malformed file is one ``error`` naming it as ``what``."""
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise TargetSpecError(f"target spec {path} does not exist") from None
+        raise error(f"{what} {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise TargetSpecError(f"{path}: not valid TOML: {exc}") from None
-    return parse_target(data, str(path))
+        raise error(f"{path}: not valid TOML: {exc}") from None
 
 
 def parse_target(data: dict, origin: str = "<spec>") -> Target:
@@ -315,6 +381,8 @@ class _Reader:
             value = self.sourced(raw, path, lambda v: isinstance(v, list) and v and all(
                 isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v), "a list of positive integers")
             return tuple(value)
+        if hint == FormatName:
+            return self.sourced(raw, path, lambda v: isinstance(v, str), "a number format name")
         if hint is bool:
             if not isinstance(raw, bool):
                 self.fail(path, f"expected true or false, got {_kind(raw)}")
@@ -375,11 +443,17 @@ def _check_semantics(t: Target, origin: str) -> None:
     for e in t.engines.values():
         if e.role not in ROLES:
             fail(f"engines.{e.name}.role: unknown role {e.role!r}; known: {', '.join(ROLES)}")
-        for fmt in [*e.peak_ops_per_cycle, *e.auto_cast.keys(), *e.auto_cast.values()]:
+        for fmt in [*e.peak_ops_per_cycle, *e.auto_cast.keys(), *e.auto_cast.values(), *e.emulate, *e.accumulate.values()]:
             try:
-                DType.from_short(fmt)
+                engine_storage(fmt)
             except ValueError as exc:
-                fail(f"engines.{e.name}: unknown number format: {exc}")
+                fail(f"engines.{e.name}: unknown number format: {exc} (or {', '.join(ENGINE_ONLY)})")
+        for fmt, how in e.emulate.items():
+            if how.via not in e.peak_ops_per_cycle or how.passes < 1:
+                fail(f"engines.{e.name}.emulate.{fmt}: via must be a format the engine lists, passes at least 1")
+        problem = _accumulate_problem(e)
+        if problem:
+            fail(f"engines.{e.name}.accumulate: {problem}")
         problem = family.check_engine(e)
         if problem:
             fail(f"engines.{e.name}: {problem}")
@@ -387,6 +461,8 @@ def _check_semantics(t: Target, origin: str) -> None:
             fail(f"engines.{e.name}.zero_skipping: only a matrix engine skips zero weights")
         if not 0 < e.efficiency <= 1:
             fail(f"engines.{e.name}.efficiency must be in (0, 1], got {e.efficiency}")
+    if t.launch not in LAUNCHES:
+        fail(f"launch: unknown launch {t.launch!r}; known: {', '.join(LAUNCHES)}")
     if t.power.tdp_w is None and t.power.energy_per_mac_j is None:
         fail("power needs tdp_w or energy_per_mac_j (with energy_per_byte_j on memory levels)")
     if t.price.usd_per_chip_hour is None and (t.price.purchase_usd is None or not t.price.amortization_years):
@@ -403,6 +479,24 @@ def _check_semantics(t: Target, origin: str) -> None:
              f"got {t.interconnect.domain_chips}")
     if not 0 <= t.outer.reserve_fraction < 1:
         fail(f"{t.outer.name}.reserve_fraction must be in [0, 1), got {t.outer.reserve_fraction}")
+
+
+def _accumulate_problem(e: Engine) -> str | None:
+    """What is wrong with an engine's ``accumulate`` table, if anything: entries for formats it
+    does not list, accumulators of another kind (float for float, integer for integer), or a
+    missing entry where the spec must say (every format of a matrix engine, narrow floats of
+    a vector engine)."""
+    for fmt, acc in e.accumulate.items():
+        if fmt not in e.peak_ops_per_cycle:
+            return f"{fmt}: not a format the engine lists in peak_ops_per_cycle ({', '.join(e.formats)})"
+        if engine_storage(fmt).is_float != engine_storage(acc).is_float:
+            return f"{fmt}: accumulates in {acc}, another kind of number (float needs float, integer integer)"
+    missing = [f for f in e.peak_ops_per_cycle if f not in e.accumulate and (
+        e.role == "matrix" or (engine_storage(f).is_float and engine_storage(f).itemsize < 4))]
+    if missing:
+        return (f"needs an entry for {', '.join(missing)}: the format the engine's arithmetic on each "
+                "accumulates in, with its source")
+    return None
 
 
 def _number(v) -> bool:

@@ -34,6 +34,8 @@ class Tiling:
     tk: int | None
     scaled: int
     fixed: int = 0
+    once: int = 0
+    """Work paid once per product, not per tile (a pipeline's first load and last drain)."""
 
     def sizes(self, g: Gemm) -> tuple[int, int, int]:
         """Tile extents with uncut dimensions covering the whole product (at least 1)."""

@@ -31,7 +31,8 @@ class OpWork:
     output_bytes: int
     gemms: list[Gemm] = field(default_factory=list)
     weights: dict[str, int] = field(default_factory=dict)
-    """Bytes of each weight it reads, by value name (to count a shared weight once)."""
+    """Bytes of each weight it reads, by value name, all resident (to count a shared weight once);
+    ``weight_bytes`` is what it moves of them."""
     output_shape: tuple[int, ...] | None = None
     kernel: KernelGroup | None = None
     """The kernel it runs in; None: it costs nothing per run (a view, a shape-only op, or
@@ -75,21 +76,30 @@ def op_work(graph: Graph, node: Node, sizes: dict[str, int], grouping: Grouping,
 
 
 def count_traffic(work: OpWork, sizes: dict[str, int], grouping: Grouping, read: set[str]) -> None:
-    """Set the op's kernel and the bytes it moves to and from the outer memory in that kernel."""
+    """Set the op's kernel and the bytes it moves to and from the outer memory in that kernel.
+    An input the op only indexes (``OpDef.indexed``: a Gather's table) moves the elements the op
+    writes, its output's bytes (the same element type), while all of it stays resident."""
     node = work.node
     kernel = grouping.of.get(node.name)
     work.kernel = None if kernel is None or kernel.once else kernel
     on_chip, known = grouping.intermediates, grouping.known
-    weights, activations = {}, 0
-    for v in node.inputs:
+    opdef = ops.lookup(node.op_type, node.domain)
+    indexed, in_place = opdef.indexed, opdef.in_place
+    weights, weight_bytes, activations = {}, 0, 0
+    for i, v in enumerate(node.inputs):
+        if in_place and i == in_place[0]:
+            continue  # updated where it is: only the update is read and written
         if v and v not in on_chip and v not in read:
             read.add(v)
+            moved = min(sizes[v], sizes[node.outputs[0]]) if i in indexed else sizes[v]
             if v in known:
                 weights[v] = sizes[v]
+                weight_bytes += moved
             else:
-                activations += sizes[v]
-    work.weights, work.weight_bytes, work.activation_bytes = weights, sum(weights.values()), activations
-    work.output_bytes = sum(sizes[o] for o in node.outputs if o and o not in on_chip)
+                activations += moved
+    work.weights, work.weight_bytes, work.activation_bytes = weights, weight_bytes, activations
+    work.output_bytes = sizes[node.inputs[in_place[1]]] if in_place else \
+        sum(sizes[o] for o in node.outputs if o and o not in on_chip)
 
 
 def graph_work(graph: Graph, sizes: dict[str, int] | None = None, grouping: Grouping | None = None) -> list[OpWork]:

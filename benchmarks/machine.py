@@ -81,6 +81,21 @@ def peak_gflops(cores: int, vector_bits: int) -> float:
     return cores * ghz * max(fma_units, 1) * lanes * (2 if fma_units else 1)
 
 
+def add_clock_arguments(parser) -> None:
+    """``--threads N`` and ``--cpu-time``: on a shared machine wall time measures the neighbours;
+    one thread timed by the process's CPU time measures the work (robust to load, not to cache sharing)."""
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--cpu-time", action="store_true", help="one thread, timed by process CPU time")
+
+
+def clock_of(args):
+    """The clock :func:`add_clock_arguments`' options ask for (``--cpu-time`` sets one thread)."""
+    if args.cpu_time:
+        args.threads = 1
+        return time.process_time
+    return time.perf_counter
+
+
 def best_seconds(fn, repeat: int = 5, budget_s: float = 2.0, clock=time.perf_counter) -> float:
     """Fastest call after one warm-up: at least ``repeat`` calls, more while under ``budget_s``
     (on a shared machine the minimum of many short runs is the stable statistic)."""
@@ -93,18 +108,19 @@ def best_seconds(fn, repeat: int = 5, budget_s: float = 2.0, clock=time.perf_cou
     return min(times)
 
 
-def interleaved_best(fns: dict, budget_s: float, repeat: int = 5) -> dict[str, float]:
-    """Best time of each function, calling them in turn until ``budget_s`` is spent (at least
-    ``repeat`` rounds): each sees the same mix of quiet and busy moments on a shared machine,
-    so their ratio is fair even when the load changes during the run."""
+def interleaved_best(fns: dict, budget_s: float, repeat: int = 5, clock=time.perf_counter) -> dict[str, float]:
+    """Best time of each function, calling them in turn until ``budget_s`` of wall time is spent
+    (at least ``repeat`` rounds): each sees the same mix of quiet and busy moments on a shared
+    machine, so their ratio is fair even when the load changes during the run. ``clock``
+    measures each call (``time.process_time``: the CPU time of a one-thread run)."""
     for fn in fns.values():
         fn()
     best = {name: float("inf") for name in fns}
     start, rounds = time.perf_counter(), 0
     while rounds < repeat or time.perf_counter() - start < budget_s:
         for name, fn in fns.items():
-            t = time.perf_counter()
+            t = clock()
             fn()
-            best[name] = min(best[name], time.perf_counter() - t)
+            best[name] = min(best[name], clock() - t)
         rounds += 1
     return best

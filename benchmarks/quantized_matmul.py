@@ -16,9 +16,7 @@ cache sharing), and the formats are interleaved over rounds, each keeping its be
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ import runtime  # noqa: E402
 from ir.dtypes import DType  # noqa: E402
 from ir.formats import FORMATS  # noqa: E402
 from ir.passes import quantize  # noqa: E402
-from machine import best_seconds, describe  # noqa: E402
+from machine import add_clock_arguments, best_seconds, clock_of, describe  # noqa: E402
 
 ROWS = (1, 128)
 
@@ -51,13 +49,11 @@ def weight_bytes(graph: ir.Graph) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    add_clock_arguments(parser)
     parser.add_argument("--k", type=int, default=4096)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; each format's best is kept")
-    parser.add_argument("--cpu-time", action="store_true", help="one thread, timed by process CPU time")
     args = parser.parse_args()
-    if args.cpu_time:
-        args.threads = 1
+    clock = clock_of(args)
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((args.k, args.k)) / np.sqrt(args.k)).astype(np.float32)
     names = ["fp32"] + [name for name, f in FORMATS.items() if f.changes_graph]
@@ -72,9 +68,9 @@ def main() -> None:
     for _ in range(args.rounds):  # a shared machine's load moves between rounds, not within one
         for key, (compiled, feeds) in runs.items():
             best[key] = min(best[key], best_seconds(lambda: compiled.run(feeds), repeat=3, budget_s=0.3,
-                                                    clock=time.process_time if args.cpu_time else time.perf_counter))
-    clock = "CPU time" if args.cpu_time else "wall time"
-    print(f"{describe()}; {args.threads} threads, {clock}; W {args.k}x{args.k}; best of {args.rounds} rounds")
+                                                    clock=clock))
+    print(f"{describe()}; {args.threads} threads, {'CPU' if args.cpu_time else 'wall'} time; W {args.k}x{args.k}; "
+          f"best of {args.rounds} rounds")
     print(f"{'format':10} {'weight MB':>9} " + " ".join(f"{f'M={m} ms':>9} {'/fp32':>6}" for m in ROWS))
     for name in names:
         cells = " ".join(f"{best[name, m] * 1e3:9.3f} {best[name, m] / best['fp32', m]:6.2f}" for m in ROWS)

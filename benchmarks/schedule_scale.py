@@ -3,8 +3,9 @@
 Times ``backends.schedule`` alone (import and optimization are not counted) on the graph as
 imported and after the pass pipeline, best of ``--repeat`` runs. CPU seconds are the figure
 to compare: on a shared machine, wall time also counts other processes' turns on the cores.
-Prints ratios to the goal; never asserts (speed is not a test).
-Run: .venv/bin/python benchmarks/schedule_scale.py [--seq 128] [--repeat 3]
+Prints ratios to the goal; never asserts (speed is not a test). ``--precision`` costs the graph
+in a format (``backends.precision``) without rewriting it.
+Run: .venv/bin/python benchmarks/schedule_scale.py [--seq 128] [--repeat 3] [--precision native]
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from ir.passes import optimize
 GOAL_S = 2.0
 
 
-def best_of(repeat: int, graph, target) -> tuple[float, float, backends.Schedule]:
+def best_of(repeat: int, graph, target, precision: str) -> tuple[float, float, backends.Schedule]:
     """(least CPU seconds, least wall seconds, schedule) over ``repeat`` runs."""
     cpu, wall = [], []
     for _ in range(repeat):
         cpu_start, wall_start = time.process_time(), time.perf_counter()
-        plan = backends.schedule(graph, target)
+        plan = backends.schedule(graph, target, precision=precision)
         cpu.append(time.process_time() - cpu_start)
         wall.append(time.perf_counter() - wall_start)
     return min(cpu), min(wall), plan
@@ -36,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--precision", default="native", help="an ir.formats name")
     args = parser.parse_args()
     imported = onnx_frontend.load(llama_onnx(LLAMA3_70B, batch=1, seq=args.seq), weights=False)
     graphs = {"imported": imported, "optimized": optimize(imported)}
@@ -45,7 +47,7 @@ def main() -> None:
     for name in backends.list_targets():
         target = backends.load_target(name)
         for kind, graph in graphs.items():
-            cpu, wall, plan = best_of(args.repeat, graph, target)
+            cpu, wall, plan = best_of(args.repeat, graph, target, args.precision)
             print(f"{name:18} {kind:10} {cpu:6.2f} {wall:7.2f} {cpu / GOAL_S:7.2f} {plan.chips:6d} "
                   f"{plan.latency_s * 1e3:11.2f}")
 

@@ -1,7 +1,8 @@
 """The differential checks one program goes through, against onnxruntime as the oracle.
 
-1. ``outputs``: ``runtime.compile`` (emulating the case's target, if any) and ``run``
-   give onnxruntime's outputs: same dtypes and shapes, values within the dtype's tolerance.
+1. ``outputs``: ``runtime.compile`` (emulating the case's target, if any, in the host's
+   float32 numerics) and ``run`` give onnxruntime's outputs: same dtypes and shapes, values
+   within the dtype's tolerance.
 2. ``roundtrip``: ``ir.passes.optimize`` then ``ir.to_onnx``, run by onnxruntime, gives the
    same outputs too (so every rewrite is checked apart from code generation).
 3. ``schedule``: the optimized graph with the feeds' shapes schedules on one preset of each
@@ -79,7 +80,8 @@ def check(case: Case, *, targets=TARGETS) -> list[Failure]:
     failures: list[Failure] = []
 
     compiled = _attempt(failures, "outputs",
-                        lambda: runtime.compile(case.model, case.target, input_shapes=shapes if case.bind else None))
+                        lambda: runtime.compile(case.model, case.target, input_shapes=shapes if case.bind else None,
+                                                host_numerics=True))
     got = _attempt(failures, "outputs", lambda: compiled.run(case.feeds)) if compiled else None
     if got is not None:
         _compare(failures, "outputs", got, expected)

@@ -1,9 +1,10 @@
 """Number formats: the one table of precisions a model can be put in.
 
 The names here are the values of ``--precision`` everywhere: ``ir.passes.quantize`` rewrites a
-graph into a format, ``runtime.compile(..., precision=...)`` and ``xpuc import/run/schedule``
-take it, and the cost model's precision policy reads the same :class:`Format` records (which
-element types a product's operands and accumulator take, and how weights are scaled). ``docs/formats.md``
+graph into a format (``xpuc import/run``, ``runtime.compile(..., precision=...)``), and the cost
+model's precision policy (``backends.precision``, ``xpuc schedule --precision``) reads the same
+:class:`Format` records without rewriting the graph: ``compute``, ``carrier`` and ``kv`` say
+what a deployment in the format stores and multiplies on hardware. ``docs/formats.md``
 describes each format and its ONNX form.
 
 Calibration is round-to-nearest from the weights themselves (no data set): each scale is the
@@ -39,6 +40,13 @@ class Format:
         stored as int4 in ONNX but pack four to a byte), before scales.
     rounding: how weights become codes: "nearest" (round to nearest, ties to even, after scaling
         by the largest magnitude) or "absmean" (BitNet b1.58).
+    compute: the engine format products multiply in when the format is deployed (cost model):
+        weight-only formats run as W-A16 kernels (TensorRT-LLM, AWQ and GPTQ/Marlin decode the
+        weights in the product's prologue and multiply bf16 activations); "" for native.
+    carrier: element type of every other float value when deployed: activations between
+        products, norms, embedding tables, the head; None for native (the graph's own).
+    kv: element type of attention's key/value cache when deployed (None: the carrier); FP8
+        and INT8 deployments keep an 8-bit cache (TensorRT-LLM's FP8 and INT8 KV caches).
     """
 
     name: str
@@ -51,6 +59,9 @@ class Format:
     activation_scale: str = "none"
     packed_bits: float = 0.0
     rounding: str = "nearest"
+    compute: str = ""
+    carrier: DType | None = None
+    kv: DType | None = None
 
     def __post_init__(self):
         assert self.granularity in GRANULARITIES, self.granularity
@@ -84,30 +95,34 @@ GROUP_SIZES = (32, 64, 128)
 
 
 def _int4(group: int) -> Format:
-    return Format(f"int4-g{group}", DType.INT4, F32, F32, "group", group_size=group,
+    return Format(f"int4-g{group}", DType.INT4, F32, F32, "group", group_size=group, compute="bf16", carrier=BF16,
                   summary=f"weight-only int4, symmetric, one scale per {group} weights along the reduction axis")
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in [
     Format("native", F32, F32, F32, "none",
            summary="the graph's own types; each target runs what its vendor's compiler would (cost model)"),
-    Format("fp32", F32, F32, F32, "none", summary="float32 everywhere"),
-    Format("tf32", F32, F32, F32, "none",
+    Format("fp32", F32, F32, F32, "none", compute="f32", carrier=F32, summary="float32 everywhere"),
+    Format("tf32", F32, F32, F32, "none", compute="tf32", carrier=F32,
            summary="float32 storage; engines with TF32 tensor cores round product inputs to TF32 (cost model)"),
-    Format("bf16", BF16, BF16, F32, "none", summary="bfloat16 weights and activations, float32 accumulation"),
-    Format("fp16", F16, F16, F32, "none", summary="float16 weights and activations, float32 accumulation"),
+    Format("bf16", BF16, BF16, F32, "none", compute="bf16", carrier=BF16,
+           summary="bfloat16 weights and activations, float32 accumulation"),
+    Format("fp16", F16, F16, F32, "none", compute="f16", carrier=F16,
+           summary="float16 weights and activations, float32 accumulation"),
     Format("fp8-e4m3", DType.FLOAT8E4M3, DType.FLOAT8E4M3, F32, "tensor", activation_scale="dynamic",
+           compute="f8e4m3", carrier=BF16, kv=DType.FLOAT8E4M3,
            summary="float8 e4m3fn weights (per-tensor scale) and activations (dynamic per-tensor scale)"),
     Format("fp8-e5m2", DType.FLOAT8E5M2, DType.FLOAT8E5M2, F32, "tensor", activation_scale="dynamic",
+           compute="f8e5m2", carrier=BF16, kv=DType.FLOAT8E5M2,
            summary="float8 e5m2 weights (per-tensor scale) and activations (dynamic per-tensor scale)"),
-    Format("int8", DType.INT8, F32, F32, "channel",
+    Format("int8", DType.INT8, F32, F32, "channel", compute="bf16", carrier=BF16,
            summary="weight-only int8, symmetric, one scale per output channel"),
     *(_int4(g) for g in GROUP_SIZES),
-    Format("w8a8", DType.INT8, DType.UINT8, I32, "channel", activation_scale="dynamic",
-           summary="int8 weights (per output channel) times uint8 activations quantized per tensor as the "
-                   "model runs (DynamicQuantizeLinear), int32 accumulation"),
-    Format("ternary", DType.INT4, F32, F32, "tensor", packed_bits=2.0, rounding="absmean",
-           summary="BitNet b1.58: weights in {-1, 0, 1} times one scale per tensor (absmean rounding)"),
+    Format("w8a8", DType.INT8, DType.UINT8, I32, "channel", activation_scale="dynamic", compute="i8", carrier=BF16,
+           kv=DType.INT8, summary="int8 weights (per output channel) times uint8 activations quantized per tensor "
+                                  "as the model runs (DynamicQuantizeLinear), int32 accumulation"),
+    Format("ternary", DType.INT4, F32, F32, "tensor", packed_bits=2.0, rounding="absmean", compute="bf16",
+           carrier=BF16, summary="BitNet b1.58: weights in {-1, 0, 1} times one scale per tensor (absmean rounding)"),
 ]}
 """Every format by name."""
 
@@ -121,6 +136,17 @@ NAMES = tuple(FORMATS) + tuple(ALIASES)
 
 class UnknownFormatError(XpucError):
     pass
+
+
+ENGINE_ONLY = {"tf32": F32}
+"""Formats an engine multiplies in that no tensor is stored in, with the type their operands
+are stored in: TF32 tensor cores read float32 and round each input to a 10-bit mantissa."""
+
+
+def engine_storage(fmt: str) -> DType:
+    """The element type an engine format's operands are stored in (``fmt`` a DType short name
+    or one of :data:`ENGINE_ONLY`); ValueError for an unknown name."""
+    return ENGINE_ONLY[fmt] if fmt in ENGINE_ONLY else DType.from_short(fmt)
 
 
 def lookup(name: str | Format) -> Format:
@@ -164,5 +190,5 @@ def agreement(fmt: Format) -> float:
     return step * RANGE_OVER_RMS if fmt.activations.is_int else step
 
 
-__all__ = ["Format", "FORMATS", "ALIASES", "NAMES", "GROUP_SIZES", "lookup", "largest", "relative_step", "agreement",
-           "UnknownFormatError"]
+__all__ = ["Format", "FORMATS", "ALIASES", "NAMES", "GROUP_SIZES", "ENGINE_ONLY", "lookup", "largest", "relative_step",
+           "agreement", "engine_storage", "UnknownFormatError"]

@@ -65,6 +65,12 @@ class Node:
         return self.attrs.get(name, default)
 
 
+DONATED = "xpuc.donated_inputs"
+"""Metadata key: comma-separated graph inputs whose buffers the caller hands over, so an op
+that updates an input in place (``OpDef.in_place``: a KV cache's TensorScatter) writes into
+the caller's buffer instead of a copy (JAX's ``donate_argnums``)."""
+
+
 class Graph:
     """A model: values, ops and the opset they are written in."""
 
@@ -80,7 +86,7 @@ class Graph:
         self._uses: dict[str, list[tuple[str, int]]] = {}
         self._order: dict[str, int] = {}
         self._next_order = 0
-        self._next_name = 0
+        self._next_name: dict[str, int] = {}
         self._topo_cache: list[Node] | None = None
 
     # ----------------------------------------------------------------- queries
@@ -130,6 +136,10 @@ class Graph:
     def num_uses(self, value: str) -> int:
         return len(self._uses.get(value, ())) + self.outputs.count(value)
 
+    def donated_inputs(self) -> set[str]:
+        """The inputs the caller hands over to be updated in place (``DONATED``)."""
+        return {n for n in self.metadata.get(DONATED, "").split(",") if n in self.inputs}
+
     def type_of(self, value: str) -> TensorType:
         return self.values[value].type
 
@@ -147,10 +157,13 @@ class Graph:
 
     # --------------------------------------------------------------- building
     def fresh_name(self, hint: str) -> str:
-        """A value or node name not yet used in this graph."""
+        """A value or node name not yet used in this graph: ``hint`` and a number counted per
+        hint, so a name depends only on the names asked for with the same hint before it (the
+        same fused graph gets the same names whatever else its passes named)."""
         while True:
-            name = f"{hint}_{self._next_name}"
-            self._next_name += 1
+            number = self._next_name.get(hint, 0)
+            self._next_name[hint] = number + 1
+            name = f"{hint}_{number}"
             if name not in self.values and name not in self._nx:
                 return name
 

@@ -33,7 +33,7 @@ from . import cache, memory, model_cache
 from .executor import Executor, plan_buffers
 from .jit import compile_module
 
-OPTIONS = {"threads", "dump_llvm_dir", "cache", "tiling", "optimize", "precision"}
+OPTIONS = {"threads", "dump_llvm_dir", "cache", "tiling", "optimize", "precision", "host_numerics"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,12 @@ class Options:
     """A hardware target to emulate: each run then counts its cost on it (``last_cost``)."""
     precision: str | None = None
     """A number format (``ir.formats``) the model's products are quantized to before lowering."""
+    host_numerics: bool = False
+    """With a target: compute in the host's float32 (as onnxruntime does), not as the target's engines do."""
+
+    @property
+    def target_numerics(self) -> bool:
+        return self.target is not None and not self.host_numerics
 
 
 class CompiledModel:
@@ -127,7 +133,8 @@ class CompiledModel:
                 graph = optimize(graph) if self.options.optimize else graph
                 if self.options.precision:
                     graph = quantize(graph, self.options.precision)
-                lowered = lower(graph, self.options.tiling)
+                numerics = emulate.rounding_plan(graph, self.options.target) if self.options.target_numerics else None
+                lowered = lower(graph, self.options.tiling, numerics)
                 memory.refuse_huge_run(graph, plan_buffers(graph, lowered))
                 emulation = emulate.attach(graph, lowered, self.options.target) if self.options.target else None
                 library = compile_module(lowered.module, dump_llvm_dir=self.options.dump_llvm_dir,
@@ -179,15 +186,19 @@ def compile(model: str | os.PathLike | onnx.ModelProto | ir.Graph, target: str |
     """Compile a model for the host CPU.
 
     model: a path, an ``onnx.ModelProto`` or an ``ir.Graph``.
-    target: "cpu", or a hardware target (preset name, spec path, ``backends.Target``) whose cost
-        each run counts into ``last_cost`` while the host computes the outputs.
+    target: "cpu", or a hardware target (preset name, spec path, ``backends.Target``): the host
+        computes the outputs the way the target's engines do (each product's operands rounded to
+        the format its matrix engine multiplies in, ``backends.numerics``) and each run counts
+        its cost on the target into ``last_cost``.
     input_shapes: bind symbolic input dims now (otherwise each new feed shape compiles once).
     options: ``threads`` (default: all cores), ``dump_llvm_dir`` (write each kernel's IR),
         ``cache`` (default True: reuse whole compiled models (:mod:`model_cache`) and kernels'
         object code from ``$XPUC_CACHE_DIR``; ``XPUC_NO_CACHE=1`` also turns it off),
         ``tiling`` (a :class:`HostTiling`: the host code's loop tiling), ``optimize`` (default True: run ``ir.passes.optimize``),
         ``precision`` (a format name from ``ir.formats``: quantize the products with
-        ``ir.passes.quantize`` after optimizing; default: the model's own types).
+        ``ir.passes.quantize`` after optimizing; default: the model's own types),
+        ``host_numerics`` (default False: with a target, compute in the host's float32 instead,
+        as onnxruntime does; the cost counted is the same).
     """
     hardware = hardware_target(target)
     unknown = sorted(set(options) - OPTIONS)
@@ -204,10 +215,12 @@ def compile(model: str | os.PathLike | onnx.ModelProto | ir.Graph, target: str |
         optimize=bool(options.get("optimize", True)),
         target=hardware,
         precision=lookup_format(options["precision"]).name if options.get("precision") else None,
+        host_numerics=bool(options.get("host_numerics", False)),
     )
     key = None
     if opts.cache and not opts.dump_llvm_dir and not isinstance(model, ir.Graph):
-        key = model_cache.key(model, input_shapes, (opts.tiling, opts.optimize, opts.target, opts.precision))
+        key = model_cache.key(model, input_shapes, (opts.tiling, opts.optimize, opts.target, opts.precision,
+                                                    opts.target_numerics))
     cached = key and model_cache.load(key, target=hardware, threads=opts.threads,
                                       min_parallel_work=opts.tiling.parallel_min_work)
     if cached:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 
@@ -115,6 +116,13 @@ class Executor:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Feeds are already validated: C-contiguous, aligned, of the bound dtypes and shapes."""
+        return self.bind(feeds)()
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], list[np.ndarray]]:
+        """A run over buffers fixed now (the feed arrays, whose contents may change between
+        calls; an arena; the outputs, which each call overwrites), every kernel's arguments
+        resolved once: a loop calling one compiled step many times (a decode step) then pays
+        for the kernel calls only."""
         if self._mapped:
             self._promote()
         arena = np.empty(max(self.plan.peak_bytes, 1), dtype=np.uint8)
@@ -122,19 +130,24 @@ class Executor:
         outputs = {root: np.empty(self.graph.type_of(root).shape, self.graph.type_of(root).dtype.numpy)
                    for root in self._output_roots
                    if root not in feeds and root not in self.constants and root not in self.folded}
-        keep = [arena]
         addresses: dict[str, int] = {}
         for table in (feeds, self.constants, self.folded, outputs):
             for name, array in table.items():
                 addresses[name] = array.ctypes.data if array.size else arena.ctypes.data
         for name, offset in self.plan.offsets.items():
             addresses[name] = base + offset
-        for fn, spec in self.kernels:
-            if spec.once:
-                continue
-            args = (ctypes.c_void_p * max(len(spec.args), 1))(*[addresses[self.root(a)] for a in spec.args])
-            keep.append(args)
-            self._call(fn, args, spec.extent, spec.work)
+        calls = [(fn, (ctypes.c_void_p * max(len(spec.args), 1))(*[addresses[self.root(a)] for a in spec.args]),
+                  spec.extent, spec.work) for fn, spec in self.kernels if not spec.once]
+
+        def run() -> list[np.ndarray]:
+            for call in calls:
+                self._call(*call)
+            return self._results(feeds, outputs)
+
+        run.keep = (arena, calls)  # the buffers and argument arrays the calls point into
+        return run
+
+    def _results(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         results, seen = [], set()
         for name in self.graph.outputs:
             root = self.root(name)

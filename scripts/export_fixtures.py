@@ -30,7 +30,14 @@ mamba, bitnet) this script
    [2, 16] (rtol 1e-4, atol 1e-5) and, for every dimension claimed dynamic, on
    other shapes (e.g. [2, 8], [1, 5]).  A dynamic variant that fails these
    checks is rejected and the next fallback is tried;
-4. writes ``MANIFEST.json`` describing every fixture (inputs with symbolic dim
+4. exports every causal LM with attention a second time with a KV cache, as
+   transformers/optimum exporters write one (``cache/<family>_<exporter>.onnx``:
+   ``past_key_values.{i}.key/value`` inputs, ``present.{i}.key/value`` outputs; see
+   ``WithCache``), verified on every output at several (batch, seq, past);
+5. with ``--greedy`` (and nothing else), writes ``greedy_tokens.json``: the tokens
+   transformers' ``generate`` picks greedily for a fixed prompt, per decoder family, checked
+   against a no-cache torch loop and onnxruntime on the family's dynamo fixture;
+6. writes ``MANIFEST.json`` describing every fixture (inputs with symbolic dim
    names, outputs, opset, config, vocab size, #layers, max abs diff, ...) plus
    the failures, so that tests can generate valid inputs without torch.
 
@@ -47,6 +54,8 @@ Usage::
     python scripts/export_fixtures.py --only gpt2_legacy,bert
     python scripts/export_fixtures.py --out /tmp/fixtures --threads 2
     python scripts/export_fixtures.py --list
+    python scripts/export_fixtures.py --only cache        # the with-cache exports
+    python scripts/export_fixtures.py --greedy            # greedy_tokens.json only
 
 Requires the ``export`` extra (torch, transformers, onnxscript) plus onnx and
 onnxruntime.  With ``--only`` the existing MANIFEST.json is updated in place
@@ -577,6 +586,223 @@ def export_one(fam: Family, exporter: str, out_dir: Path, log) -> dict[str, Any]
                 hf_class=f"transformers.{fam.hf_class}", attempts=attempts)
 
 
+# ----------------------------------------------------------------------------- with a KV cache
+# Decoders are also exported the way transformers/optimum exporters write a decoder with a
+# cache: inputs input_ids [batch, seq] and past_key_values.{i}.key/value [batch, kv_heads,
+# past, head_dim]; outputs logits and present.{i}.key/value [batch, kv_heads, past + seq,
+# head_dim] (optimum also takes attention_mask and position_ids; here transformers derives
+# both from the cache length, all tokens valid). Files go to <out>/cache/<family>_<exporter>.onnx.
+
+CACHE_SUBDIR = "cache"
+CACHE_DIMS = {"batch": (1, 64), "seq": (1, P), "past": (1, P)}
+CACHE_TRACE = (2, 3, 5)  # (batch, seq, past) used for tracing
+CACHE_CHECKS = [CACHE_TRACE, (1, 1, 7), (2, 8, 16), (3, 5, 1)]
+CACHE_PROBE_PAST0 = (2, 6, 0)  # informational: an empty cache (prefill through the cache graph)
+
+
+class WithCache(torch.nn.Module):
+    """``(input_ids, k0, v0, k1, v1, ...) -> (logits, present k0, v0, ...)`` through a DynamicCache."""
+
+    def __init__(self, model: torch.nn.Module, layers: int):
+        super().__init__()
+        self.model, self.layers = model, layers
+        self.output = "logits"
+
+    def forward(self, input_ids: torch.Tensor, *past: torch.Tensor):
+        cache = transformers.DynamicCache(ddp_cache_data=list(zip(past[0::2], past[1::2])))
+        out = self.model(input_ids=input_ids, cache=cache, use_cache=True, return_dict=True)
+        present = [t for layer in out.cache.layers for t in (layer.keys, layer.values)]
+        return (out.logits, *present)
+
+
+def cache_names(layers: int) -> tuple[list[str], list[str]]:
+    past = [f"past_key_values.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
+    present = [f"present.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
+    return ["input_ids", *past], ["logits", *present]
+
+
+def cache_feeds(cfg, shape: tuple[int, int, int], salt: int) -> list[torch.Tensor]:
+    batch, seq, past = shape
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    g = torch.Generator().manual_seed(SEED + 7919 * salt + 131 * past + 31 * batch + seq)
+    kv = [torch.randn((batch, heads, past, head_dim), generator=g) for _ in range(2 * cfg.num_hidden_layers)]
+    return [make_ids(cfg.vocab_size, (batch, seq), salt), *kv]
+
+
+def export_cache_dynamo(wrapper, args, path: Path) -> None:
+    dims = {name: torch.export.Dim(name, min=lo, max=hi) for name, (lo, hi) in CACHE_DIMS.items()}
+    kv = {0: dims["batch"], 2: dims["past"]}
+    dynamic_shapes = ({0: dims["batch"], 1: dims["seq"]}, (kv,) * (len(args) - 1))  # *past: one nested tuple
+    inputs, outputs = cache_names(wrapper.layers)
+    prog = torch.onnx.export(wrapper, tuple(args), dynamo=True, input_names=inputs, output_names=outputs,
+                             dynamic_shapes=dynamic_shapes, external_data=False, optimize=True)
+    model = prog.model_proto
+    strip_metadata(model)
+    onnx.save(model, str(path), save_as_external_data=False)
+
+
+def export_cache_legacy(wrapper, args, path: Path) -> None:
+    _register_legacy_symbolics()
+    inputs, outputs = cache_names(wrapper.layers)
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}
+    axes.update({n: {0: "batch", 2: "past"} for n in inputs[1:]})
+    axes.update({n: {0: "batch", 2: "total"} for n in outputs[1:]})
+    torch.onnx.export(wrapper, tuple(args), str(path), dynamo=False, opset_version=LEGACY_OPSET,
+                      input_names=inputs, output_names=outputs, dynamic_axes=axes, do_constant_folding=True)
+    model = onnx.load(str(path))
+    strip_metadata(model)
+    onnx.save(model, str(path), save_as_external_data=False)
+
+
+def run_cache_check(sess, wrapper, cfg, shape, salt) -> float:
+    """Max |onnxruntime - torch| over every output at ``shape``; raises on a mismatch."""
+    args = cache_feeds(cfg, shape, salt)
+    with torch.no_grad():
+        ref = [t.detach().numpy() for t in wrapper(*args)]
+    names = [i.name for i in sess.get_inputs()]
+    got = sess.run(None, dict(zip(names, (a.numpy() for a in args))))
+    worst = 0.0
+    for g, r in zip(got, ref):
+        if g.shape != r.shape or not np.allclose(g, r, rtol=RTOL, atol=ATOL):
+            raise RuntimeError(f"shape {shape}: mismatch (onnx {g.shape} vs torch {r.shape})")
+        worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64)))) if g.size else 0.0)
+    return worst
+
+
+def export_cache_one(fam: Family, exporter: str, out_dir: Path, log) -> dict[str, Any]:
+    """One with-cache export, verified against torch at CACHE_CHECKS (batch, seq, past)."""
+    salt = list(FAMILIES).index(fam.name)
+    name = f"{fam.name}_{exporter}_cache"
+    path = out_dir / CACHE_SUBDIR / f"{fam.name}_{exporter}.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    attempts = []
+    for attn in ("sdpa", "eager"):
+        t0, stage = time.time(), "build"
+        try:
+            model, cfg = build_model(fam, attn)
+            wrapper = WithCache(model, cfg.num_hidden_layers).eval()
+            stage = "export"
+            sink = io.StringIO()
+            with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                warnings.simplefilter("ignore")
+                with torch.no_grad():
+                    (export_cache_dynamo if exporter == "dynamo" else export_cache_legacy)(
+                        wrapper, cache_feeds(cfg, CACHE_TRACE, salt), path)
+            stage = "verify"
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise RuntimeError(f"{path.name} is {size} bytes > {MAX_FILE_BYTES}")
+            onnx.checker.check_model(onnx.load(str(path)))
+            sess = ort_session(path)
+            diffs = {"x".join(map(str, s)): run_cache_check(sess, wrapper, cfg, s, salt) for s in CACHE_CHECKS}
+        except Exception as e:  # noqa: BLE001
+            attempts.append({"attn_implementation": attn, "stage": stage, "error": short_err(e)})
+            log(f"    {name} attn={attn}: FAILED at {stage}: {short_err(e, 200)}")
+            continue
+        try:
+            run_cache_check(sess, wrapper, cfg, CACHE_PROBE_PAST0, salt)
+            past0 = True
+        except Exception:  # noqa: BLE001
+            past0 = False
+        log(f"    {name} attn={attn}: ok in {time.time() - t0:.1f}s, max diff {max(diffs.values()):.2e}")
+        info = describe(path)
+        info["file"] = f"{CACHE_SUBDIR}/{path.name}"
+        return dict(
+            name=name, status="ok", family=fam.name, exporter=exporter, kv_cache=True,
+            exporter_call=("torch.onnx.export(dynamo=True, optimize=True, external_data=False, default opset), "
+                           "dynamic batch/seq/past" if exporter == "dynamo" else
+                           f"torch.onnx.export(dynamo=False, opset_version={LEGACY_OPSET}, do_constant_folding=True), "
+                           "dynamic_axes batch/seq/past"),
+            hf_class=f"transformers.{fam.hf_class}", hf_output="logits + present key/values",
+            wrapper="WithCache: DynamicCache(ddp_cache_data=past pairs) -> model(input_ids, cache=..., "
+                    "use_cache=True) -> (logits, every layer's keys and values)",
+            attn_implementation=attn, dynamic=True, dynamic_mode="batch+seq+past",
+            dim_ranges={k: list(v) for k, v in CACHE_DIMS.items()}, works_at_past_len_0=past0,
+            traced_shape=list(CACHE_TRACE), vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+            num_key_value_heads=getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads,
+            max_position_embeddings=cfg.max_position_embeddings, seed=SEED, init=INIT_DESCRIPTION,
+            config_overrides=fam.config, post_init=fam.post_init, notes=fam.notes,
+            verified_with="onnxruntime CPUExecutionProvider, graph optimizations disabled; every output",
+            verified_shapes=list(diffs), max_abs_diff=max(diffs.values()), max_abs_diff_by_shape=diffs,
+            tolerance={"rtol": RTOL, "atol": ATOL}, versions=versions(),
+            legacy_custom_symbolics=LEGACY_CUSTOM_SYMBOLICS if exporter == "legacy" else {},
+            fallback_attempts=attempts, **info)
+    return dict(name=name, status="failed", family=fam.name, exporter=exporter, kv_cache=True,
+                hf_class=f"transformers.{fam.hf_class}", attempts=attempts)
+
+
+def ort_session(path: Path) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 4
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+# ----------------------------------------------------------------------------- greedy tokens
+# What transformers generates greedily from fixed prompt ids, so tests can compare xpuc's
+# generation with transformers without torch: GREEDY_FILE in the output folder.
+
+GREEDY_FILE = "greedy_tokens.json"
+GREEDY_PROMPT = [5, 17, 101, 42, 230, 7]
+GREEDY_NEW_TOKENS = 26  # prompt + new tokens = 32 positions
+GREEDY_STATIC_TOTAL = PRIMARY_SHAPE[1]  # Mamba's export is unrolled for seq 16
+
+
+def greedy_entry(fam: Family, out_dir: Path) -> dict[str, Any]:
+    """transformers' generate (greedy, its own cache) checked against a no-cache torch loop and
+    onnxruntime recomputing the whole sequence of the family's dynamo fixture."""
+    model, cfg = build_model(fam, "sdpa" if fam.has_attention else None)
+    static = not fam.has_attention  # Mamba: static seq 16, the generated sequence right-padded to it
+    new_tokens = GREEDY_STATIC_TOTAL - len(GREEDY_PROMPT) if static else GREEDY_NEW_TOKENS
+    prompt = torch.tensor([GREEDY_PROMPT])
+    config = transformers.GenerationConfig(do_sample=False, max_new_tokens=new_tokens, min_new_tokens=0,
+                                           eos_token_id=None, pad_token_id=0, bos_token_id=None)
+    with torch.no_grad():
+        generated = model.generate(prompt, generation_config=config)[0, len(GREEDY_PROMPT):].tolist()
+        ids, margins = list(GREEDY_PROMPT), []
+        for _ in range(new_tokens):  # the same greedy loop without a cache
+            logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1]
+            top2 = torch.topk(logits, 2).values
+            margins.append(float(top2[0] - top2[1]))
+            ids.append(int(torch.argmax(logits)))
+    if ids[len(GREEDY_PROMPT):] != generated:
+        raise RuntimeError(f"{fam.name}: generate() and the no-cache loop disagree")
+    sess, ort_ids = ort_session(out_dir / f"{fam.name}_dynamo.onnx"), list(GREEDY_PROMPT)
+    for _ in range(new_tokens):
+        feed = np.array([ort_ids + [0] * (GREEDY_STATIC_TOTAL - len(ort_ids) if static else 0)], np.int64)
+        ort_ids.append(int(np.argmax(sess.run(None, {"input_ids": feed})[0][0, len(ort_ids) - 1])))
+    if ort_ids != ids:
+        raise RuntimeError(f"{fam.name}: onnxruntime on {fam.name}_dynamo.onnx generates {ort_ids}, torch {ids}")
+    return dict(prompt_ids=GREEDY_PROMPT, max_new_tokens=new_tokens, tokens=generated,
+                min_top2_margin=min(margins), static_seq=GREEDY_STATIC_TOTAL if static else None)
+
+
+def write_greedy(out_dir: Path, families: list[str], log) -> None:
+    path = out_dir / GREEDY_FILE
+    data = json.loads(path.read_text()) if path.exists() else {}
+    entries = data.get("families", {})
+    for name in families:
+        entries[name] = greedy_entry(FAMILIES[name], out_dir)
+        log(f"[greedy {name}] {entries[name]['tokens']} (min top-2 margin {entries[name]['min_top2_margin']:.3f})")
+    data = dict(
+        description="Greedy tokens transformers generates for the prompt ids, per fixture family: "
+                    "model.generate(do_sample=False, eos_token_id=None) on the model the fixtures were "
+                    "exported from (same seed and weights). The same tokens come from a no-cache torch loop "
+                    "and from onnxruntime recomputing the whole sequence with <family>_dynamo.onnx "
+                    "(checked when this file is written). min_top2_margin: the smallest gap between the "
+                    "best and second-best logit over the steps. static_seq: the export's fixed sequence "
+                    "length, the prompt right-padded to it (causal, so padding does not change the "
+                    "logits at earlier positions).",
+        generator="scripts/export_fixtures.py --greedy",
+        versions=versions(),
+        families=dict(sorted(entries.items())),
+    )
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    log(f"wrote {path}")
+
+
 def versions() -> dict[str, str]:
     import onnxscript  # noqa: PLC0415
 
@@ -591,17 +817,33 @@ def versions() -> dict[str, str]:
     )
 
 
-def select(only: str | None) -> list[tuple[str, str]]:
-    jobs = [(f, e) for f in FAMILIES for e in EXPORTERS]
+def cached(family: str) -> bool:
+    """Whether a family is also exported with a KV cache (the causal LMs with attention)."""
+    fam = FAMILIES[family]
+    return fam.has_attention and fam.output == "logits"
+
+
+def all_jobs() -> list[tuple[str, str, bool]]:
+    """(family, exporter, with cache) in manifest order."""
+    return [(f, e, c) for c in (False, True) for f in FAMILIES for e in EXPORTERS if cached(f) or not c]
+
+
+def job_name(family: str, exporter: str, cache: bool) -> str:
+    return f"{family}_{exporter}_cache" if cache else f"{family}_{exporter}"
+
+
+def select(only: str | None) -> list[tuple[str, str, bool]]:
+    jobs = all_jobs()
     if not only:
         return jobs
     wanted = {w.strip() for w in only.split(",") if w.strip()}
-    unknown = wanted - set(FAMILIES) - {f"{f}_{e}" for f, e in jobs} - set(EXPORTERS)
+    unknown = wanted - set(FAMILIES) - {job_name(*j) for j in jobs} - set(EXPORTERS) - {"cache"}
     if unknown:
         raise SystemExit(f"--only: unknown name(s) {sorted(unknown)}; "
-                         f"use a family {sorted(FAMILIES)}, an exporter {list(EXPORTERS)} "
-                         f"or <family>_<exporter>")
-    return [(f, e) for f, e in jobs if f in wanted or e in wanted or f"{f}_{e}" in wanted]
+                         f"use a family {sorted(FAMILIES)}, an exporter {list(EXPORTERS)}, 'cache' "
+                         f"or <family>_<exporter>[_cache]")
+    return [(f, e, c) for f, e, c in jobs
+            if f in wanted or e in wanted or job_name(f, e, c) in wanted or (c and "cache" in wanted)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -609,15 +851,19 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="tests/fixtures/models", help="output directory (default: %(default)s)")
     ap.add_argument("--only", default=None,
-                    help="comma-separated families (llama), exporters (dynamo) or fixtures (llama_legacy)")
+                    help="comma-separated families (llama), exporters (dynamo), 'cache' (every with-cache "
+                         "export) or fixtures (llama_legacy, llama_dynamo_cache)")
+    ap.add_argument("--greedy", action="store_true",
+                    help=f"only write {GREEDY_FILE} (no exports): transformers' greedy tokens for the selected "
+                         "decoder families, checked against their dynamo fixtures")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     ap.add_argument("--list", action="store_true", help="list fixtures and exit")
     args = ap.parse_args(argv)
 
     jobs = select(args.only)
     if args.list:
-        for f, e in jobs:
-            print(f"{f}_{e}\t{FAMILIES[f].hf_class}")
+        for f, e, c in jobs:
+            print(f"{job_name(f, e, c)}\t{FAMILIES[f].hf_class}")
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -628,21 +874,24 @@ def main(argv: list[str] | None = None) -> int:
     # "torchvision is not installed. Skipping torchvision::nms" etc. -- harmless noise.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    if args.greedy:
+        write_greedy(out_dir, [f for f in dict.fromkeys(f for f, _, _ in jobs) if FAMILIES[f].output == "logits"], log)
+        return 0
     manifest: dict[str, Any] = {}
     if args.only and manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
     fixtures = {e["name"]: e for e in manifest.get("fixtures", [])}
     failures = {e["name"]: e for e in manifest.get("failures", [])}
 
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-
-    for fam_name, exporter in jobs:
-        name = f"{fam_name}_{exporter}"
+    for fam_name, exporter, cache in jobs:
+        name = job_name(fam_name, exporter, cache)
         log(f"[{name}]")
         t0 = time.time()
         try:
-            entry = export_one(FAMILIES[fam_name], exporter, out_dir, log)
+            entry = (export_cache_one if cache else export_one)(FAMILIES[fam_name], exporter, out_dir, log)
         except Exception as e:  # noqa: BLE001 -- never abort the whole run
             traceback.print_exc()
             entry = dict(name=name, status="failed", family=fam_name, exporter=exporter,
@@ -658,16 +907,20 @@ def main(argv: list[str] | None = None) -> int:
             failures[name] = entry
             log(f"  -> FAILED: {entry['attempts'][-1]['error'][:300] if entry['attempts'] else '?'}")
 
-    order = {f"{f}_{e}": i for i, (f, e) in enumerate((f, e) for f in FAMILIES for e in EXPORTERS)}
+    order = {job_name(*j): i for i, j in enumerate(all_jobs())}
+    everything = len(jobs) == len(order)
     manifest = dict(
         schema_version=1,
         description="Tiny random-weight HF models exported to ONNX by scripts/export_fixtures.py. "
                     "Each fixture takes input_ids (int64 [batch, seq], values in [0, vocab_size)) and "
                     "returns one float32 tensor. Symbolic dims are named 'batch' and 'seq'; "
-                    "static dims are integers (see dynamic_mode / traced_shape).",
+                    "static dims are integers (see dynamic_mode / traced_shape). Entries with kv_cache "
+                    "(files under cache/) also take past_key_values.{i}.key/value [batch, kv_heads, past, "
+                    "head_dim] and return present.{i}.key/value [batch, kv_heads, past + seq, head_dim] "
+                    "after the logits; each records the library versions it was made with.",
         generator="scripts/export_fixtures.py",
         seed=SEED,
-        versions=versions(),
+        versions=versions() if everything or not manifest.get("versions") else manifest["versions"],
         tolerance={"rtol": RTOL, "atol": ATOL},
         fixtures=sorted(fixtures.values(), key=lambda e: order.get(e["name"], 1 << 30)),
         failures=sorted(failures.values(), key=lambda e: order.get(e["name"], 1 << 30)),

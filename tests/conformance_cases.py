@@ -29,8 +29,8 @@ OPS = frozenset("""
     Max MaxPool Mean Min Mul Neg Not Or Pow QuantizeLinear Range Reciprocal ReduceMax ReduceMean ReduceSum Relu
     Reshape RMSNormalization RotaryEmbedding Shape Sigmoid Sin Slice Softmax Softplus Split Sqrt Squeeze Sub Sum
     Tanh Transpose Trilu Unsqueeze Where""".split())
-EXTRA_OPS = frozenset({"GatherND", "ScatterND", "Size"})
-"""Ops real models leave behind (mask code of transformer exports, shape queries), tested too."""
+EXTRA_OPS = frozenset({"GatherND", "ScatterND", "Size", "TensorScatter"})
+"""Ops real models leave behind (mask code of transformer exports, shape queries, KV cache updates), tested too."""
 SUPPORTED_TYPES = frozenset(dtype.onnx for dtype in STORAGE)
 
 

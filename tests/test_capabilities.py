@@ -32,7 +32,7 @@ def test_targets_formats_lists_every_engine_of_every_preset(capsys):
     expected = {(name, engine) for name in backends.list_targets() for engine in backends.load_target(name).engines}
     assert set(rows) == expected
     assert rows[("h100-sxm", "tensor")]["bf16"] == "989.4"  # 132 SMs x 1.83 GHz x 4096 FLOP/clk
-    assert rows[("h100-sxm", "tensor")]["f32"] == "-"
+    assert rows[("h100-sxm", "tensor")]["f32"] == "->tf32"  # float32 products on TF32 tensor cores by default
     assert rows[("tpu-v4", "mxu")]["f32"] == "->bf16"  # XLA's default: f32 products run as bf16
 
 

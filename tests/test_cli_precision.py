@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -39,9 +40,19 @@ def test_accuracy_needs_a_precision(capsys):
     assert "give --precision" in capsys.readouterr().err
 
 
-def test_schedule_takes_the_quantized_graph(capsys):
-    assert main(["schedule", str(LLAMA), *SHAPE, "-t", "tpu-v4", "--precision", "bf16", "--limit", "0"]) == 0
-    assert re.search(r"^\S+\s+Cast\s", capsys.readouterr().out, re.MULTILINE)
+def test_schedule_costs_the_format_without_rewriting_the_graph(capsys, tmp_path):
+    """--precision on schedule is the cost policy: no Cast is added, the header and the JSON say
+    what every op computed in and why."""
+    plan = tmp_path / "plan.json"
+    assert main(["schedule", str(LLAMA), *SHAPE, "-t", "tpu-v4", "--precision", "bf16", "--limit", "0",
+                 "--json", str(plan)]) == 0
+    out = capsys.readouterr().out
+    assert not re.search(r"^\S+\s+Cast\s", out, re.MULTILINE)
+    assert "precision bf16: weights bf16, activations bf16, KV cache bf16" in out
+    assert re.search(r"^\s+\d+ ops on mxu\s+bf16\s+precision bf16: bf16$", out, re.MULTILINE)
+    data = json.loads(plan.read_text())
+    assert data["precision"]["policy"] == "bf16"
+    assert all(op["format_reason"] for op in data["ops"])
 
 
 @pytest.mark.parametrize("command", ["import", "run", "schedule"])

@@ -3,6 +3,7 @@ generation emits, and what the cost model treats as free is exactly what emits n
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -49,6 +50,19 @@ def test_gpu_schedule_launches_the_kernels_code_generation_emits(path):
     assert schedule.kernels == len(emitted) > 0
     assert sorted(scheduled_kernels(schedule), key=sorted) == sorted(emitted, key=sorted)
     assert schedule.latency_s >= schedule.kernels * target.launch_overhead_s  # one stream, one launch each
+
+
+@pytest.mark.parametrize("path", FIXTURES[:3], ids=lambda p: p.stem)
+def test_a_cuda_graph_pays_one_launch_instead_of_one_per_kernel(path):
+    """One GPU runs its kernels one after another on its stream, so the latency is the sum of
+    the records: on a stream each kernel adds its 4 us launch, as one CUDA Graph only the
+    first does: the two differ by (kernels - 1) x 4 us exactly."""
+    graph, target = optimized(path), backends.load_target("h100-sxm")
+    stream = backends.schedule(graph, target)
+    graph_launch = backends.schedule(graph, dataclasses.replace(target, launch="graph"))
+    assert stream.kernels == graph_launch.kernels > 1 and stream.chips == 1
+    assert stream.latency_s - graph_launch.latency_s == pytest.approx((stream.kernels - 1) * 4e-6, rel=1e-9)
+    assert graph_launch.ops[0].duration_s >= target.graph_launch_overhead_s == 4e-6
 
 
 @pytest.mark.parametrize("path", FIXTURES + CNNS, ids=lambda p: str(p).rsplit("/", 1)[-1])

@@ -1,11 +1,10 @@
 """The low-precision dot kernels (``backends.codegen.lowp``) bit for bit against a numpy
-emulation of the instructions, on the host (vdpbf16ps / vpdpbusd where it has them) and on
-the AVX2 and baseline paths (exact emulation): bf16 x bf16 -> fp32 via
-``HostTiling.dot_format = "bf16"``, u8 x s8 -> int32 via MatMulInteger."""
+emulation of the instructions: bf16 x bf16 -> fp32 (vdpbf16ps) via a product compiled for a
+target whose matrix engine multiplies bf16 (tpu-v5e), where the CPU has it, and float32
+multiply-adds of bf16-rounded operands on the AVX2 and baseline paths; u8 x s8 -> int32 via
+MatMulInteger on every path (vpdpbusd, or its exact emulation)."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import ml_dtypes
 import numpy as np
@@ -13,12 +12,19 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import runtime
-from backends.codegen import host_tiling, lower
+from backends.codegen import Rounding, host_tiling, lower
+from backends.codegen.rounding import round_array
 from conftest import CPU_PATHS, matmul_model, ort_session
 from frontends import onnx as onnx_frontend
 
 RNG = np.random.default_rng(11)
 FLT_MIN = np.float32(2.0 ** -126)
+
+
+def rounded_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The product of the operands rounded to bf16, in float64: what float32 multiply-adds of
+    rounded operands compute, up to float32 summation error."""
+    return round_array(a, "bf16").astype(np.float64) @ round_array(b, "bf16").astype(np.float64)
 
 
 def bf16_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -42,46 +48,57 @@ def bf16_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return acc
 
 
-def _bf16_tiling():
-    return dataclasses.replace(host_tiling(), dot_format="bf16")
+BF16_TARGET = "tpu-v5e"
+"""A preset whose MXU multiplies bf16 and accumulates in f32: float32 products compiled for it take the bf16 dot."""
 
 
 @pytest.mark.parametrize("cpu", CPU_PATHS, ids=list(CPU_PATHS))
 @pytest.mark.parametrize("constant", [False, True], ids=["b_input", "b_constant"])
 @pytest.mark.parametrize("m, k, n", [(40, 33, 50), (1, 64, 100), (5, 7, 3)])
 def test_bf16_products_match_the_instruction_bit_for_bit(m, k, n, constant, cpu, monkeypatch, tmp_path):
+    """Bit for bit the instruction where the CPU has it; elsewhere float32 multiply-adds of the
+    rounded operands, within float32 summation error of their exact product."""
     monkeypatch.setenv("XPUC_CPU", CPU_PATHS[cpu])
     monkeypatch.setenv("XPUC_CACHE_DIR", str(tmp_path))
     a = (RNG.standard_normal((m, k)) * 10.0 ** RNG.integers(-2, 3, (m, k))).astype(np.float32)
     b = RNG.standard_normal((k, n)).astype(np.float32)
     model = matmul_model(a.shape, b.shape, weight=b if constant else None)
     feeds = {"a": a} if constant else {"a": a, "b": b}
-    y = runtime.compile(model, tiling=_bf16_tiling()).run(feeds)[0]
-    np.testing.assert_array_equal(y.view(np.uint32), bf16_reference(a, b).view(np.uint32))
+    y = runtime.compile(model, BF16_TARGET).run(feeds)[0]
+    if host_tiling().bf16_dot:
+        np.testing.assert_array_equal(y.view(np.uint32), bf16_reference(a, b).view(np.uint32))
+    else:
+        magnitude = np.abs(round_array(a, "bf16")).astype(np.float64) @ np.abs(round_array(b, "bf16"))
+        assert (np.abs(y - rounded_reference(a, b)) <= k * 2.0 ** -24 * magnitude).all()
 
 
 @pytest.mark.parametrize("cpu", ["host", "avx2"])
-def test_bf16_denormals_flush_on_every_path(cpu, monkeypatch, tmp_path):
-    """Denormal bf16 operands read as zero and denormal sums flush to zero, natively and emulated."""
+def test_bf16_denormals_flush_only_on_the_instruction(cpu, monkeypatch, tmp_path):
+    """vdpbf16ps reads denormal bf16 operands as zero and flushes denormal sums; float32
+    multiply-adds of rounded operands keep both."""
     monkeypatch.setenv("XPUC_CPU", CPU_PATHS[cpu])
     monkeypatch.setenv("XPUC_CACHE_DIR", str(tmp_path))
     a = np.float32([[2.0 ** -130, 1.0, 2.0 ** -70, 3.0], [2.0 ** -60, -2.0 ** -60, 0.0, 0.0]])
     b = np.float32([[2.0 ** 120, 2.0 ** -66], [1.0, 2.0 ** -67], [2.0 ** -70, 7.0], [0.25, 9.0]])
-    y = runtime.compile(matmul_model(a.shape, b.shape), tiling=_bf16_tiling()).run({"a": a, "b": b})[0]
-    expected = bf16_reference(a, b)
-    # 2^-130 reads as 0 (else + 2^-10); the first sum, -2^-127, flushes to -0 (else the total is 2^-127)
-    assert expected[0, 0] == 1.75 and expected[1, 1] == 2.0 ** -126
+    y = runtime.compile(matmul_model(a.shape, b.shape), BF16_TARGET).run({"a": a, "b": b})[0]
+    if host_tiling().bf16_dot:
+        expected = bf16_reference(a, b)
+        # 2^-130 reads as 0 (else + 2^-10); the first sum, -2^-127, flushes to -0 (else the total is 2^-127)
+        assert expected[0, 0] == 1.75 and expected[1, 1] == 2.0 ** -126
+    else:
+        expected = rounded_reference(a, b).astype(np.float32)
+        assert expected[0, 0] == 1.75 + 2.0 ** -10 and expected[1, 1] == 2.0 ** -127
     np.testing.assert_array_equal(y.view(np.uint32), expected.view(np.uint32))
 
 
 @pytest.mark.parametrize("cpu, instruction", [("host", True), ("avx2", False)])
 def test_bf16_instruction_is_used_only_where_present(cpu, instruction, monkeypatch):
     monkeypatch.setenv("XPUC_CPU", CPU_PATHS[cpu])
-    tiling = _bf16_tiling()
     graph = onnx_frontend.load(matmul_model((8, 32), (32, 64), weight=RNG.standard_normal((32, 64)).astype(np.float32)))
-    declared = {f.name for f in lower(graph, tiling).module.functions if f.is_declaration}
+    numerics = {graph.nodes[0].name: Rounding(operands="bf16")}
+    declared = {f.name for f in lower(graph, numerics=numerics).module.functions if f.is_declaration}
     uses = any(name.startswith("llvm.x86.avx512bf16.dpbf16ps") for name in declared)
-    assert uses == (instruction and tiling.bf16_dot)
+    assert uses == (instruction and host_tiling().bf16_dot)
 
 
 def _matmul_integer(a_shape, weight: np.ndarray | None, b_shape, za=None, zb=None, a_type=TensorProto.UINT8,
@@ -150,7 +167,7 @@ def test_other_integer_layouts_take_the_exact_widened_kernel(a_type, b_type, con
     np.testing.assert_array_equal(y, ort_session(model).run(None, feeds)[0])
 
 
-def test_unknown_dot_format_is_refused():
+def test_a_rounding_host_code_lacks_is_refused():
     from backends.codegen import CodegenError
-    with pytest.raises(CodegenError, match="dot_format"):
-        dataclasses.replace(host_tiling(), dot_format="fp8")
+    with pytest.raises(CodegenError, match="cannot round to 'f8e4m3'"):
+        Rounding(operands="f8e4m3")

@@ -19,6 +19,7 @@ from backends.work import graph_work
 from ir.ops import Gemm
 from frontends import onnx as onnx_frontend
 from ir.dtypes import DType
+from ir.formats import engine_storage
 from ir.graph import Graph
 from ir.passes import optimize
 from ir.passes.shape_inference import infer_shapes
@@ -87,7 +88,7 @@ def _compulsory_bytes(graph, s, t) -> dict[str, float]:
         stored = DType.from_short(work.fmt).itemsize
         levels = [t.outer.name] if record.engine == "host" else list(need)
         for level in levels:
-            scale = 1 if level == t.outer.name else DType.from_short(record.format).itemsize / stored
+            scale = 1 if level == t.outer.name else engine_storage(record.format).itemsize / stored
             need[level] += work.weight_bytes * scale
     need[t.outer.name] += sum(graph.values[v].type.nbytes or 0 for v in graph.outputs
                               if graph.producer(v) is not None and graph.producer(v).name in scheduled)

@@ -102,6 +102,9 @@ BAD_SPECS = {
                        "interconnect.domain_chips must be a whole number of chips"),
     "reserve all memory": (lambda s: s["memory"][1].update(reserve_fraction={"value": 1, "source": "teaching"}),
                            "hbm.reserve_fraction must be in [0, 1)"),
+    "unknown launch": (lambda s: s.update(launch="eager"), "launch: unknown launch 'eager'; known: stream, graph"),
+    "os array preloading weights": (lambda s: s["engines"]["array"].update(
+        weight_load_cycles={"value": 128, "source": "teaching"}), "an output-stationary array preloads no operand"),
 }
 
 
@@ -187,7 +190,7 @@ ZERO_ALLOWED = {"latency_s", "energy_per_byte_j", "idle_w", "energy_per_mac_j", 
 @pytest.mark.parametrize("preset", ["systolic-generic", "gpu-generic", "groq-lpu", "h100-sxm"])
 def test_every_number_refuses_nan_infinity_negatives_and_zero_unless_a_cost(preset):
     numbers = [path for path, table in _numbers_with_paths(tomllib.loads((TARGETS_DIR / f"{preset}.toml").read_text()))
-               if not isinstance(table["value"], list)]
+               if not isinstance(table["value"], (list, str))]
     assert len(numbers) > 15
     for path in numbers:
         for bad in (float("nan"), float("inf"), -1.0, 0.0):

@@ -7,6 +7,7 @@ Every user error is an ``ir.XpucError``: printed as one line on stderr with exit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -64,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--json", metavar="FILE", help="write the schedule as JSON (schema: backends/report.py)")
     sched.add_argument("--trace", metavar="FILE", help="write a Chrome trace (open in ui.perfetto.dev)")
     sched.add_argument("--limit", type=int, default=40, help="show at most this many op rows (0: all)")
-    _precision_argument(sched, "quantize the graph's products to this format before scheduling")
+    _precision_argument(sched, "cost every target in this format (native: the graph's types, as each vendor "
+                               "runs them); the graph is not rewritten (docs/schedules.md)")
+    _launch_argument(sched)
     _deployment_arguments(sched)
     comp = commands.add_parser("compare", help="one model on several targets: cost, efficiency, porting cost, "
                                                "accuracy and a performance-portability score (docs/portability.md)")
@@ -72,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     which = comp.add_mutually_exclusive_group(required=True)
     which.add_argument("-t", "--targets", help="comma-separated presets or .toml paths, e.g. h100-sxm,tpu-v5e,groq-lpu")
     which.add_argument("--all", action="store_true", help="every bundled preset")
-    _precision_argument(comp, "quantize the graph's products to this format on every target")
+    _precision_argument(comp, "cost every target in this format (the precision policy of `xpuc schedule`)")
     comp.add_argument("--latency-target", type=float, metavar="MS",
                       help="mark targets whose pass takes longer than this many milliseconds")
     comp.add_argument("--seed", type=int, default=0, help="seed of the inputs the accuracy runs share (default 0)")
@@ -94,12 +97,36 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=DIMS",
                      help="bind an input's shape, e.g. input_ids=1x128 (repeatable)")
     run.add_argument("-t", "--target", default="cpu",
-                     help="cpu (default), or a hardware preset / .toml spec whose cost the run emulates")
+                     help="cpu (default), or a hardware preset / .toml spec: the run computes as its engines do "
+                          "(docs/formats.md) and emulates its cost")
+    run.add_argument("--host-numerics", action="store_true",
+                     help="with -t: compute in the host's float32, as onnxruntime does, not in the target's formats")
     run.add_argument("-o", "--output-dir", metavar="OUTDIR", help="save each output as OUTDIR/<name>.npy")
     _precision_argument(run, "run the model's products in this format (docs/formats.md)")
     run.add_argument("--accuracy", action="store_true",
-                     help="with --precision: also run in float32 on the same inputs and print the error of each output")
-    for sub in (imp, targets, sched, comp, models, run):
+                     help="with --precision or -t: also run in float32 on the same inputs and print the error of "
+                          "each output")
+    gen = commands.add_parser("generate", help="generate tokens greedily with a KV cache on this CPU")
+    gen.add_argument("model", nargs="?", default=str(DEFAULT_MODEL), help=MODEL_HELP.split(". ")[0])
+    gen.add_argument("--prompt-ids", required=True, metavar="IDS", help="comma-separated token ids, e.g. 1,2,3")
+    gen.add_argument("--max-new-tokens", type=int, default=16, metavar="N", help="tokens to generate (default 16)")
+    gen.add_argument("--max-len", type=int, metavar="N",
+                     help="positions the KV cache holds (default: prompt + new tokens)")
+    gen.add_argument("-t", "--target", help="a hardware preset / .toml spec: also report its emulated TTFT "
+                                            "and time per token")
+    gen.add_argument("--no-cache", action="store_true", help="recompute the whole sequence for every token")
+    gen.add_argument("--seed", type=int, default=0, help="seed for a config's random weights (default 0)")
+    gen.add_argument("--json", metavar="FILE", help="write the tokens and timings as JSON")
+    sweep = commands.add_parser("sweep", help="evaluate a design-space sweep on Dask: Parquet rows, Pareto fronts "
+                                              "(docs/sweeps.md)")
+    sweep.add_argument("spec", help="sweep spec .toml (axes, variants, report)")
+    sweep.add_argument("-o", "--output", help="Parquet results folder (default: the spec's name + .parquet)")
+    sweep.add_argument("--html", metavar="FILE", help="write the report (Pareto chart, best point per target)")
+    sweep.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, tcp://HOST:PORT "
+                                                              "(default: a local cluster)")
+    sweep.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core)")
+    sweep.add_argument("--resume", action="store_true", help="continue into the output, skipping points it holds")
+    for sub in (imp, targets, sched, comp, models, run, gen, sweep):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
@@ -120,6 +147,13 @@ def _deployment_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chips", type=int, metavar="N", help="chips in the deployment (tp x pp)")
     group.add_argument("--tp", type=int, metavar="N", help="tensor-parallel degree: chips that split each op")
     group.add_argument("--pp", type=int, metavar="N", help="pipeline-parallel degree: stages of consecutive ops")
+
+
+def _launch_argument(parser: argparse.ArgumentParser) -> None:
+    from backends.target import LAUNCHES
+
+    parser.add_argument("--launch", choices=list(LAUNCHES), help="how the host starts kernels (default: the "
+                        "target's): " + "; ".join(f"{k}: {v}" for k, v in LAUNCHES.items()))
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -237,12 +271,11 @@ def _cmd_schedule(args) -> int:
     from backends import report
 
     target = backends.load_target(args.target)
+    if args.launch:
+        target = dataclasses.replace(target, launch=args.launch)
     graph = _optimize(_load(args))
-    if args.precision:
-        from ir.passes import quantize
-
-        graph = quantize(graph, args.precision)
-    schedule = backends.schedule(graph, target, chips=args.chips, tp=args.tp, pp=args.pp)
+    schedule = backends.schedule(graph, target, precision=args.precision or "native",
+                                 chips=args.chips, tp=args.tp, pp=args.pp)
     print(report.format_table(schedule, limit=args.limit or None))
     if args.json:
         Path(args.json).write_text(report.to_json(schedule))
@@ -258,10 +291,6 @@ def _cmd_compare(args) -> int:
     names = backends.list_targets() if args.all else [n for n in args.targets.split(",") if n]
     targets = [backends.load_target(n) for n in names]
     graph = _optimize(_load(args))
-    if args.precision:
-        from ir.passes import quantize
-
-        graph = quantize(graph, args.precision)
     accuracy, missing = None, ""
     if any(v.weightless for v in graph.values.values()):
         missing = "n/a: the model has no weights to run"
@@ -307,12 +336,15 @@ def _cmd_run(args) -> int:
     from ir.errors import XpucError
     from runtime import feeds as io
 
-    if args.accuracy and not args.precision:
-        raise XpucError("--accuracy compares a --precision run with the float32 one: give --precision")
+    numerics = f"on {args.target}" if args.target != "cpu" and not args.host_numerics else ""
+    if args.accuracy and not (args.precision or numerics):
+        raise XpucError("--accuracy compares a run in another format with the float32 one: give --precision, "
+                        "or -t without --host-numerics")
     model = args.model
     if _is_config(model):  # a config has no weights: run it with seeded random ones
         model = hf.load(model, weights="random", seed=args.seed, input_shapes=_input_shapes(args))
-    compiled = runtime.compile(model, args.target, input_shapes=_input_shapes(args), precision=args.precision)
+    compiled = runtime.compile(model, args.target, input_shapes=_input_shapes(args), precision=args.precision,
+                               host_numerics=args.host_numerics)
     feeds = io.load_feeds(dict(args.input))
     if args.random:
         feeds = io.random_feeds(compiled, feeds, seed=args.seed)
@@ -324,7 +356,8 @@ def _cmd_run(args) -> int:
 
         reference = runtime.compile(model, input_shapes=_input_shapes(args)).run(feeds)
         for name, accuracy in compare_outputs(compiled.output_names, outputs, reference).items():
-            print(f"{name} in {args.precision} against float32: {accuracy}")
+            how = " ".join(part for part in (f"in {args.precision}" if args.precision else "", numerics) if part)
+            print(f"{name} {how} against float32: {accuracy}")
     if compiled.last_cost is not None:
         cost = compiled.last_cost
         print(f"emulated on {cost.target} ({cost.family}): latency {cost.latency_s * 1e3:.4f} ms, "
@@ -335,8 +368,62 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    import runtime
+    from runtime.llm import GenerationError
+
+    try:
+        prompt = [int(t) for t in args.prompt_ids.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise GenerationError(f"--prompt-ids takes comma-separated integers, got {args.prompt_ids!r}") from None
+    _is_config(args.model)  # an unknown name is an error before anything compiles
+    max_len = args.max_len or len(prompt) + args.max_new_tokens
+    llm = runtime.compile_llm(args.model, max_len=max_len, target=args.target, kv_cache=not args.no_cache,
+                              seed=args.seed)
+    result = llm.generate(prompt, args.max_new_tokens)
+    how = (f"KV cache of {max_len} positions ({llm.cache.nbytes:,} bytes)" if llm.mode == "kv-cache"
+           else f"no KV cache: each token recomputes {max_len} positions")
+    print(f"model {Path(args.model).name}: {how}")
+    print(f"prompt ({len(prompt)}): {' '.join(map(str, prompt))}")
+    print(f"generated ({len(result.tokens)}): {' '.join(map(str, result.tokens))}")
+    per_token = f", then {result.host_tpot_s * 1e3:.3f} ms per token" if result.host_tpot_s is not None else ""
+    print(f"this CPU: first token {result.host_ttft_s * 1e3:.3f} ms{per_token}")
+    if result.ttft_s is not None:
+        per_token = f", then {result.tpot_s * 1e6:.2f} us per token" if result.tpot_s is not None else ""
+        print(f"emulated on {result.target}: time to first token {result.ttft_s * 1e6:.2f} us{per_token}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "model": args.model, "mode": llm.mode, "max_len": max_len, "prompt_ids": prompt,
+            "tokens": result.tokens, "host": {"ttft_s": result.host_ttft_s, "tpot_s": result.host_tpot_s},
+            "target": result.target, "ttft_s": result.ttft_s, "tpot_s": result.tpot_s, "step_s": result.step_s},
+            indent=2) + "\n")
+    return 0
+
+
+SWEEP_PACKAGES = ("dask", "distributed", "pyarrow", "tqdm")
+
+
+def _cmd_sweep(args) -> int:
+    from ir.errors import XpucError
+
+    try:
+        from xpuc import sweep
+        from xpuc.sweep.html import page
+        from xpuc.sweep.tables import format_report
+    except ModuleNotFoundError as exc:
+        if exc.name.split(".")[0] not in SWEEP_PACKAGES:
+            raise
+        raise XpucError(f"xpuc sweep needs {exc.name}: pip install 'xpuc[sweep]'") from None
+    output = args.output or Path(args.spec).with_suffix(".parquet").name
+    result = sweep.run(args.spec, output, scheduler=args.scheduler, workers=args.workers, resume=args.resume)
+    print(format_report(result))
+    if args.html:
+        Path(args.html).write_text(page(result))
+    return 0
+
+
 COMMANDS = {"import": _cmd_import, "targets": _cmd_targets, "schedule": _cmd_schedule, "compare": _cmd_compare,
-            "models": _cmd_models, "run": _cmd_run}
+            "models": _cmd_models, "run": _cmd_run, "generate": _cmd_generate, "sweep": _cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ from . import (attention, composite, conv, elementwise, integer, matmul, moe, mo
                quantize_linear, reduce, scan)
 from .emit import CodegenError
 from .lower import KernelSpec, Lowered, lower, value_inputs
+from .rounding import ROUNDINGS, Rounding
 from .tiling import HostTiling, host_tiling
 
-__all__ = ["lower", "Lowered", "KernelSpec", "HostTiling", "host_tiling", "CodegenError", "value_inputs"]
+__all__ = ["lower", "Lowered", "KernelSpec", "HostTiling", "host_tiling", "CodegenError", "value_inputs", "Rounding",
+           "ROUNDINGS"]

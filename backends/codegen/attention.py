@@ -11,6 +11,8 @@ The arithmetic follows the ONNX reference (and the MatMul/Softmax/MatMul graphs 
 emit, as onnxruntime runs them) so results agree to the last bits where possible: Q and K
 are each scaled by sqrt(scale), dot products and the value sum are sequential fused
 multiply-adds, and the probabilities are normalized (times 1/sum) before weighting values.
+An op rounding its operands (a target's matrix engine) rounds the scaled Q and K elements,
+the probabilities and V as the two products read them; the softmax stays float32.
 """
 
 from __future__ import annotations
@@ -89,15 +91,19 @@ def attention(ctx, node):
         bi, h, s = k.delinearize(row, [ctx.shape(node.inputs[0])[0], q.heads, q.seq])
         hk = b.udiv(h, k.i64(group))
         qk_at = lambda t: [bi, h, s, t]  # noqa: E731
-        allowed = _visible(ctx, node, bi, s, q.seq, past_len, nonpad)
+        valid = _valid_length(ctx, nonpad, bi, total)
+        allowed = _visible(ctx, node, s, q.seq, past_len, valid)
+        # keys past an external cache's valid length are masked: not visited (a cache buffer
+        # holds whatever its unused positions held), unless the scores are an output
+        keys = valid if valid is not None and not qk_out else total
         top = k.alloca(real, 1)
         b.store(neg_inf, top)
-        with k.loop(0, total, name="t") as t:
+        with k.loop(0, total if qk_out else keys, name="t") as t:
             dot = k.alloca(real, 1)
             b.store(zero, dot)
             with k.loop(0, q.dim, name="d") as d:
-                qd = b.fmul(q.read(bi, h, s, d), root_scale)
-                kd = b.fmul(read_k(bi, hk, t, d), root_scale)
+                qd = ctx.multiplied(node, b.fmul(q.read(bi, h, s, d), root_scale))
+                kd = ctx.multiplied(node, b.fmul(read_k(bi, hk, t, d), root_scale))
                 b.store(k.intrinsic("llvm.fmuladd", [qd, kd, b.load(dot)]), dot)
             score = b.load(dot)
             if softcap:
@@ -113,17 +119,18 @@ def attention(ctx, node):
             b.store(k.intrinsic("llvm.maximum", [b.load(top), score]), top)
         masked = b.fcmp_ordered("==", b.load(top), neg_inf)
         safe_top = b.select(masked, zero, b.load(top))
-        denom = exp_and_sum(k, scores, total, safe_top)
+        denom = exp_and_sum(k, scores, keys, safe_top)
         inv = b.fdiv(fconst(zero, 1), b.select(b.fcmp_ordered("==", denom, zero), fconst(zero, 1), denom))
         with k.loop(0, dv, name="z") as d:
             b.store(zero, b.gep(acc, [d]))
-        with k.loop(0, total, name="t") as t:
-            p = b.fmul(b.load(b.gep(scores, [t])), inv)
+        with k.loop(0, keys, name="t") as t:
+            p = ctx.multiplied(node, b.fmul(b.load(b.gep(scores, [t])), inv))
             if qk_out and qk_mode == 3:
                 ctx.write(qk_out, qk_at(t), p)
             with k.loop(0, dv, name="v") as d:
                 slot = b.gep(acc, [d])
-                b.store(k.intrinsic("llvm.fmuladd", [p, read_v(bi, hk, t, d), b.load(slot)]), slot)
+                vd = ctx.multiplied(node, read_v(bi, hk, t, d))
+                b.store(k.intrinsic("llvm.fmuladd", [p, vd, b.load(slot)]), slot)
         with k.loop(0, dv, name="o") as d:
             ctx.write(out, y.index(bi, h, s, d), b.load(b.gep(acc, [d])))
         _write_present(ctx, node, read_k, read_v, bi, h, s, group, total, k_new.dim, dv)
@@ -148,13 +155,22 @@ def _input(node, i: int) -> str | None:
     return node.inputs[i] if len(node.inputs) > i and node.inputs[i] else None
 
 
-def _visible(ctx, node, bi, s, q_seq: int, past_len: int, nonpad: str | None):
+def _valid_length(ctx, nonpad: str | None, bi, total: int):
+    """An external cache's valid length for batch row ``bi``, clamped to [0, total] (None without one)."""
+    if nonpad is None:
+        return None
+    b, k = ctx.b, ctx.k
+    valid = as_index(ctx, ctx.read(nonpad, [bi]))
+    valid = b.select(b.icmp_signed("<", valid, k.i64(0)), k.i64(0), valid)
+    return b.select(b.icmp_signed(">", valid, k.i64(total)), k.i64(total), valid)
+
+
+def _visible(ctx, node, s, q_seq: int, past_len: int, valid):
     """``allowed(t)``: whether query row ``s`` may see key ``t`` under the causal frontier, the
     sliding window and the external cache's valid length, all measured from the query's
     absolute position ``s + offset`` (offset: the past length, or ``nonpad_kv_seqlen - q_seq``)."""
     b, k = ctx.b, ctx.k
     a = node.attrs
-    valid = as_index(ctx, ctx.read(nonpad, [bi])) if nonpad is not None else None
     offset = k.i64(past_len) if valid is None or past_len else b.sub(valid, k.i64(q_seq))
     position = b.add(s, offset)
     causal, left, right = a.get("is_causal", 0), a.get("left_window_size", -1), a.get("right_window_size", -1)

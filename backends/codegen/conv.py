@@ -4,7 +4,8 @@ One parallel iteration is one output row (n, oc, oh). A scratch row of accumulat
 at the bias; for every (ic, kh, kw) whose input row exists, the columns whose input column
 lies inside the image (a range computed once per kw, so no per-element bounds test) get
 ``w * x`` added, a unit-stride loop LLVM vectorizes. The row then goes through the
-epilogue (Relu, Add ...) to memory.
+epilogue (Relu, Add ...) to memory. An op rounding its operands (a target's numerics) rounds
+each weight where it is read and each input element in the inner loop.
 """
 
 from __future__ import annotations
@@ -73,13 +74,13 @@ def conv(ctx, node):
             ih = b.sub(b.add(b.mul(oh, k.i64(sh)), b.mul(kh, k.i64(dh))), k.i64(ph))
             with b.if_then(b.icmp_unsigned("<", ih, k.i64(xs[2]))):
                 with k.loop(0, kw_n, name="kw") as kw:
-                    weight = ctx.read(w, at([oc, ic, kh, kw]))
+                    weight = ctx.multiplied(node, ctx.read(w, at([oc, ic, kh, kw])))
                     tap = b.mul(kw, k.i64(dw))
                     lo, hi = _range_for(ctx, tap, sw, pw, xs[3], ys[3])
                     with k.loop(lo, hi, name="ow") as ow:
                         iw = b.sub(b.add(b.mul(ow, k.i64(sw)), tap), k.i64(pw))
                         slot = b.gep(row_acc, [ow])
-                        xv = ctx.read(x, at([n, b.add(ic0, ic), ih, iw]))
+                        xv = ctx.multiplied(node, ctx.read(x, at([n, b.add(ic0, ic), ih, iw])))
                         b.store(b.fadd(b.load(slot), b.fmul(weight, xv)), slot)
         with k.loop(0, ys[3], name="out") as ow:
             ctx.write(out, at([n, oc, oh, ow]), b.load(b.gep(row_acc, [ow])))

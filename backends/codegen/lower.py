@@ -9,13 +9,17 @@ kernels); here each kernel is written:
   root before the store;
 - views (Reshape ...) share their input's buffer; shape-only ops become constants;
 - folded kernels (every input known before the model runs) are marked ``once``: the
-  executor runs them when it is built, never per inference.
+  executor runs them when it is built, never per inference;
+- an op given a :class:`~.rounding.Rounding` (code compiled for a target's numerics) rounds
+  its results as it makes them (inlined, root and epilogue alike), and a product rounds its
+  operands as its rule reads them.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 from llvmlite import ir as ll
@@ -26,7 +30,8 @@ from ir.graph import Graph, Node
 from ir.ops import Pattern
 
 from . import rules
-from .emit import STORAGE, Buffer, CodegenError, Kernel, row_extent
+from .emit import F32, STORAGE, Buffer, CodegenError, Kernel, row_extent
+from .rounding import NONE, Rounding, round_value
 from .tiling import HostTiling, host_tiling
 
 
@@ -103,8 +108,24 @@ class Context:
             return self._overrides[name]
         producer = self.lowering.inlined.get(name)
         if producer is not None:
-            return rules.POINTWISE[rules.key(producer.op_type, producer.domain)](self, producer, idx)
+            return self.result(producer, rules.POINTWISE[rules.key(producer.op_type, producer.domain)](
+                self, producer, idx))
         return self.k.load(self.buffer(name), idx)
+
+    # ------------------------------------------------------------- numerics
+    def rounding(self, node: Node) -> Rounding:
+        return self.lowering.numerics.get(node.name, NONE)
+
+    def multiplied(self, node: Node, value: ll.Value) -> ll.Value:
+        """A product's operand element as the op's engine multiplies it (rounded to its format)."""
+        fmt = self.rounding(node).operands
+        return round_value(self.k, value, fmt) if fmt else value
+
+    def result(self, node: Node, value: ll.Value) -> ll.Value:
+        """A value the op computed, as its engine holds it: a float rounded to its compute
+        format (an op's integer outputs, such as TopK's indices, stay as they are)."""
+        fmt = self.rounding(node).results
+        return round_value(self.k, value, fmt) if fmt and value.type == F32 else value
 
     def read_bcast(self, name: str, out_idx: list[ll.Value]) -> ll.Value:
         """Read with numpy broadcasting against an output index."""
@@ -115,10 +136,12 @@ class Context:
 
     def write(self, name: str, idx: list[ll.Value], value: ll.Value) -> None:
         """Store a result; output 0 of the root first passes through the epilogue ops."""
+        if name in self.group.root.outputs:
+            value = self.result(self.group.root, value)
         if self.group.epilogue and name == self.group.root.outputs[0]:
             for node in self.group.epilogue:
                 self._overrides[name] = value
-                value = rules.POINTWISE[rules.key(node.op_type, node.domain)](self, node, idx)
+                value = self.result(node, rules.POINTWISE[rules.key(node.op_type, node.domain)](self, node, idx))
                 del self._overrides[name]
                 name = node.outputs[0]
         self.k.store(self.buffer(name), idx, value)
@@ -129,8 +152,9 @@ class Context:
 
 
 class Lowering:
-    def __init__(self, graph: Graph, tiling: HostTiling):
+    def __init__(self, graph: Graph, tiling: HostTiling, numerics: Mapping[str, Rounding] | None = None):
         self.graph, self.tiling = graph, tiling
+        self.numerics = dict(numerics or {})
         self.constants: dict[str, np.ndarray] = {}
         self.grouping = group_kernels(graph)
         self.inlined: dict[str, Node] = {p.outputs[0]: p for g in [*self.grouping.folded, *self.grouping.kernels]
@@ -164,10 +188,16 @@ class Lowering:
                 raise CodegenError(f"constant {name!r} has no data (the model was loaded with weights=False)")
 
     def _buffers(self) -> None:
-        """Views share their input's buffer; outputs decided by shapes become constants."""
+        """Views share their input's buffer, as does an in-place op's output a donated input's;
+        outputs decided by shapes become constants."""
+        donated = self.graph.donated_inputs()
         for node in self.graph.nodes:
             if _view(node):
                 self.aliases[node.outputs[0]] = node.inputs[0]
+            in_place = ops.lookup(node.op_type, node.domain).in_place
+            buffer = node.inputs[in_place[0]] if in_place else ""
+            if buffer in donated and self.graph.num_uses(buffer) == 1:
+                self.aliases[node.outputs[0]] = buffer
             rule = rules.STATIC.get(rules.key(node.op_type, node.domain))
             if rule is not None:
                 self.constants.update((name, data) for name, data in zip(node.outputs, rule(self.graph, node))
@@ -236,6 +266,7 @@ def value_inputs(graph: Graph) -> list[str]:
     return [name for name in graph.inputs if name in seen]
 
 
-def lower(graph: Graph, tiling: HostTiling | None = None) -> Lowered:
-    """Lower a graph with static shapes into one LLVM module (see the module docstring)."""
-    return Lowering(graph, tiling or host_tiling()).lower()
+def lower(graph: Graph, tiling: HostTiling | None = None, numerics: Mapping[str, Rounding] | None = None) -> Lowered:
+    """Lower a graph with static shapes into one LLVM module (see the module docstring);
+    ``numerics`` maps op names to how they round (default: the host's float32 throughout)."""
+    return Lowering(graph, tiling or host_tiling(), numerics).lower()

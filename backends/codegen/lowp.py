@@ -2,19 +2,23 @@
 portability work calls when a target computes in those formats.
 
 A *group* of operand elements shares one 32-bit lane: 2 bf16 (``vdpbf16ps``, AVX512_BF16)
-or 4 int8 (``vpdpbusd``, AVX512-VNNI / AVX-VNNI). Where the CPU has the instruction
-(``HostTiling.bf16_dot`` / ``int8_dot``) it is called as an LLVM intrinsic; elsewhere the
-same arithmetic is emulated exactly in plain IR, so every host computes identical bits:
+or 4 int8 (``vpdpbusd``, AVX512-VNNI / AVX-VNNI), called as LLVM intrinsics where the CPU
+has them (``HostTiling.bf16_dot`` / ``int8_dot``):
 
 - bf16: per lane ``acc = ftz(ftz(acc + a1 * b1) + a0 * b0)`` in fp32 (the odd element
   first, as measured on the instruction), bf16 inputs that are denormal read as zero and
   denormal sums flush to zero. A bf16 product is exact in fp32, so only the two adds round.
-- int8: ``acc + sum(u8(a_i) * s8(b_i))``, wrapping in int32 (no saturation).
+  A float MatMul / Gemm / FusedMatMul whose op rounds its operands to bf16 (code compiled
+  for a target whose matrix engine multiplies bf16: ``backends.codegen.rounding``) takes it.
+  A CPU without the instruction runs such products as float32 multiply-adds of operands
+  rounded to bf16 (:mod:`matmul`): the same bf16 x bf16 -> fp32 arithmetic up to the order
+  of the sum and denormals, at float32 speed, where emulating the instruction bit for bit
+  in plain IR took about 5x (GPT-2 small on the AVX2 path).
+- int8: ``acc + sum(u8(a_i) * s8(b_i))``, wrapping in int32 (no saturation), emulated
+  exactly in plain IR where the CPU lacks vpdpbusd. ONNX MatMulInteger with uint8 A and a
+  constant int8 B takes it (:mod:`integer`).
 
-Kernel option: ``HostTiling.dot_format = "bf16"`` makes every float MatMul / Gemm /
-FusedMatMul round both operands to bf16 (nearest even) and accumulate this way; ONNX
-MatMulInteger with uint8 A and a constant int8 B takes the int8 dot (:mod:`matmul`).
-``tests/test_lowp.py`` checks both paths bit for bit against a numpy emulation.
+``tests/test_lowp.py`` checks both bit for bit against a numpy emulation.
 """
 
 from __future__ import annotations
@@ -27,8 +31,6 @@ from llvmlite import ir as ll
 from ir.dtypes import DType
 
 from .emit import F32, I8, I32
-
-FLT_MIN = 2.0 ** -126
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,6 @@ class DotFormat:
 
 BF16 = DotFormat("bf16", 2, DType.BFLOAT16, F32)
 INT8 = DotFormat("int8", 4, DType.INT8, I32)
-FLOAT_DOTS = {"fp32": None, "bf16": BF16}
-"""``HostTiling.dot_format`` values: how float products multiply and accumulate."""
 
 _INTRINSICS = {
     "bf16": ("llvm.x86.avx512bf16.dpbf16ps", {4: 128, 8: 256, 16: 512}),
@@ -79,26 +79,8 @@ def dot(k, fmt: DotFormat, acc: ll.Value, a: ll.Value, b_words: ll.Value, native
         fn = k.module.globals.get(symbol) or ll.Function(
             k.module, ll.FunctionType(acc.type, [acc.type, a.type, b_words.type]), symbol)
         return k.b.call(fn, [acc, a, b_words])
-    return _emulate_bf16(k, acc, a, b_words) if fmt is BF16 else _emulate_int8(k, acc, a, b_words)
-
-
-def _emulate_bf16(k, acc, a, b_words):
-    b = k.b
-    ints = a.type
-    floats = acc.type
-
-    def half(word, high: bool):
-        bits = b.and_(word, ll.Constant(ints, 0xFFFF0000)) if high else b.shl(word, ll.Constant(ints, 16))
-        zero_exponent = b.icmp_unsigned("==", b.and_(bits, ll.Constant(ints, 0x7F800000)), ll.Constant(ints, 0))
-        return b.bitcast(b.select(zero_exponent, b.and_(bits, ll.Constant(ints, 0x80000000)), bits), floats)
-
-    def flush(x):
-        tiny = b.fcmp_ordered("<", k.intrinsic("llvm.fabs", [x]), ll.Constant(floats, FLT_MIN))
-        return b.select(tiny, k.intrinsic("llvm.copysign", [ll.Constant(floats, 0.0), x]), x)
-
-    for high in (True, False):
-        acc = flush(b.fadd(acc, b.fmul(half(a, high), half(b_words, high))))
-    return acc
+    assert fmt is INT8, "a CPU without vdpbf16ps takes no bf16 dot (matmul rounds operands instead)"
+    return _emulate_int8(k, acc, a, b_words)
 
 
 def _emulate_int8(k, acc, a, b_words):

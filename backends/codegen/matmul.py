@@ -19,10 +19,14 @@ costs: it is *streamed* in place, ``STREAM_UNROLL`` rows at a time, one column s
 core so each row run is as long as it can be, the strip's output rows accumulating in an
 L1-sized scratch.
 
-With ``tiling.dot_format = "bf16"`` float products take the bf16 pair dot of :mod:`lowp`
-(operands rounded to bf16, fp32 accumulation; a stored weight is then decoded at compile time),
-and MatMulInteger with uint8 A and a constant int8 B (:mod:`integer`) its u8 x s8 quad dot:
-the panels then hold each group of K in one 32-bit lane.
+A product whose op rounds its operands (:mod:`rounding`: code compiled for a target's
+numerics) to bf16 takes the bf16 pair dot of :mod:`lowp` (vdpbf16ps where the CPU has it,
+fp32 accumulation), and MatMulInteger with uint8 A and a constant int8 B (:mod:`integer`) its
+u8 x s8 quad dot: the panels then hold each group of K in one 32-bit lane. Rounded to f16 or
+TF32, it keeps the float32 multiply-adds on rounded operands. Either way a constant B is
+rounded once, when it is packed (a stored weight is then decoded at compile time), a runtime
+B as its panel is packed (vector rows) or streamed, and a tiled task's rows of A once, into a
+block on its stack that its tiles then broadcast from.
 
 Other dtypes take a scalar dot-product loop. Each result goes through ``alpha``/``beta``/bias/
 activation and the fused epilogue before its store.
@@ -43,6 +47,7 @@ from . import lowp
 from .elementwise import FLOAT_UNARY
 from .emit import F32, I32, STORAGE, Buffer, CodegenError, compute_type, is_float
 from .quantized import Panels, pack, stored_weight
+from .rounding import round_array, round_value
 from .rules import anchor
 
 VECTOR_DTYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
@@ -54,6 +59,8 @@ once per this many FMAs, and the reads keep this many runs in flight."""
 TASKS_PER_CORE = 8
 """Parallel tasks a tiled product is cut into per core, where it has that many panels: the
 executor hands them out in turn, so threads finish together even on a shared machine."""
+MAX_A_BLOCK_BYTES = 1 << 20
+"""Largest block of rounded A rows a task packs on its stack; a deep product takes fewer rows per task."""
 
 
 @dataclass
@@ -85,10 +92,18 @@ class Product:
     """A low-precision dot product (panels then hold a group of K per 32-bit lane), or fp32 FMAs."""
     stored: Panels | None = None
     """B's codes, when B is a weight stored in a narrow format: decoded a panel at a time."""
+    rounding: str = ""
+    """The format float32 multiply-adds round both operands to first (f16, TF32, bf16 without the bf16
+    dot instruction); B's panels then hold float32, and a tiled task packs its rows of A rounded."""
 
     @property
     def group(self) -> int:
         return self.dot.group if self.dot else 1
+
+    @property
+    def packs_a(self) -> bool:
+        """Each task rounds its rows of A once, into a block on its stack (while ``mr`` rows fit one)."""
+        return bool(self.rounding) and self.kind == "tiles" and self.mr * self.k * 4 <= MAX_A_BLOCK_BYTES
 
 
 def _matrix(ctx, name: str, buf: Buffer, batch_shape, transpose: bool, vector_role: str) -> Operand:
@@ -105,6 +120,7 @@ def _matrix(ctx, name: str, buf: Buffer, batch_shape, transpose: bool, vector_ro
 def _product(ctx, node, trans_a: bool, trans_b: bool, dot: lowp.DotFormat | None = None) -> Product:
     """How to compute ``node``'s product; ``dot`` forces a low-precision dot (tiles only)."""
     s = ctx.tiling
+    rounding = ctx.rounding(node).operands
     a_name, b_name = node.inputs[:2]
     a_shape, b_shape = ctx.shape(a_name), ctx.shape(b_name)
     a2 = (1,) + a_shape if len(a_shape) == 1 else a_shape
@@ -114,8 +130,8 @@ def _product(ctx, node, trans_a: bool, trans_b: bool, dot: lowp.DotFormat | None
     n = b2[-2] if trans_b else b2[-1]
     a = _matrix(ctx, a_name, ctx.buffer(a_name), batch, trans_a, "row")
     vectorized = ctx.dtype(a_name) in VECTOR_DTYPES and n >= s.vector_width
-    if dot is None and ctx.dtype(a_name) in VECTOR_DTYPES:
-        dot = lowp.FLOAT_DOTS[s.dot_format]
+    if dot is None and rounding == "bf16" and ctx.dtype(a_name) in VECTOR_DTYPES and lowp.native(lowp.BF16, s):
+        dot, rounding = lowp.BF16, ""
     nv = min(s.nr_vectors, 1 << max(0, (-(-n // s.vector_width) - 1).bit_length()))  # no wider than N needs
     mr = s.mr
     data = ctx.const(b_name)
@@ -129,7 +145,7 @@ def _product(ctx, node, trans_a: bool, trans_b: bool, dot: lowp.DotFormat | None
     # A packed B is read from its panels only: no kernel argument (-1), so nothing passes or keeps it.
     panels_only = _matrix(ctx, b_name, Buffer.contiguous(-1, ctx.dtype(b_name), b_shape), batch, trans_b, "col")
     if weight is not None:
-        narrow = constant and not dot and k * nr * 4 <= MAX_PANEL_BYTES
+        narrow = constant and not dot and not rounding and k * nr * 4 <= MAX_PANEL_BYTES
         stored = pack(ctx, weight, b_name, nr) if narrow else None
         if stored is not None:
             return Product(batch, m, n, k, a, panels_only, "tiles", mr, nv, stored=stored)
@@ -137,8 +153,8 @@ def _product(ctx, node, trans_a: bool, trans_b: bool, dot: lowp.DotFormat | None
     if constant:
         rows = data.T if trans_b else data
         packed = ctx.add_constant(lowp.pack_panels(rows, nr, dot), f"{b_name}_{dot.name}") if dot \
-            else _pack(ctx, rows, b_name, nr)
-        return Product(batch, m, n, k, a, panels_only, "tiles", mr, nv, packed, dot)
+            else _pack(ctx, round_array(rows, rounding) if rounding else rows, b_name, nr)
+        return Product(batch, m, n, k, a, panels_only, "tiles", mr, nv, packed, dot, rounding=rounding)
     b_buf = ctx.buffer(b_name) if weight is None else ctx.add_constant(data, f"{b_name}_decoded")
     b = _matrix(ctx, b_name, b_buf, batch, trans_b, "col")
     if dot:
@@ -147,11 +163,11 @@ def _product(ctx, node, trans_a: bool, trans_b: bool, dot: lowp.DotFormat | None
         return Product(batch, m, n, k, a, b, "tiles", mr, nv, dot=dot)
     if vectorized and m <= s.stream_rows and b.col == 1:
         kind = "stream"
-    elif vectorized and k * nv * s.vector_width * ctx.dtype(b_name).itemsize <= MAX_PANEL_BYTES:
+    elif vectorized and k * nv * s.vector_width * (4 if rounding else ctx.dtype(b_name).itemsize) <= MAX_PANEL_BYTES:
         kind = "tiles"
     else:
         kind = "scalar"
-    return Product(batch, m, n, k, a, b, kind, mr, nv)
+    return Product(batch, m, n, k, a, b, kind, mr, nv, rounding=rounding)
 
 
 def _pack(ctx, data: np.ndarray, name: str, nr: int) -> Buffer:
@@ -187,9 +203,10 @@ def _blocks(s, p: Product) -> tuple[int, int]:
     if p.kind == "scalar":
         return s.mc, p.n
     nr = p.nr_vectors * s.vector_width
-    mc = p.m
+    most = max(p.mr, MAX_A_BLOCK_BYTES // (4 * p.k) // p.mr * p.mr) if p.packs_a else p.m
+    mc = min(p.m, most)
     if p.packed is not None:  # row blocks of equal height, so no task is a sliver
-        mc = _round_up(-(-p.m // -(-p.m // s.mc)), p.mr)
+        mc = _round_up(-(-p.m // -(-p.m // min(s.mc, most))), p.mr)
     per_core = -(-TASKS_PER_CORE // -(-p.m // mc))  # what the row blocks leave to the columns
     return mc, max(nr, min(s.nc // nr * nr, _round_up(_columns_per_task(s, p.n, p.batch, per_core), nr)))
 
@@ -208,8 +225,9 @@ def emit_product(ctx, node, p: Product, post) -> int:
         return idx[len(idx) - out_rank:]
 
     nr = p.nr_vectors * s.vector_width
-    b_storage = F32 if p.stored else STORAGE[p.dot.operand if p.dot else ctx.dtype(node.inputs[1])]
+    b_storage = F32 if p.stored or p.rounding else STORAGE[p.dot.operand if p.dot else ctx.dtype(node.inputs[1])]
     scratch = k.alloca(b_storage, _depth(p) * nr) if p.kind == "tiles" and p.packed is None else None
+    a_block = k.alloca(F32, mc * p.k) if p.packs_a else None
     with k.loop(k.begin, k.end, name="task") as task:
         *bidx, mb, nb = k.delinearize(task, grid)
         i0, j0 = b.mul(mb, k.i64(mc)), b.mul(nb, k.i64(nc))
@@ -220,7 +238,10 @@ def emit_product(ctx, node, p: Product, post) -> int:
                                           post(v, out_index(bidx, i, j)))
         if p.kind == "tiles":
             tail = (p.m - (grid[-2] - 1) * mc) % p.mr  # rows past the last full tile, in the last row block
-            _panels(ctx, p, scratch, (i0, i1), (j0, j1), tail, a_off, b_off, dtype, write)
+            if a_block is not None:
+                _pack_rows(ctx, p, a_block, (i0, i1), a_off, dtype)
+            a = (a_block, i0) if a_block is not None else a_off
+            _panels(ctx, p, scratch, (i0, i1), (j0, j1), tail, a, b_off, dtype, write)
         elif p.kind == "stream":
             _stream(ctx, p, nc, (j0, j1), a_off, b_off, dtype, write)
         else:
@@ -229,9 +250,10 @@ def emit_product(ctx, node, p: Product, post) -> int:
     return math.prod(grid)
 
 
-def _panels(ctx, p: Product, scratch, rows, columns, tail: int, a_off, b_off, dtype, write):
+def _panels(ctx, p: Product, scratch, rows, columns, tail: int, a, b_off, dtype, write):
     """Rows x columns of the output, one nr-column panel of B at a time: full mr-row tiles, then
-    one ``tail``-row tile (only the last row block has one: ``mc`` is a multiple of ``mr``)."""
+    one ``tail``-row tile (only the last row block has one: ``mc`` is a multiple of ``mr``);
+    ``a``: A's batch offset, or (block, first row) of the task's packed rows."""
     k, b, s = ctx.k, ctx.b, ctx.tiling
     (i0, i1), (j0, j1) = rows, columns
     nr = p.nr_vectors * s.vector_width
@@ -248,7 +270,7 @@ def _panels(ctx, p: Product, scratch, rows, columns, tail: int, a_off, b_off, dt
             if not mr:
                 continue
             with k.loop(lo, hi, mr, name=f"tile{mr}") as i:
-                _tile(ctx, p, (panel, nr * p.group, nr), a_off, i, jp, cols, mr, dtype, write)
+                _tile(ctx, p, (panel, nr * p.group, nr), a, i, jp, cols, mr, dtype, write)
 
 
 def _depth(p: Product) -> int:
@@ -262,20 +284,42 @@ def _end(k, start, size: int, limit: int):
     return k.b.select(k.b.icmp_signed("<", end, k.i64(limit)), end, k.i64(limit))
 
 
+def _pack_rows(ctx, p: Product, block, rows, a_off, dtype) -> None:
+    """A's rows [i0, i1) rounded to the product's format into ``block``, K floats apart: each
+    element is rounded once per task rather than once per panel it meets (vector rows where
+    A's rows are contiguous)."""
+    k, b, vw = ctx.k, ctx.b, ctx.tiling.vector_width
+    (i0, i1), src = rows, k.base(p.a.buf)
+    whole = p.k // vw * vw if p.a.col == 1 else 0
+    vector = ll.VectorType(src.type.pointee, vw).as_pointer()
+    with k.loop(i0, i1, name="ar") as i:
+        row = b.mul(b.sub(i, i0), k.i64(p.k))
+        if whole:
+            with k.loop(0, whole, vw, name="av") as kk:
+                value = k.widen(b.load(b.bitcast(b.gep(src, [_elem(k, p.a, a_off, i, kk)]), vector), align=1), dtype)
+                b.store(_rounded(k, p, value), b.bitcast(b.gep(block, [b.add(row, kk)]), value.type.as_pointer()),
+                        align=4)
+        with k.loop(whole, p.k, name="as") as kk:
+            value = k.widen(b.load(b.gep(src, [_elem(k, p.a, a_off, i, kk)])), dtype)
+            b.store(_rounded(k, p, value), b.gep(block, [b.add(row, kk)]))
+
+
 def _pack_panel(ctx, p: Product, scratch, b_off, j0, nr: int):
     """Copy B[:, j0:j0+nr] (zeros past N) into ``scratch`` as a K x nr panel: vector rows when
     B's rows are contiguous and the panel is whole, element by element otherwise (rounded to
-    the dot format's operand and interleaved by groups of K, for a low-precision dot)."""
+    the dot format's operand and interleaved by groups of K, for a low-precision dot; rounded
+    float32 for a rounding product, in vector rows only from a float32 B)."""
     k, b = ctx.k, ctx.b
     src = k.base(p.b.buf)
-    whole = b.icmp_signed("<=", b.add(j0, k.i64(nr)), k.i64(p.n)) if p.b.col == 1 and not p.dot \
-        else ll.Constant(ll.IntType(1), 0)
     g, dtype = p.group, p.b.buf.dtype
+    by_rows = p.b.col == 1 and not p.dot and (not p.rounding or dtype is DType.FLOAT32)
+    whole = b.icmp_signed("<=", b.add(j0, k.i64(nr)), k.i64(p.n)) if by_rows else ll.Constant(ll.IntType(1), 0)
     with b.if_else(whole) as (rows, elements):
         with rows:
             row_type = ll.VectorType(src.type.pointee, nr).as_pointer()
             with k.loop(0, p.k, name="pr") as kk:
                 row = b.load(b.bitcast(b.gep(src, [_elem(k, p.b, b_off, kk, j0)]), row_type), align=1)
+                row = round_value(k, row, p.rounding) if p.rounding else row
                 b.store(row, b.bitcast(b.gep(scratch, [b.mul(kk, k.i64(nr))]), row_type), align=1)
         with elements:
             with k.loop(0, _depth(p), name="pk") as kk, k.loop(0, nr, name="pc") as c:
@@ -285,6 +329,8 @@ def _pack_panel(ctx, p: Product, scratch, b_off, j0, nr: int):
                 value = b.load(b.gep(src, [at]))
                 if p.dot:
                     value = k.narrow(k.widen(value, dtype), p.dot.operand)
+                elif p.rounding:
+                    value = round_value(k, k.widen(value, dtype), p.rounding)
                 value = b.select(inside, value, ll.Constant(value.type, 0))
                 slot = b.add(b.mul(b.add(b.mul(b.udiv(kk, k.i64(g)), k.i64(nr)), c), k.i64(g)), b.urem(kk, k.i64(g)))
                 b.store(value, b.gep(scratch, [slot]))
@@ -311,11 +357,16 @@ def _dot(ctx, p: Product, a_off, b_off, i, j, dtype):
     b.store(k.const(t, 0), acc_ptr)
     pa, pb = k.base(p.a.buf), k.base(p.b.buf)
     with k.loop(0, p.k, name="dk") as kk:
-        x = k.widen(b.load(b.gep(pa, [_elem(k, p.a, a_off, i, kk)])), dtype)
-        y = k.widen(b.load(b.gep(pb, [_elem(k, p.b, b_off, kk, j)])), p.b.buf.dtype)
+        x = _rounded(k, p, k.widen(b.load(b.gep(pa, [_elem(k, p.a, a_off, i, kk)])), dtype))
+        y = _rounded(k, p, k.widen(b.load(b.gep(pb, [_elem(k, p.b, b_off, kk, j)])), p.b.buf.dtype))
         prod = b.fmul(x, y) if is_float(t) else b.mul(x, y)
         b.store(b.fadd(b.load(acc_ptr), prod) if is_float(t) else b.add(b.load(acc_ptr), prod), acc_ptr)
     return b.load(acc_ptr)
+
+
+def _rounded(k, p: Product, value):
+    """An operand value (float32, scalar or vector) as the product multiplies it."""
+    return round_value(k, value, p.rounding) if p.rounding else value
 
 
 def _splat(b, value, vec):
@@ -323,22 +374,27 @@ def _splat(b, value, vec):
                             ll.Constant(vec, ll.Undefined), ll.Constant(ll.VectorType(I32, vec.count), None))
 
 
-def _a_element(ctx, p: Product, a_off, i, kk, dtype):
-    """A[i, kk] in compute type, or for a low-precision dot its operand bits (bf16 rounded, or the
-    raw byte), zero past K (the padding of the last group)."""
+def _a_element(ctx, p: Product, a, i, kk, dtype):
+    """A[i, kk] in compute type (from the task's packed rows, rounded, when ``a`` is (block,
+    first row)), or for a low-precision dot its operand bits (bf16 rounded, or the raw byte),
+    zero past K (the padding of the last group)."""
     k, b = ctx.k, ctx.b
+    if isinstance(a, tuple):
+        block, first = a
+        return b.load(b.gep(block, [b.add(b.mul(b.sub(i, first), k.i64(p.k)), kk)]))
+    a_off = a
     if not p.dot:
-        return k.widen(b.load(b.gep(k.base(p.a.buf), [_elem(k, p.a, a_off, i, kk)])), dtype)
+        return _rounded(k, p, k.widen(b.load(b.gep(k.base(p.a.buf), [_elem(k, p.a, a_off, i, kk)])), dtype))
     inside = b.icmp_signed("<", kk, k.i64(p.k))
     raw = b.load(b.gep(k.base(p.a.buf), [_elem(k, p.a, a_off, i, b.select(inside, kk, k.i64(0)))]))
     value = k.narrow(k.widen(raw, dtype), p.dot.operand) if p.dot is lowp.BF16 else raw
     return b.select(inside, value, ll.Constant(value.type, 0))
 
 
-def _tile(ctx, p: Product, panel, a_off, i0, j0, cols, mr, dtype, write):
+def _tile(ctx, p: Product, panel, a, i0, j0, cols, mr, dtype, write):
     """One ``mr``-row tile at (i0, j0) from ``panel`` = (pointer, row stride, width): K rows
     (groups of K rows, for a low-precision dot) of ``width`` columns of B; ``cols`` of them
-    are real."""
+    are real. ``a`` as :func:`_a_element` takes it."""
     k, b, s = ctx.k, ctx.b, ctx.tiling
     pointer, stride, width = panel
     vw, nv, g = s.vector_width, width // s.vector_width, p.group
@@ -352,14 +408,14 @@ def _tile(ctx, p: Product, panel, a_off, i0, j0, cols, mr, dtype, write):
         row_b = b.mul(kk, k.i64(stride))
         bv = [b.load(b.bitcast(b.gep(pointer, [b.add(row_b, k.i64(v * vw * g))]), storage_vec.as_pointer()), align=2)
               for v in range(nv)]
-        bv = bv if p.dot or p.stored else [k.widen(v, dtype) for v in bv]  # words, or decoded float32
+        bv = bv if p.dot or p.stored or p.rounding else [k.widen(v, dtype) for v in bv]  # words, or float32
         for r in range(mr):
             if p.dot:
-                group = [_a_element(ctx, p, a_off, b.add(i0, k.i64(r)), b.add(b.mul(kk, k.i64(g)), k.i64(u)), dtype)
+                group = [_a_element(ctx, p, a, b.add(i0, k.i64(r)), b.add(b.mul(kk, k.i64(g)), k.i64(u)), dtype)
                          for u in range(g)]
                 splat = _splat(b, lowp.pack_group(k, p.dot, group), words)
             else:
-                splat = _splat(b, _a_element(ctx, p, a_off, b.add(i0, k.i64(r)), kk, dtype), vec)
+                splat = _splat(b, _a_element(ctx, p, a, b.add(i0, k.i64(r)), kk, dtype), vec)
             for v in range(nv):
                 slot = b.gep(accs, [k.i64(r * nv + v)])
                 acc = b.load(slot)
@@ -391,12 +447,12 @@ def _stream(ctx, p: Product, width: int, columns, a_off, b_off, dtype, write):
             continue
         with k.loop(lo, hi, unroll, name=f"sk{unroll}") as kk:
             ks = [b.add(kk, k.i64(u)) for u in range(unroll)]
-            splats = [[_splat(b, k.widen(b.load(b.gep(pa, [_elem(k, p.a, a_off, k.i64(r), x)])), dtype), vec)
-                       for x in ks] for r in range(p.m)]
+            splats = [[_splat(b, _rounded(k, p, k.widen(b.load(b.gep(pa, [_elem(k, p.a, a_off, k.i64(r), x)])),
+                                                          dtype)), vec) for x in ks] for r in range(p.m)]
             with k.loop(0, vectors, name="sv") as v:
                 j = b.add(j0, b.mul(v, k.i64(vw)))
-                rows = [k.widen(b.load(b.bitcast(b.gep(pb, [_elem(k, p.b, b_off, x, j)]), storage_vec), align=1),
-                                dtype) for x in ks]
+                rows = [_rounded(k, p, k.widen(b.load(b.bitcast(b.gep(pb, [_elem(k, p.b, b_off, x, j)]), storage_vec),
+                                                         align=1), dtype)) for x in ks]
                 for r in range(p.m):
                     slot = b.gep(accs, [b.add(k.i64(r * per_row), v)])
                     acc = b.load(slot)

@@ -5,7 +5,8 @@ a top-k by repeated selection (strictly greater wins, so the lower expert index 
 ties, as TopK), optional renormalization, then for each chosen expert the fused gate/up
 product (hidden loop outside, a contiguous row of ``2I`` accumulators inside), the gated
 activation, the down product (a row of H), and that row times the expert's weight added
-into the token's result.
+into the token's result. An op rounding its operands (a target's numerics) rounds both
+operands of the router, gate/up and down products as they are read.
 """
 
 from __future__ import annotations
@@ -43,14 +44,15 @@ def mixture_of_experts(ctx, node):
     row, acc = k.alloca(real, hidden), k.alloca(real, hidden)
     with k.loop(k.begin, k.end, name="token") as token:
         lead_idx = k.delinearize(token, lead)
-        x = lambda h: ctx.read(x_name, lead_idx + [h])  # noqa: E731
+        x = lambda h: ctx.multiplied(node, ctx.read(x_name, lead_idx + [h]))  # noqa: E731
+        weight = lambda name, idx: ctx.multiplied(node, ctx.read(name, idx))  # noqa: E731
         # router logits, then softmax over the experts
         _zero(k, b, probs, experts, zero)
         with k.loop(0, hidden, name="rh") as h:
             xh = x(h)
             with k.loop(0, experts, name="re") as e:
                 slot = b.gep(probs, [e])
-                b.store(k.intrinsic("llvm.fma", [xh, ctx.read(router, [h, e]), b.load(slot)]), slot)
+                b.store(k.intrinsic("llvm.fma", [xh, weight(router, [h, e]), b.load(slot)]), slot)
         b.store(ll.Constant(real, -math.inf), cell)
         with k.loop(0, experts, name="mx") as e:
             b.store(k.intrinsic("llvm.maximum", [b.load(cell), b.load(b.gep(probs, [e]))]), cell)
@@ -77,17 +79,17 @@ def mixture_of_experts(ctx, node):
                 xh = x(h)
                 with k.loop(0, 2 * inter, name="gi") as i:
                     slot = b.gep(proj, [i])
-                    b.store(k.intrinsic("llvm.fma", [xh, ctx.read(gate_up, [e, h, i]), b.load(slot)]), slot)
+                    b.store(k.intrinsic("llvm.fma", [xh, weight(gate_up, [e, h, i]), b.load(slot)]), slot)
             with k.loop(0, inter, name="act") as i:
                 gate_slot = b.gep(proj, [i])
                 up = b.load(b.gep(proj, [b.add(i, k.i64(inter))]))
                 b.store(b.fmul(activation(ctx, act, b.load(gate_slot)), up), gate_slot)
             _zero(k, b, row, hidden, zero)
             with k.loop(0, inter, name="di") as i:
-                hi = b.load(b.gep(proj, [i]))
+                hi = ctx.multiplied(node, b.load(b.gep(proj, [i])))
                 with k.loop(0, hidden, name="dh") as h:
                     slot = b.gep(row, [h])
-                    b.store(k.intrinsic("llvm.fma", [hi, ctx.read(down, [e, i, h]), b.load(slot)]), slot)
+                    b.store(k.intrinsic("llvm.fma", [hi, weight(down, [e, i, h]), b.load(slot)]), slot)
             with k.loop(0, hidden, name="wh") as h:
                 slot = b.gep(acc, [h])
                 b.store(k.intrinsic("llvm.fma", [w, b.load(b.gep(row, [h])), b.load(slot)]), slot)

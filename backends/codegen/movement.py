@@ -284,6 +284,32 @@ def _nd_lookup(ctx, indices: str, prefix, data_shape, batch: int) -> list:
             for j in range(k)]
 
 
+@anchor("TensorScatter")
+def tensor_scatter(ctx, node):
+    """One parallel iteration per cache row (the dims before ``axis``): a copy of the row
+    unless the output shares the cache's buffer (``Lowered.aliases``: a cache updated in
+    place), then the update's positions written from the row's write index."""
+    k, b = ctx.k, ctx.b
+    cache, update = node.inputs[:2]
+    indices = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    out, shape = node.outputs[0], ctx.shape(cache)
+    a = _norm_axis(node.attrs.get("axis", -2), len(shape))
+    length, steps = shape[a], ctx.shape(update)[a]
+    circular = node.attrs.get("mode", "linear") == "circular"
+    with k.loop(k.begin, k.end, name="row") as row:
+        prefix = k.delinearize(row, shape[:a])
+        if ctx.lowering.aliases.get(out) != cache:
+            with k.nest(shape[a:], name="c") as rest:
+                ctx.write(out, prefix + rest, ctx.read(cache, prefix + rest))
+        start = as_index(ctx, ctx.read(indices, prefix[:1])) if indices else k.i64(0)
+        with k.loop(0, steps, name="s") as step:
+            at = b.add(start, step)
+            at = b.urem(at, k.i64(length)) if circular else clamp_index(ctx, at, length)
+            with k.nest(shape[a + 1:], name="u") as rest:
+                ctx.write(out, prefix + [at] + rest, ctx.read(update, prefix + [step] + rest))
+    return math.prod(shape[:a])
+
+
 @pointwise("GatherND")
 def gather_nd(ctx, node, idx):
     data, indices = node.inputs[:2]

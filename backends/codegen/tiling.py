@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from ir.dtypes import DType
 
 from . import cpu as cpus
-from .emit import CodegenError
-from .lowp import FLOAT_DOTS
 
 NR_VECTORS = (1, 2, 4)
 """Register block widths, in vectors: powers of two, so panels tile the widths layers have
@@ -45,8 +43,6 @@ class HostTiling:
     l1_bytes: one core's L1 data cache: a streaming product's accumulators fill half of it.
     bf16_dot, int8_dot: the CPU's bf16 pair (vdpbf16ps) and int8 quad (vpdpbusd) dot-product
         instructions may be used; without them :mod:`lowp` emulates them exactly.
-    dot_format: how float products multiply: "fp32" (FMA), or "bf16" (both operands rounded
-        to bf16, pairs accumulated in fp32 as vdpbf16ps does; see :mod:`lowp`).
     """
 
     vector_width: int = 8
@@ -63,11 +59,6 @@ class HostTiling:
     l1_bytes: int = 32 << 10
     bf16_dot: bool = False
     int8_dot: bool = False
-    dot_format: str = "fp32"
-
-    def __post_init__(self):
-        if self.dot_format not in FLOAT_DOTS:
-            raise CodegenError(f"dot_format must be one of {sorted(FLOAT_DOTS)}, got {self.dot_format!r}")
 
     @property
     def nr(self) -> int:

@@ -2,7 +2,8 @@
 
 This layer sits above both host code generation (``backends.codegen``, which knows nothing
 of targets) and the cost models (``backends.scheduler``, which know nothing of code):
-:func:`attach` adds counting kernels (:mod:`.counters`) to a lowered host module, and after
+:func:`rounding_plan` (:mod:`.numerics`) tells code generation how each op rounds on the
+target, :func:`attach` adds counting kernels (:mod:`.counters`) to a lowered host module, and after
 each run the counts go through the same scheduler the analytic prediction uses
 (``backends.schedule(graph, T, counts)``), so placement, overlap, energy and price are
 computed one way, and only what the data decides (zero weights skipped by a
@@ -24,8 +25,9 @@ from backends.target import Target
 from ir.graph import Graph
 
 from .counters import COUNTERS, Layout, attach as attach_counters
+from .numerics import TargetNumericsError, rounding_plan
 
-__all__ = ["Emulation", "attach", "COUNTERS", "Layout"]
+__all__ = ["Emulation", "attach", "COUNTERS", "Layout", "rounding_plan", "TargetNumericsError"]
 
 
 @dataclass

@@ -8,8 +8,8 @@ adds the tile count, the family's work, MACs and operand elements into the op's 
 one int64 array that every counting kernel receives as its first argument. On an engine
 with ``zero_skipping`` it first counts the nonzero weights of the tile's B block in memory
 as the model runs, so the counts follow the data; otherwise a tile's weights count as dense
-and no weight is read. The host's arithmetic is untouched: outputs are bit for bit those
-of a CPU compile, and the number format of the arithmetic stays the ``HostTiling``'s.
+and no weight is read. Counting never touches the arithmetic: how the products compute (in
+the target's formats, :mod:`.numerics`, or the host's float32) is decided apart from it.
 
 The counters live in ``Lowered.constants`` under :data:`COUNTERS` (the executor passes
 constants by address); whoever runs the model zeroes them before a run and reads them
@@ -23,8 +23,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from llvmlite import ir as ll
 
-from backends.placement import choose_engine
 from backends.families import FAMILIES
+from backends.precision import Policy
 from backends.target import Target
 from backends.tiles import GemmCounts, Tiling
 from backends.work import graph_work
@@ -58,8 +58,9 @@ def attach(lowered: Lowered, graph: Graph, target: Target) -> Layout:
     """Add a counting kernel after each matrix product the target's matrix engines run."""
     tiling = FAMILIES[target.family].tiling
     layout = Layout([])
+    policy = Policy()
     for work in graph_work(graph):
-        engine, _ = choose_engine(work, target)
+        engine = None if work.free else policy.choose(work, target).engine
         if work.free or not work.gemms or engine is None or engine.role != "matrix":
             continue
         tilings = [tiling(g, engine) for g in work.gemms]

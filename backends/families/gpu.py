@@ -2,7 +2,18 @@
 
 A matrix kernel is cut into thread-block tiles (``tile = [M, N, K]`` of the matrix
 engine); tiles run on the SMs (the engine's ``count``) in waves, and the last, partial
-wave costs a full one (wave quantization). Operands are staged through shared memory
+wave costs a full one (wave quantization). Small products run the kernels GPU libraries
+pick for them (cuBLAS heuristics, CUTLASS's tile and split-K configurations):
+
+- a product with few rows (or columns) takes the smallest tile that covers them, halving
+  ``tile`` down to the tensor core's instruction shape ``mma`` (m16n8k16 on Ampere; a
+  warpgroup's m64 on Hopper), so a decode step's one row is not padded to 128;
+- a product with fewer tiles than SMs splits K into slices until every SM has one
+  (split-K): each slice reads its part of A and B and writes a partial C tile that the
+  others add to. Memory-bound decode then streams its weights from every SM at the HBM's
+  fitted efficiency, as GEMV and split-K kernels do.
+
+Operands are staged through shared memory
 from L2: every tile reads its A rows and B columns, so L2 traffic grows with the number
 of tiles across. HBM sees each tensor once while both operands fit in L2, plus panel
 re-reads when they do not. Everything else is a streaming kernel on the vector engine
@@ -16,9 +27,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ir.dtypes import DType
+from ir.formats import engine_storage
 
-from ..roofline import reread_bytes, slowest
+from ..roofline import reread_bytes, slowest, staged_bytes
 from ..tiles import GemmCounts, Tiling, dense_counts, rounds_work, skipped_flops
 from .base import Cost, Family
 
@@ -31,12 +42,13 @@ if TYPE_CHECKING:
 
 def matrix_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
     """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense."""
-    itemsize = DType.from_short(fmt).itemsize
-    counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
+    itemsize = engine_storage(fmt).itemsize
+    tilings = [tiling(g, engine) for g in work.gemms]
+    counts = counts or [dense_counts(g, t) for g, t in zip(work.gemms, tilings)]
     flops = work.flops - skipped_flops(work.gemms, counts)
     compute = max(sum(tile_time(c, engine, fmt) for c in counts), flops / engine.peak(fmt))
     l2, hbm = target.by_role("l2"), target.outer
-    on_chip = sum(c.elements for c in counts) * itemsize
+    on_chip = staged_bytes(work, counts, tilings, itemsize)
     sizes = {m.name: on_chip for m in target.inner}
     sizes[hbm.name] = work.io_bytes + reread_bytes(work, itemsize, l2.capacity_bytes / 2)
     footprint = {target.by_role("buffer").name: _tile_footprint(work.gemms, engine, itemsize),
@@ -46,28 +58,50 @@ def matrix_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: 
 
 
 def tiling(g: Gemm, engine: Engine) -> Tiling:
-    """Thread-block tiles over all of K; each costs its padded FLOPs (K rounded up to the K step).
-    Summed over tiles, their A, B and C slices are the L2 -> shared-memory traffic: A once per
-    column of tiles, B once per row of tiles, C once."""
-    tm, tn, tk = engine.tile
-    return Tiling(tm, tn, None, scaled=2 * tm * tn * math.ceil(g.k / tk) * tk)
+    """Thread-block tiles over K, or over one of ``slices`` parts of K when the product has
+    fewer tiles than SMs (split-K); each costs its padded FLOPs (its K rounded up to the K
+    step). Summed over tiles, their A, B and C slices are the L2 -> shared-memory traffic: A
+    once per column of tiles, B once per row of tiles, C (the partial sums) once per slice."""
+    full_m, full_n, tk = engine.tile
+    least_m, least_n, _ = engine.mma or engine.tile
+    tm, tn = _covering(g.m, full_m, least_m), _covering(g.n, full_n, least_n)
+    steps = math.ceil(g.k / tk)
+    tiles = g.batch * math.ceil(g.m / tm) * math.ceil(g.n / tn)
+    slices = min(steps, max(1, int(engine.count) // tiles))
+    depth = math.ceil(steps / slices) * tk
+    return Tiling(tm, tn, depth if slices > 1 else None, scaled=2 * tm * tn * depth)
+
+
+def _covering(extent: int, full: int, least: int) -> int:
+    """The smallest of full, full/2, full/4 ... (not below ``least``) that covers ``extent``."""
+    size = full
+    while size // 2 >= max(extent, least):
+        size //= 2
+    return size
 
 
 def tile_time(c: GemmCounts, engine: Engine, fmt: str) -> float:
     """Seconds for one product: waves of tiles, one tile per SM at a time."""
-    return rounds_work(c, engine.count) / (engine.clock_hz * engine.peak_ops_per_cycle[fmt] * engine.efficiency)
+    return rounds_work(c, engine.count) / (engine.clock_hz * engine.ops_per_cycle(fmt) * engine.efficiency)
 
 
 def _tile_footprint(gemms: list[Gemm], engine: Engine, itemsize: float) -> float:
-    """Double-buffered A and B tiles in shared memory on every busy SM."""
-    tm, tn, tk = engine.tile
-    busy = min(engine.count, max(g.batch * math.ceil(g.m / tm) * math.ceil(g.n / tn) for g in gemms))
-    return busy * 2 * (tm + tn) * tk * itemsize
+    """Double-buffered A and B tiles (one K step each) in shared memory on every busy SM."""
+    step = engine.tile[2]
+    footprints = []
+    for g in gemms:
+        t = tiling(g, engine)
+        tm, tn, tk = t.sizes(g)
+        tiles = g.batch * math.ceil(g.m / tm) * math.ceil(g.n / tn) * math.ceil(g.k / tk)
+        footprints.append(min(engine.count, tiles) * 2 * (tm + tn) * step * itemsize)
+    return max(footprints)
 
 
 def _check_engine(engine: Engine) -> str | None:
     if engine.role == "matrix" and (engine.tile is None or len(engine.tile) != 3):
         return "a GPU matrix engine needs tile = [M, N, K] (thread-block tile)"
+    if engine.mma is not None and (len(engine.mma) != 3 or any(m > t for m, t in zip(engine.mma, engine.tile))):
+        return "mma = [M, N, K] is the tensor core's instruction shape, no larger than tile"
     return None
 
 

@@ -10,7 +10,17 @@ Which dimensions fold and which stream depends on the stationary operand:
 
 Cycles = ceil(batch * folds / arrays) * (streamed + R + C - 2) - 1. For os on one 128x128
 array this reproduces every SCALE-Sim count in shared/calibration/scalesim_os_128x128.csv
-exactly (consecutive folds overlap by one cycle: the -1). Folds are the tiles of
+exactly (consecutive folds overlap by one cycle: the -1).
+
+An array with ``weight_load_cycles`` (ws or is) holds a second set of stationary operands
+and shifts the next fold's in while the current fold streams, as the TPU's double-buffered
+weight tiles and the Neuron TensorE's fast weight load do. Folds then follow one another
+without refilling the pipeline; each takes the longer of its stream and the load, so a
+product with few streamed rows (M = 1 on a ws array: decode) is bound by loading weights:
+
+    cycles = ceil(batch * folds / arrays) * max(streamed, load) + min(streamed, load) + R + C - 2 - 1
+
+(the first fold's load and the last fold's drain paid once). Folds are the tiles of
 ``backends.tiles``; with ``zero_skipping`` a fold's streamed part shrinks with its zero weights. Operands come from an on-chip
 buffer, filled from HBM by double-buffered DMA, so only the first tile's load is exposed;
 panels are re-read from HBM when both operands do not fit half the buffer. Other ops run
@@ -24,10 +34,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ir import ops
-from ir.dtypes import DType
+from ir.formats import engine_storage
 from ir.ops import Gemm
 
-from ..roofline import reread_bytes, slowest
+from ..roofline import reread_bytes, slowest, staged_bytes
 from ..tiles import GemmCounts, Tiling, dense_counts, rounds_work, skipped_flops
 from .base import Companion, Cost, Family
 
@@ -47,27 +57,36 @@ _TILES = {
 
 
 def tiling(g: Gemm, engine: Engine) -> Tiling:
-    """Folds: the streamed length shrinks with skipped zeros, the fill and drain do not."""
+    """Folds: the streamed length shrinks with skipped zeros, the fill and drain do not; with
+    preloaded weights the part of the load the stream does not hide does not either."""
     rows, cols = engine.array
     (tm, tn, tk), streamed = _TILES[engine.dataflow](g, rows, cols)
-    return Tiling(tm, tn, tk, scaled=streamed, fixed=rows + cols - 2)
+    load = engine.weight_load_cycles
+    if load is None:
+        return Tiling(tm, tn, tk, scaled=streamed, fixed=rows + cols - 2)
+    load = int(load)
+    return Tiling(tm, tn, tk, scaled=streamed, fixed=max(load - streamed, 0),
+                  once=min(streamed, load) + rows + cols - 2)
 
 
 def gemm_cycles(g: Gemm, engine: Engine, counts: GemmCounts | None = None) -> float:
-    """Rounds of ``count`` folds at a time; consecutive folds overlap by one cycle (the -1)."""
-    return rounds_work(counts or dense_counts(g, tiling(g, engine)), engine.count) - 1
+    """Rounds of ``count`` folds at a time, plus what the pipeline pays once per product;
+    consecutive folds overlap by one cycle (the -1)."""
+    t = tiling(g, engine)
+    return rounds_work(counts or dense_counts(g, t), engine.count) + t.once - 1
 
 
 def matrix_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
     """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense."""
-    itemsize = DType.from_short(fmt).itemsize
+    itemsize = engine_storage(fmt).itemsize
     buffer, hbm = target.by_role("buffer"), target.outer
-    counts = counts or [dense_counts(g, tiling(g, engine)) for g in work.gemms]
-    cycles = sum(gemm_cycles(g, engine, c) for g, c in zip(work.gemms, counts))
+    tilings = [tiling(g, engine) for g in work.gemms]
+    counts = counts or [dense_counts(g, t) for g, t in zip(work.gemms, tilings)]
+    cycles = engine.passes(fmt) * sum(gemm_cycles(g, engine, c) for g, c in zip(work.gemms, counts))
     companion = _softmax_on_vector(work, target)
     flops = work.flops - skipped_flops(work.gemms, counts) - (companion.cost.flops if companion else 0)
     compute = max(cycles / engine.clock_hz, flops / engine.peak(fmt))
-    sizes = {m.name: sum(c.elements for c in counts) * itemsize for m in target.inner}
+    sizes = {m.name: staged_bytes(work, counts, tilings, itemsize) for m in target.inner}
     sizes[hbm.name] = work.io_bytes + reread_bytes(work, itemsize, buffer.capacity_bytes / 2)
     first_tile = min(_tile_bytes(work.gemms[0], engine, itemsize), sizes[hbm.name])
     footprint = {buffer.name: min(buffer.capacity_bytes, 2 * first_tile * engine.count)}
@@ -89,7 +108,7 @@ def _softmax_on_vector(work: OpWork, target: Target) -> Companion | None:
         return None
     fmt = vector.runs(_SOFTMAX_FAMILY, "Softmax", work.fmt)
     scores = work.gemms[0]
-    sizes = {target.by_role("buffer").name: 2 * scores.batch * scores.m * scores.n * DType.from_short(fmt).itemsize}
+    sizes = {target.by_role("buffer").name: 2 * scores.batch * scores.m * scores.n * engine_storage(fmt).itemsize}
     busy, bound = slowest(rest / (vector.peak(fmt) * vector.efficiency), sizes, target)
     return Companion("softmax", vector, fmt, Cost(busy, sizes, bound, flops=rest))
 
@@ -103,6 +122,8 @@ def _tile_bytes(g: Gemm, engine: Engine, itemsize: float) -> float:
 def _check_engine(engine: Engine) -> str | None:
     if engine.role == "matrix" and (engine.array is None or len(engine.array) != 2 or engine.dataflow not in DATAFLOWS):
         return f"a systolic matrix engine needs array = [rows, cols] and dataflow one of {', '.join(DATAFLOWS)}"
+    if engine.weight_load_cycles is not None and engine.dataflow == "os":
+        return "weight_load_cycles: an output-stationary array preloads no operand (ws or is only)"
     return None
 
 

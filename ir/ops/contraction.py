@@ -46,7 +46,7 @@ class Operand:
     @property
     def shared(self) -> bool:
         """One matrix serves every product of the batch (a weight broadcast over leading dims),
-        so the batch could fold into M."""
+        so the batch folds into M (:meth:`Contraction.folded`)."""
         return not any(self.batch_strides)
 
 
@@ -58,6 +58,16 @@ class Contraction:
 
     gemm: Gemm
     weight: Operand | None = None
+
+    def folded(self) -> Contraction:
+        """The product with its batch folded into M when one B serves every batch entry: a
+        layer applied to ``batch`` rows of m tokens is one (batch*m x k) by (k x n) product, B
+        read once and the rows cut into tiles together, as GEMM libraries and XLA run a dense
+        layer over a batch. Products with a B per batch entry (attention) stay batched."""
+        w, g = self.weight, self.gemm
+        if w is None or g.batch == 1 or not w.shared:
+            return self
+        return Contraction(Gemm(1, g.batch * g.m, g.n, g.k), Operand(w.input, (), (), w.row, w.col, w.offset))
 
 
 def contiguous_strides(shape) -> tuple[int, ...]:

@@ -37,18 +37,19 @@ def matmul_flops(ctx: InferContext, outs: list[TensorType]) -> int:
 
 def matmul_contractions(ctx: InferContext, outs: list[TensorType]) -> list[Contraction]:
     """One product per output batch element; B is input 1, (..., k, n) broadcast over the
-    output's batch dims (stride 0 along a broadcast dim), or a (k,) vector."""
+    output's batch dims (stride 0 along a broadcast dim), or a (k,) vector. A B shared by the
+    whole batch (a weight) folds the batch into M (``Contraction.folded``)."""
     a, w, out = ctx.shape(0), ctx.shape(1), outs[0].shape
     m = a[-2] if len(a) > 1 else 1
     n = out[-1] if len(w) > 1 else 1
     gemm = Gemm(max(1, math.prod(out) // max(1, m * n)), m, n, a[-1])
     batch_shape = tuple(out[:len(out) - (len(a) > 1) - (len(w) > 1)])
     if len(w) == 1:
-        return [Contraction(gemm, Operand(1, batch_shape, (0,) * len(batch_shape), 1, 0))]
+        return [Contraction(gemm, Operand(1, batch_shape, (0,) * len(batch_shape), 1, 0)).folded()]
     strides = contiguous_strides(w)
     lead = len(batch_shape) - (len(w) - 2)
     batch = [0] * lead + [s if d != 1 else 0 for d, s in zip(w[:-2], strides[:-2])]
-    return [Contraction(gemm, Operand(1, batch_shape, tuple(batch), w[-1], 1))]
+    return [Contraction(gemm, Operand(1, batch_shape, tuple(batch), w[-1], 1)).folded()]
 
 
 @register("MatMul", "matmul", pattern=Pattern.CONTRACTION, flops=matmul_flops, contractions=matmul_contractions)

@@ -270,7 +270,7 @@ def _gather_value(ctx: InferContext) -> list[np.ndarray | None]:
     return [np.take(data, idx.astype(np.int64), axis=a)]
 
 
-@register("Gather", "movement", pattern=Pattern.INJECTIVE, propagate=_gather_value, flops=_NO_FLOPS)
+@register("Gather", "movement", pattern=Pattern.INJECTIVE, propagate=_gather_value, flops=_NO_FLOPS, indexed=(0,))
 def _gather(ctx: InferContext) -> list[TensorType]:
     data, idx = ctx.shape(0), ctx.shape(1)
     if data is None or idx is None:
@@ -279,12 +279,12 @@ def _gather(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), data[:a] + idx + data[a + 1:])]
 
 
-@register("GatherElements", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS)
+@register("GatherElements", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS, indexed=(0,))
 def _gather_elements(ctx: InferContext) -> list[TensorType]:
     return [TensorType(ctx.dtype(0), ctx.shape(1))]
 
 
-@register("GatherND", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS)
+@register("GatherND", "movement", pattern=Pattern.INJECTIVE, flops=_NO_FLOPS, indexed=(0,))
 def _gather_nd(ctx: InferContext) -> list[TensorType]:
     data, idx, b = ctx.shape(0), ctx.shape(1), ctx.attr("batch_dims", 0)
     if data is None or idx is None or not symbolic.is_int(idx[-1]):
@@ -294,6 +294,25 @@ def _gather_nd(ctx: InferContext) -> list[TensorType]:
 
 @register(["ScatterND", "ScatterElements"], "movement", pattern=Pattern.OPAQUE, flops=_NO_FLOPS)
 def _scatter(ctx: InferContext) -> list[TensorType]:
+    return same_as_input(ctx)
+
+
+@register("TensorScatter", "movement", pattern=Pattern.OPAQUE, flops=_NO_FLOPS, in_place=(0, 1))
+def _tensor_scatter(ctx: InferContext) -> list[TensorType]:
+    """ONNX opset 24: ``update`` written into ``past_cache`` along ``axis`` from each batch row's
+    ``write_indices`` (a KV cache update); the result has the cache's shape."""
+    cache, update = ctx.shape(0), ctx.shape(1)
+    if cache is not None and update is not None:
+        if len(cache) != len(update):
+            ctx.fail(f"the update has rank {len(update)}, the cache {len(cache)}")
+        a = axis(ctx, ctx.attr("axis", -2), len(cache))
+        for i, (c, u) in enumerate(zip(cache, update)):
+            if i != a and symbolic.is_int(c) and symbolic.is_int(u) and c != u:
+                ctx.fail(f"update shape {tuple(update)} does not match cache shape {tuple(cache)} off axis {a}")
+            if i == a and symbolic.is_int(c) and symbolic.is_int(u) and u > c:
+                ctx.fail(f"an update of {u} positions does not fit a cache of {c}")
+    if ctx.attr("mode", "linear") not in ("linear", "circular"):
+        ctx.fail(f"unknown mode {ctx.attr('mode')!r}")
     return same_as_input(ctx)
 
 

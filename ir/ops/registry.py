@@ -127,6 +127,11 @@ class OpDef:
         (axes, a Reshape's target, Slice bounds); code generation needs them constant.
     deterministic: its outputs are a function of its inputs (random draws are not), so it
         may be evaluated at compile time and merged with an identical op.
+    indexed: inputs read only where another input points (a Gather's table): the op reads as
+        many of their elements as it writes, never the whole input.
+    in_place: (buffer, update): output 0 is input ``buffer`` with input ``update``'s elements
+        written into it (ONNX's TensorScatter models a KV cache written in place), so a
+        runtime may update the buffer where it is, and only the update moves.
     """
 
     op_type: str
@@ -139,6 +144,8 @@ class OpDef:
     contractions: ContractionsFn | None = None
     shape_operands: tuple[int, ...] = ()
     deterministic: bool = True
+    indexed: tuple[int, ...] = ()
+    in_place: tuple[int, int] | None = None
 
 
 _REGISTRY: dict[tuple[str, str], OpDef] = {}
@@ -147,7 +154,8 @@ _REGISTRY: dict[tuple[str, str], OpDef] = {}
 def register(op_types: str | list[str], family: str, *, pattern: Pattern, domain: str = "",
              propagate: PropagateFn | None = None, flops: FlopsFn | None = None,
              contractions: ContractionsFn | None = None, shape_operands: tuple[int, ...] = (),
-             deterministic: bool = True) -> Callable[[InferFn], InferFn]:
+             deterministic: bool = True, indexed: tuple[int, ...] = (),
+             in_place: tuple[int, int] | None = None) -> Callable[[InferFn], InferFn]:
     """Decorator: register ``infer`` as the shape rule of one or more op types, with their traits."""
 
     def wrap(infer: InferFn) -> InferFn:
@@ -156,7 +164,7 @@ def register(op_types: str | list[str], family: str, *, pattern: Pattern, domain
             if key in _REGISTRY:
                 raise RuntimeError(f"op {domain}.{op_type} registered twice")
             _REGISTRY[key] = OpDef(op_type, domain, family, pattern, infer, propagate, flops, contractions,
-                                   shape_operands, deterministic)
+                                   shape_operands, deterministic, indexed, in_place)
         return infer
 
     return wrap

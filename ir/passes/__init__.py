@@ -12,6 +12,8 @@ from typing import Iterable
 from ..graph import Graph
 from .cse import eliminate_common_subexpressions
 from .dce import eliminate_dead_code
+from .decode import DecodeStep, derive_decode_step
+from .kv_cache import InPlaceKVCache
 from .fold import fold, fold_constants
 from .fuse import FUSIONS
 from .manager import (STATIC_SHAPES, FixedPoint, Pass, PassManager, PassResult, Requirement, Sequence,
@@ -24,7 +26,9 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
     infer_shapes, fold, fold_constants, simplify_rules, simplify, eliminate_common_subexpressions,
     eliminate_dead_code, *FUSIONS.values(),
 ]}
-"""Every pass by its command-line name (groups included: fold-constants, simplify)."""
+"""Every optimization pass by its command-line name (groups included: fold-constants, simplify).
+The generation passes (:class:`DecodeStep`, :class:`InPlaceKVCache`) derive other graphs of a
+model rather than optimize one, so they are not pipeline entries."""
 
 DEFAULT_PIPELINE = ["infer-shapes", "fold-constants", "simplify", "cse", "dce", *FUSIONS, "infer-shapes", "dce"]
 
@@ -39,4 +43,5 @@ def optimize(graph: Graph, *, pipeline: Iterable[str] = DEFAULT_PIPELINE, print_
 
 __all__ = ["PASSES", "DEFAULT_PIPELINE", "Pass", "PassResult", "Requirement", "STATIC_SHAPES", "Sequence",
            "FixedPoint", "graph_pass", "PassManager", "optimize", "infer_shapes", "fold", "fold_constants",
-           "simplify", "simplify_rules", "eliminate_common_subexpressions", "eliminate_dead_code", "quantize"]
+           "simplify", "simplify_rules", "eliminate_common_subexpressions", "eliminate_dead_code", "quantize",
+           "DecodeStep", "derive_decode_step", "InPlaceKVCache"]

@@ -86,7 +86,7 @@ def quantize(graph: Graph, scheme: str | Format, *, keep_head: bool = True) -> G
     rewriter = _Rewriter(graph, fmt)
     for node in graph.nodes:
         role = _role(graph, node)
-        if role is not None and not (keep_head and _is_head(graph, node)):
+        if role is not None and not (keep_head and is_head(graph, node)):
             rewriter.rewrite(node, role)
     graph.metadata["xpuc.precision"] = fmt.name
     return infer_shapes(eliminate_dead_code(graph))
@@ -96,7 +96,9 @@ VIEWS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
 """Ops between a head product and the graph output it makes, that still leave it the head."""
 
 
-def _is_head(graph: Graph, node: Node) -> bool:
+def is_head(graph: Graph, node: Node) -> bool:
+    """The product makes a graph output through views at most (an LM head, a classifier): it
+    keeps its float weights, as GPTQ / AWQ checkpoints and the cost model's formats keep them."""
     value = node.outputs[0]
     while value not in graph.outputs:
         readers = graph.consumers(value)

@@ -48,25 +48,32 @@ def _infer(graph: Graph) -> tuple[dict[str, np.ndarray], bool]:
     known: dict[str, np.ndarray] = {}
     changed = False
     for node in graph.nodes:
-        opdef = ops.lookup(node.op_type, node.domain)
-        if opdef is None:
-            raise ShapeError(f"{node.name}: no shape rule for op {node.qualified_type}")
-        inputs = [_input_value(graph, known, v) for v in node.inputs]
-        ctx = ops.InferContext(node, [_input_type(graph, v) for v in node.inputs], inputs, graph.opset)
-        try:
-            out_types = opdef.infer(ctx)
-            out_values = _evaluate_small(graph, node, ctx, out_types) if opdef.deterministic else None
-            if out_values is None:
-                out_values = opdef.propagate(ctx) if opdef.propagate else []
-        except XpucError:
-            raise
-        except Exception as exc:  # a malformed model must give a clear error, not a traceback
-            raise ShapeError(f"{node.name} ({node.op_type}): cannot infer shapes: {exc}") from exc
-        changed |= _assign(graph, node, out_types)
-        for name, value in zip(node.outputs, out_values):
-            if name and value is not None and np.size(value) <= MAX_SYMBOLIC_ELEMENTS:
-                known[name] = _as_array(value)
+        changed |= infer_node(graph, node, known)
     return known, changed
+
+
+def infer_node(graph: Graph, node: Node, known: dict[str, np.ndarray]) -> bool:
+    """Set the types of one op's outputs from its inputs' (whose types are already set);
+    ``known`` holds the contents of small values computed so far and gains this op's.
+    Whether any output type changed."""
+    opdef = ops.lookup(node.op_type, node.domain)
+    if opdef is None:
+        raise ShapeError(f"{node.name}: no shape rule for op {node.qualified_type}")
+    inputs = [_input_value(graph, known, v) for v in node.inputs]
+    ctx = ops.InferContext(node, [_input_type(graph, v) for v in node.inputs], inputs, graph.opset)
+    try:
+        out_types = opdef.infer(ctx)
+        out_values = _evaluate_small(graph, node, ctx, out_types) if opdef.deterministic else None
+        if out_values is None:
+            out_values = opdef.propagate(ctx) if opdef.propagate else []
+    except XpucError:
+        raise
+    except Exception as exc:  # a malformed model must give a clear error, not a traceback
+        raise ShapeError(f"{node.name} ({node.op_type}): cannot infer shapes: {exc}") from exc
+    for name, value in zip(node.outputs, out_values):
+        if name and value is not None and np.size(value) <= MAX_SYMBOLIC_ELEMENTS:
+            known[name] = _as_array(value)
+    return _assign(graph, node, out_types)
 
 
 def _evaluate_small(graph: Graph, node: Node, ctx: ops.InferContext,

@@ -1,0 +1,183 @@
+"""The precision policy: the number format every value is stored in and every op computes in.
+
+``native`` (the default) costs the graph's own types the way each vendor's compiler runs them:
+an engine's ``auto_cast`` is its compiler's default conversion (float32 products as TF32 on
+NVIDIA tensor cores, as one bfloat16 pass on a TPU's MXU, as float16 on Groq's MXM).
+
+A named format (``ir.formats``: fp32, tf32, bf16, fp16, fp8, int8, int4, w8a8, ternary) puts
+every target on the same footing, reading the format's record without rewriting the graph (so
+a weightless 70B graph costs in any format in the time of one schedule):
+
+- product weights (a contraction's constant float B, ``ir.ops.Contraction.weight``) are stored
+  at ``Format.weight_bits``, except the head's (``ir.passes.quantize.is_head``), as checkpoints
+  in that format keep it;
+- attention's key/value cache in ``Format.kv``; every other float value (activations, norms,
+  embedding tables, the head) in ``Format.carrier``;
+- products with weights multiply in ``Format.compute`` (weight-only formats: the carrier, their
+  weights decoded in the product's prologue); products of two activations (attention) in the
+  compute format when the format keeps 16- or 32-bit float weights, else in the carrier; other
+  float ops in the carrier. Integer and boolean values keep their types.
+
+The graph rewrite (``ir.passes.quantize``, ``xpuc import/run --precision``) is what runs the
+numbers; a graph it wrote keeps the narrow types it stores under any policy (only float values
+follow one), so ``xpuc schedule`` of a quantized export with ``native`` costs its own formats.
+
+Each op runs on the first engine, in the spec's order, that runs its op family in the format
+(``Engine.multiplies``: listed, or in passes, ``emulate``). Failing that, what the vendor stack
+would do instead, shown in the record's ``format_reason``, never silently:
+
+1. the vendor compiler's conversion (``auto_cast``: f16 products as bf16 on a TPU), which
+   under native comes first;
+2. the same for a wider format (:data:`WIDER`, in order): fp8 weights decoded to f16 on an
+   A100, bf16 norms in f32 on a chip whose vector unit has no bf16;
+3. the host (engine None), as capability fallbacks always go.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ir import ops
+from ir.dtypes import DType
+from ir.formats import Format, engine_storage, lookup
+from ir.graph import Graph
+from ir.passes.quantize import is_head
+
+from .target import Engine, Target
+from .work import OpWork, value_bytes
+
+WIDER = {
+    "f8e4m3": ("f16", "bf16", "f32"),
+    "f8e5m2": ("f16", "bf16", "f32"),
+    "bf16": ("f32",),
+    "f16": ("f32",),
+    "tf32": ("f32",),
+    "i8": ("i32", "f16", "bf16", "f32"),
+    "u8": ("i8", "i32"),
+    "i32": ("i64",),
+}
+"""Formats an engine may run instead of one it lacks, in order of preference: each holds every
+value of the format it replaces (an 8-bit integer product dequantized to f16 included)."""
+
+ATTENTION_KV = {"Attention": ((4, 5), (1, 2))}
+"""Op type -> (inputs, outputs) that are its key/value cache (ONNX Attention: past_key/value, present_key/value)."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    engine: Engine | None
+    fmt: str
+    reason: str
+
+
+class Policy:
+    """One precision (an ``ir.formats`` name or record) applied to one schedule; it caches
+    engine choices per target, so make one per schedule."""
+
+    def __init__(self, precision: str | Format = "native"):
+        self.format = lookup(precision)
+        self.native = self.format.name == "native"
+        self._weight_products: set[str] = set()
+        self._choices: dict[tuple, Choice] = {}
+
+    # ---------------------------------------------------------------- storage
+    def sizes(self, graph: Graph) -> dict[str, int]:
+        """Bytes every value is stored in under the policy (0 while symbolic)."""
+        sizes = value_bytes(graph)
+        if self.native:
+            return sizes
+        f = self.format
+        weights, kv = self._classify(graph)
+        for name, v in graph.values.items():
+            t = v.type
+            if t.dtype is None or not t.dtype.is_float or not t.is_static:
+                continue
+            bits = f.weight_bits if name in weights else 8 * (f.kv or f.carrier).itemsize if name in kv \
+                else 8 * f.carrier.itemsize
+            sizes[name] = math.ceil(t.numel * bits / 8)
+        return sizes
+
+    def _classify(self, graph: Graph) -> tuple[set[str], set[str]]:
+        """(product weights stored in the format, key/value cache values); remembers which ops
+        are products with weights."""
+        weights, kv = set(), set()
+        for node in graph.nodes:
+            inputs, outputs = ATTENTION_KV.get(node.op_type, ((), ()))
+            kv.update(node.inputs[i] for i in inputs if i < len(node.inputs) and node.inputs[i])
+            kv.update(node.outputs[i] for i in outputs if i < len(node.outputs) and node.outputs[i])
+            found = [c.weight.input for c in ops.contractions(graph, node) if c.weight is not None]
+            stored = [node.inputs[i] for i in found if graph.is_const(node.inputs[i])
+                      and graph.type_of(node.inputs[i]).dtype.is_float]
+            if stored and not is_head(graph, node):
+                weights.update(stored)
+                self._weight_products.add(node.name)
+        return weights, kv
+
+    def describe(self) -> dict[str, str]:
+        """What the policy stores and multiplies, for reports."""
+        f = self.format
+        if self.native:
+            return {"policy": "native", "weights": "the graph's", "activations": "the graph's", "kv": "the graph's"}
+        weights = f.weights.short if f.weights.is_float else f"{f.weights.short} ({f.weight_bits:g} bits)"
+        return {"policy": f.name, "weights": weights, "activations": f.carrier.short,
+                "kv": (f.kv or f.carrier).short, "products": f.compute}
+
+    # ---------------------------------------------------------------- compute
+    def assign(self, works: list[OpWork]) -> None:
+        """Set each op's format to the one the policy asks it to compute in (before an engine is chosen)."""
+        if self.native:
+            return
+        f = self.format
+        floats_only = f.weights.is_float and f.weights.itemsize >= 2
+        for w in works:
+            if w.free or not DType.from_short(w.fmt).is_float:
+                continue
+            if w.name in self._weight_products or (w.gemms and floats_only):
+                w.fmt = f.compute
+            else:
+                w.fmt = f.carrier.short
+
+    def choose(self, work: OpWork, target: Target) -> Choice:
+        """The engine and format the op runs in, and why (see the module docstring)."""
+        weighted = work.name in self._weight_products
+        key = (id(target), work.family, work.node.op_type, work.fmt, weighted)
+        if key not in self._choices:
+            choice = self._resolve(work.family, work.node.op_type, work.fmt, target)
+            f, used = self.format, engine_storage(choice.fmt) if choice.engine is not None else None
+            if weighted and used is not None and f.weights is not used:
+                how = "decoded to" if f.weight_bits < 8 * used.itemsize else "rounded to"
+                choice = Choice(choice.engine, choice.fmt, f"{choice.reason}; {f.name} weights "
+                                f"({f.weight_bits:g} bits) {how} {choice.fmt} in the product's prologue")
+            self._choices[key] = choice
+        return self._choices[key]
+
+    def _resolve(self, family: str, op_type: str, wanted: str, target: Target) -> Choice:
+        engines = [e for e in target.engines.values() if e.handles(family, op_type)]
+        steps = [(step, fmt) for fmt in (wanted, *WIDER.get(wanted, ())) for step in ("exact", "cast")]
+        if self.native:  # the vendor compiler's default conversion of the graph's own type comes first
+            steps[:2] = steps[1::-1]
+        for step, fmt in steps:
+            for e in engines:
+                if step == "exact" and e.multiplies(fmt):
+                    return Choice(e, fmt, self._exact(wanted, fmt, e))
+                cast = e.auto_cast.get(fmt)
+                if step == "cast" and cast is not None and cast in e.peak_ops_per_cycle:
+                    return Choice(e, cast, self._cast(wanted, fmt, cast, e))
+        return Choice(None, wanted, f"{self._own(wanted)}: no engine runs {op_type} in it, so the host does")
+
+    def _own(self, fmt: str) -> str:
+        return f"the graph's {fmt}" if self.native else f"precision {self.format.name}: {fmt}"
+
+    def _exact(self, wanted: str, fmt: str, engine: Engine) -> str:
+        if fmt != wanted:
+            return f"{self._own(wanted)} widened to {fmt} (no {wanted} on {engine.name})"
+        if fmt in engine.emulate:
+            return f"{self._own(fmt)} as {engine.passes(fmt)} {engine.emulate[fmt].via} passes"
+        return self._own(fmt)
+
+    def _cast(self, wanted: str, fmt: str, cast: str, engine: Engine) -> str:
+        if self.native:
+            return f"{self._own(wanted)} run as {cast}, the vendor compiler's default"
+        via = f" as {fmt}" if fmt != wanted else ""
+        return f"{self._own(wanted)}{via} converted to {cast} by the vendor compiler (no {fmt} on {engine.name})"

@@ -1,0 +1,111 @@
+"""What one sweep point measures: the one place that turns axis values into metrics.
+
+An :class:`Evaluator` is two functions and two tables:
+
+- ``prepare(model, point)``: the model object the point needs, built once per distinct value
+  of the axes in ``prepared_by`` (in the client, then scattered to every worker);
+- ``evaluate(prepared, target, point)``: the metrics of one point, a flat dict whose keys
+  are exactly ``metrics`` (a value the evaluator cannot give is None, never a guess);
+- ``metrics``: each metric's type, whether lower or higher is better, and what it is;
+- ``unused``: axes a point may set that this evaluator does not apply yet. Each row names the
+  ones it set in ``unused_axes``, so a column is never mistaken for an effect on the metrics.
+
+:data:`SCHEDULE`, the default, schedules one pass of the model on the target with
+``backends.schedule`` (docs/schedules.md): the model's input bound to ``batch x prompt_tokens``,
+costed in ``precision`` (the precision policy). Its totals are read through ``backends.report.to_dict``, so a
+total the schedule gains becomes a metric by adding its name to :data:`SCHEDULE_METRICS`.
+docs/sweeps.md says how to point a sweep at serving metrics instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import backends
+from backends import report
+from frontends import hf
+from frontends import onnx as onnx_frontend
+from ir.passes import optimize
+
+from .spec import ModelEntry, Point
+
+
+@dataclass(frozen=True)
+class Metric:
+    type: str
+    """"float", "int" or "str" (the Parquet column's type)."""
+    better: str | None
+    """"lower" or "higher" (what a Pareto front or a best point prefers); None for a label."""
+    doc: str
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    metrics: Mapping[str, Metric]
+    prepared_by: tuple[str, ...]
+    unused: tuple[str, ...]
+    prepare: Callable[[ModelEntry, Point], object]
+    evaluate: Callable[[object, backends.Target, Point], dict]
+
+
+SCHEDULE_METRICS = {
+    "latency_s": Metric("float", "lower", "seconds for one pass of batch x prompt_tokens (backends.schedule)"),
+    "energy_j": Metric("float", "lower", "joules for that pass on the chips it uses, idle power included"),
+    "cost_usd": Metric("float", "lower", "dollars for that pass: the chips' price per second x latency"),
+    "chips": Metric("int", "lower", "chips the schedule uses"),
+    "kernels": Metric("int", None, "kernels (fused groups of ops) the pass launches"),
+    "peak_memory_bytes": Metric("int", "lower", "bytes held on the fullest chip at the level holding the model"),
+    "memory_level": Metric("str", None, "that level (hbm, sram)"),
+    "matrix_utilization": Metric("float", "higher", "the busiest matrix engine's fraction of its peak over the pass"),
+    "bound": Metric("str", None, "what limits most of the pass's op time: compute, memory, launch, interconnect, host"),
+    "prefill_tokens_per_s": Metric("float", "higher", "tokens the pass reads (input_ids elements) per second of "
+                                                      "its latency; none for a model without input_ids"),
+    "prefill_usd_per_mtok": Metric("float", "lower", "cost_usd per million of those tokens"),
+}
+
+
+def prepare_graph(model: ModelEntry, point: Point):
+    """The optimized graph at the point's input shapes, weightless (its format is the cost
+    model's precision policy, applied when it is scheduled)."""
+    shapes = model.input_shapes(point)
+    if model.kind == "config":
+        graph = hf.load(model.source, input_shapes=shapes)
+    else:
+        graph = onnx_frontend.load(model.source, input_shapes=shapes, weights=False)
+    return optimize(graph)
+
+
+def schedule_metrics(graph, target: backends.Target, point: Point) -> dict:
+    """One pass's totals. The point's deployment is not passed: ``backends.schedule`` chooses its own
+    chips here (``SCHEDULE.unused``); once it takes ``chips=, tp=, pp=``, pass them and drop
+    "deployment" from ``unused``."""
+    s = backends.schedule(graph, target, precision=point.precision or "native")
+    totals = report.to_dict(s)["totals"]
+    level = target.outer.name
+    matrix = [u for name, u in s.utilization.items() if target.engines[name].role == "matrix"]
+    time_by_bound: dict[str, float] = {}
+    for o in s.ops:
+        time_by_bound[o.bound] = time_by_bound.get(o.bound, 0.0) + o.duration_s
+    tokens = math.prod(graph.values["input_ids"].type.shape) if "input_ids" in graph.inputs else None
+    derived = {"peak_memory_bytes": s.peak_memory.get(level), "memory_level": level,
+               "matrix_utilization": max(matrix, default=None),
+               "bound": max(time_by_bound, key=time_by_bound.get, default=None),
+               "prefill_tokens_per_s": tokens / s.latency_s if tokens and s.latency_s else None,
+               "prefill_usd_per_mtok": s.cost_usd / tokens * 1e6 if tokens else None}
+    return {name: totals[name] if name in totals else derived.get(name) for name in SCHEDULE_METRICS}
+
+
+SCHEDULE = Evaluator(SCHEDULE_METRICS, prepared_by=("model", "batch", "prompt_tokens"),
+                     unused=("deployment", "output_tokens", "rate_per_s"), prepare=prepare_graph,
+                     evaluate=schedule_metrics)
+"""The default evaluator: one pass scheduled by ``backends.schedule``. Deployment, output length and
+request rate are recorded on each row but not applied (``unused_axes``) until the schedule API takes
+a deployment and a serving evaluator exists (docs/sweeps.md)."""
+
+
+def unused_axes(evaluator: Evaluator, point: Point) -> str | None:
+    """The axes ``point`` sets that ``evaluator`` does not apply, comma-separated (None: all applied)."""
+    names = [axis for axis in evaluator.unused if getattr(point, axis) is not None]
+    return ",".join(names) or None
