@@ -31,6 +31,7 @@ from ir.graph import Graph
 
 from .grouping import Grouping
 from .placement import ScheduleError
+from .report import si
 from .sharding import COLUMNS, SPLIT, Shard, plan_shards
 from .target import Target
 from .work import OpWork, live_bytes
@@ -72,9 +73,9 @@ class ChipMemory:
         return self.capacity - self.used
 
     def describe(self) -> str:
-        return (f"weights {self.weights / 1e9:,.2f} GB + KV {self.kv / 1e9:,.2f} GB + activations "
-                f"{self.activations / 1e9:,.2f} GB + reserve {self.reserve / 1e9:,.2f} GB = "
-                f"{self.used / 1e9:,.2f} GB of {self.capacity / 1e9:,.2f} GB")
+        return (f"weights {si(self.weights, 'B')} + KV {si(self.kv, 'B')} + activations "
+                f"{si(self.activations, 'B')} + reserve {si(self.reserve, 'B')} = "
+                f"{si(self.used, 'B')} of {si(self.capacity, 'B')}")
 
 
 @dataclass
