@@ -114,7 +114,7 @@ class Row:
     """Share of the chip's FLOPs run in each format."""
     chips: int = 0
     deployment: dict = field(default_factory=dict)
-    """``readout.deployment``: chips today; parallel degrees and memory per chip to come."""
+    """``readout.deployment``: chips, tensor and pipeline degrees, memory per chip."""
     latency_s: float = 0.0
     basis: str = ""
     economics: UnitEconomics | None = None

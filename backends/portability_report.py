@@ -140,13 +140,13 @@ def cost_per_unit(c: Comparison) -> str:
 
 def assumptions(c: Comparison) -> list[str]:
     """Everything a dollar, joule or accuracy figure of the comparison rests on, in words."""
-    basis = sorted({r.basis for r in c.rows if r.basis}) or ["single pass"]
+    basis = sorted({r.basis for r in c.rows if r.basis}) or ["steady state"]
     unit = c.work.unit
     lines = [
         f"work: {c.work.count} {unit}s per pass of the graph as given (for an LLM: one prefill pass; "
         "decode needs the LLM options)",
-        f"time per pass: {', '.join(basis)} (a single pass runs alone, nothing overlapped: pipelined chips "
-        "wait for each other)",
+        f"time per pass: {', '.join(basis)} (the deployment kept full, pipeline stages overlapped across "
+        "passes: its slowest stage's time per pass)",
         "dollars: the deployment's chips x price per chip-second x time per pass; a purchase price is spread "
         "over its amortization years with the chips busy all the time; no host, network or facility cost",
         "energy: chips' idle power x chips x time, plus each op's dynamic energy (TDP headroom x activity, "

@@ -1,20 +1,19 @@
 """Reading schedules for the portability report: the one adapter between a ``Schedule`` and
 ``xpuc compare``, so that what the cost model learns to say is wired in here and nowhere else.
 
-Today a schedule costs one pass with nothing overlapped, names each record's engine and the
-format it ran in, and counts chips. What each function below will read once the cost model
-says it (issue 8; the field names are those the issue gives, else proposed):
+A schedule costs one pass alone and the deployment kept full (``Schedule.steady``), names
+each record's engine and the format it ran in, and says its deployment. What each function
+below reads, or will once the cost model says it (issue 8; the field names are those the
+issue gives, else proposed):
 
-- :func:`per_pass`: ``Schedule.throughput_per_s``, ``usd_per_pass`` and ``joules_per_pass``
-  (steady state, the deployment kept full); today the single pass: latency, ``cost_usd``,
-  ``energy_j``, and the basis says so.
+- :func:`per_pass`: the steady state (the deployment kept full: its period, dollars and joules
+  per pass), and the basis says so.
 - :func:`asked_formats`: the format each op asked for and why its engine ran another
   (proposed ``OpSchedule.asked_format`` and ``format_reason``); today the op's tensor types
   (the scheduler's own rule, ``backends.work``), the reason being the engine's ``auto_cast``.
 - :func:`record_node`: the IR node a record belongs to (proposed ``OpSchedule.node``); today
   its name less the scheduler's suffixes for slices, companions and all-gathers.
-- :func:`deployment`: tensor and pipeline degrees and memory per chip (``--tp``/``--pp``);
-  today the chip count only.
+- :func:`deployment`: chips, tensor and pipeline degrees and memory per chip.
 - :func:`launch_seconds`: the launch each record carries (proposed ``OpSchedule.launch_s``);
   today the scheduler's rule: a kernel's launch is charged to its first op, every slice of it.
 """
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from ir import ops
 from ir.graph import Graph
 
+from . import report
 from .schedule import OpSchedule, Schedule, dynamic_energy_j
 from .target import Target
 from .work import graph_work
@@ -54,13 +54,14 @@ class PassEconomics:
 
 
 def per_pass(s: Schedule) -> PassEconomics:
-    return PassEconomics("single pass", s.latency_s, s.cost_usd, s.energy_j)
+    steady = s.steady
+    return PassEconomics("steady state", steady.period_s, steady.usd_per_pass, steady.joules_per_pass)
 
 
 def deployment(s: Schedule) -> dict:
-    """How the model is spread over chips: today ``{"chips": n}``; to gain ``tp``, ``pp`` and
-    memory per chip (weights, KV, activations, reserve, free)."""
-    return {"chips": s.chips}
+    """How the model is spread over chips: chips, ``tp``, ``pp`` and memory per chip (weights,
+    KV, activations, reserve, free: ``report.memory_per_chip``)."""
+    return {**report.deployment(s), "memory_per_chip": report.memory_per_chip(s)}
 
 
 def asked_formats(graph: Graph) -> dict[str, str]:

@@ -5,7 +5,14 @@ JSON schema (``to_json``)::
     {"target": str, "family": "gpu" | "systolic" | "sram-dataflow",
      "precision": {"policy": str, "weights": str, "activations": str, "kv": str[, "products": str]},
      "launch": "stream" | "graph",
-     "totals": {"latency_s": float, "energy_j": float, "cost_usd": float, "chips": int, "kernels": int},
+     "totals": {"latency_s": float, "energy_j": float, "cost_usd": float, "chips": int, "kernels": int,
+                (one pass alone; then the deployment kept full, backends.economics:)
+                "period_s": float, "throughput_per_s": float (passes), "joules_per_pass": float,
+                "usd_per_pass": float, "tokens_per_pass": int | null, "tokens_per_s": float | null,
+                "joules_per_token": float | null, "usd_per_token": float | null},
+     "deployment": {"chips": int, "tp": int, "pp": int},
+     "memory_per_chip": [{"stage": int, "chips": [int], "level": str, "capacity", "weights", "kv",
+                          "activations", "reserve", "free": bytes on each chip of that stage}],
      "utilization": {engine: fraction of peak over the run},
      "peak_memory": {level: bytes on the fullest chip},
      "ops": [{"name", "op", "engine", "chip", "start_s", "duration_s", "flops",
@@ -28,10 +35,29 @@ from .schedule import Schedule
 
 
 def to_dict(s: Schedule) -> dict:
+    steady = s.steady
+    tokens_per_s = steady.throughput_per_s * steady.tokens_per_pass if steady.tokens_per_pass else None
     return {"target": s.target, "family": s.family, "precision": s.precision, "launch": s.launch,
             "totals": {"latency_s": s.latency_s, "energy_j": s.energy_j, "cost_usd": s.cost_usd, "chips": s.chips,
-                       "kernels": s.kernels},
+                       "kernels": s.kernels, "period_s": steady.period_s, "throughput_per_s": steady.throughput_per_s,
+                       "joules_per_pass": steady.joules_per_pass, "usd_per_pass": steady.usd_per_pass,
+                       "tokens_per_pass": steady.tokens_per_pass, "tokens_per_s": tokens_per_s,
+                       "joules_per_token": steady.per_token(steady.joules_per_pass),
+                       "usd_per_token": steady.per_token(steady.usd_per_pass)},
+            "deployment": deployment(s), "memory_per_chip": memory_per_chip(s),
             "utilization": s.utilization, "peak_memory": s.peak_memory, "ops": [asdict(o) for o in s.ops]}
+
+
+def deployment(s: Schedule) -> dict:
+    d = s.deployment
+    return {"chips": d.chips, "tp": d.tp, "pp": d.pp}
+
+
+def memory_per_chip(s: Schedule) -> list[dict]:
+    """Per pipeline stage, what each of its chips holds, in bytes."""
+    return [{"stage": i, "chips": list(s.deployment.group(i)), "level": s.memory_level, "capacity": m.capacity,
+             "weights": m.weights, "kv": m.kv, "activations": m.activations, "reserve": m.reserve, "free": m.free}
+            for i, m in enumerate(s.memory)]
 
 
 def to_json(s: Schedule) -> str:
@@ -58,9 +84,30 @@ def format_table(s: Schedule, limit: int | None = None) -> str:
     graph = " in one CUDA Graph per chip" if s.launch == "graph" else ""
     lines.append(f"latency {s.latency_s * 1e3:.4f} ms, energy {s.energy_j:.4g} J, cost ${s.cost_usd:.4g}, "
                  f"{s.chips} chip(s), {s.kernels} kernels{graph}")
+    lines += _deployment_lines(s)
     lines.append("utilization: " + ", ".join(f"{k} {v:.1%}" for k, v in s.utilization.items()))
     lines.append("peak memory: " + ", ".join(f"{k} {v / 1e6:,.2f} MB" for k, v in s.peak_memory.items()))
     return "\n".join(lines)
+
+
+def _deployment_lines(s: Schedule) -> list[str]:
+    """The deployment, its steady state (kept full), and the fullest chip's memory."""
+    d, steady = s.deployment, s.steady
+    lines = [f"deployment: {d.chips} chip(s) = tp {d.tp} x pp {d.pp}"]
+    state = (f"steady state: {steady.throughput_per_s:,.4g} passes/s (period {steady.period_s * 1e3:.4f} ms), "
+             f"{steady.joules_per_pass:.4g} J and ${steady.usd_per_pass:.4g} per pass")
+    if steady.tokens_per_pass:
+        state += (f"; {steady.throughput_per_s * steady.tokens_per_pass:,.4g} tokens/s, "
+                  f"{steady.per_token(steady.joules_per_pass):.4g} J and "
+                  f"${steady.per_token(steady.usd_per_pass) * 1e6:.4g} per million tokens")
+    lines.append(state)
+    stage = max(range(len(s.memory)), key=lambda i: s.memory[i].used)
+    m = s.memory[stage]
+    where = f"stage {stage} of {len(s.memory)}, the fullest" if len(s.memory) > 1 else "each chip"
+    lines.append(f"memory per chip ({s.memory_level}, {where}): weights {m.weights / 1e9:,.3f} GB, "
+                 f"KV {m.kv / 1e9:,.3f} GB, activations {m.activations / 1e9:,.3f} GB, "
+                 f"reserve {m.reserve / 1e9:,.3f} GB, free {m.free / 1e9:,.3f} GB of {m.capacity / 1e9:,.3f} GB")
+    return lines
 
 
 PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"))
@@ -108,4 +155,5 @@ def to_chrome_trace(s: Schedule) -> dict:
                 "args": {"op": o.op, "kernel": o.kernel, "flops": o.flops, "bytes": o.bytes, "bound": o.bound,
                          "utilization": round(o.utilization, 4), "format": o.format}} for o in s.ops]
     return {"traceEvents": events, "displayTimeUnit": "ns",
-            "otherData": {"target": s.target, "latency_s": s.latency_s, "energy_j": s.energy_j}}
+            "otherData": {"target": s.target, "latency_s": s.latency_s, "energy_j": s.energy_j,
+                          "tp": s.deployment.tp, "pp": s.deployment.pp}}

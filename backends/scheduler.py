@@ -5,19 +5,23 @@ whether all engines of a chip take work from one queue, as a GPU stream does. Ev
 else is common:
 
 - the kernels of ``backends.grouping`` (the ones code generation emits): one launch each
-  (``Target.launch_s``, charged to the kernel's first op: every kernel on a stream, the
-  chip's first alone under ``launch = "graph"``), and traffic only for the values
+  (``Target.launch_s``: every kernel on a stream, the chip's first alone under ``launch =
+  "graph"``; and on statically scheduled chips ``sync_s``; charged to the kernel's first op),
+  and traffic only for the values
   that cross a kernel's boundary, read once; a kernel whose ops placement puts on different
   chips, or partly on the host, runs as one kernel per op instead;
-- placement onto chips and engines (``placement``), with unsupported ops sent to the host,
-  paying the host link both ways (engine ``host``, bound ``host``, ``host_link`` bytes);
+- the deployment (``deployment``: tensor x pipeline parallel chips, memory per chip) and
+  placement onto its chips and engines (``placement``), with unsupported ops sent to the
+  host, paying the host link both ways (engine ``host``, bound ``host``, ``host_link`` bytes);
 - list scheduling, kernel by kernel in their order: an op starts when its inputs are ready
   and its engine is free, so independent work on different engines or chips overlaps; a
   cost's ``companion`` (work the op hands to a second engine) is a second record that
   starts with it;
-- chip-to-chip transfers and tensor-parallel all-gathers as ``interconnect`` records;
-- peak memory per level (resident weights plus live activations at the outer level,
-  tile and buffer footprints at inner levels) and the totals in ``schedule.finish``.
+- each chip of a stage runs its share of a tensor-parallel op (``sharding.piece``); the
+  all-reduces and all-gathers that the cut calls for, and the hops between pipeline stages,
+  are ``interconnect`` records costed by ``collectives``;
+- peak memory per level (the fullest chip's weights, KV and live activations at the outer
+  level, tile and buffer footprints at inner levels) and the totals in ``schedule.finish``.
 """
 
 from __future__ import annotations
@@ -28,23 +32,31 @@ from collections import defaultdict
 from ir.formats import Format
 from ir.graph import Graph
 
-from .families import FAMILIES, Family
+from . import collectives
+from .deployment import Layout, deploy
+from .economics import tokens_per_pass
+from .families import FAMILIES, Cost, Family
 from .grouping import Grouping, group_kernels
-from .placement import Placement, ScheduleError, place, shard
+from .placement import Placement, ScheduleError, place
 from .precision import Policy
 from .schedule import OpSchedule, Schedule, finish
+from .sharding import piece
 from .target import Engine, Target
 from .tiles import GemmCounts
-from .work import OpWork, count_traffic, graph_work, live_bytes
+from .work import OpWork, count_traffic, graph_work
+
 
 def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] | None = None,
-             precision: str | Format = "native") -> Schedule:
+             precision: str | Format = "native", *, chips: int | None = None, tp: int | None = None,
+             pp: int | None = None) -> Schedule:
     """Predict when and where every op of ``graph`` runs on ``target``, and what it costs.
 
     counts: matrix ops' tile counts measured by generated code, by op name (``backends.tiles``);
-    ops without them (and slices of split ops) are costed with dense weights.
+    ops without them (and shares of tensor-parallel ops) are costed with dense weights.
     precision: an ``ir.formats`` name or record: what every value is stored in and every op
-    computes in (``backends.precision``); native: the graph's types as the vendor runs them."""
+    computes in (``backends.precision``); native: the graph's types as the vendor runs them.
+    chips, tp, pp: the deployment (``backends.deployment``); what is not given is chosen, by
+    default the smallest deployment that fits."""
     family = FAMILIES[target.family]
     policy = Policy(precision)
     sizes = policy.sizes(graph)
@@ -52,8 +64,8 @@ def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] |
     works = graph_work(graph, sizes, grouping)
     _require_static(graph, works)
     policy.assign(works)
-    live = live_bytes(graph, works, sizes, grouping.intermediates)
-    placements, chips = place(works, target, reserve=max(live, default=0), policy=policy)
+    layout = deploy(graph, works, grouping, sizes, target, chips, tp, pp)
+    placements = place(works, target, layout, policy)
     grouping = _on_one_device(grouping, works, placements, sizes)
     index = {w.name: i for i, w in enumerate(works)}
     builder = _Timeline(grouping.views, sizes, target, family, counts or {})
@@ -64,7 +76,8 @@ def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] |
                 builder.run_on_host(work, p, number)
             else:
                 builder.run(work, p, number, launch=i == 0)
-    result = finish(target, builder.records, chips, _peak_memory(works, placements, live, target, builder))
+    result = finish(target, builder.records, layout.deployment, layout.memory,
+                    _peak_memory(layout, target, builder), tokens_per_pass(graph))
     result.precision, result.launch = policy.describe(), target.launch
     return result
 
@@ -89,14 +102,14 @@ def _require_static(graph: Graph, works: list[OpWork]) -> None:
 
 def _on_one_device(grouping: Grouping, works: list[OpWork], placements: list[Placement],
                    sizes: dict[str, int]) -> Grouping:
-    """The grouping with every kernel whose ops placement spreads over chips, or partly onto
-    the host, cut into one kernel per op (whose traffic is recounted: they store what they pass on)."""
+    """The grouping with every kernel whose ops placement spreads over pipeline stages, or partly
+    onto the host, cut into one kernel per op (whose traffic is recounted: they store what they pass on)."""
     places: dict[int, object] = {}
     spread: set[int] = set()
     for work, p in zip(works, placements):
         if work.free or len(work.kernel.ops) == 1:
             continue
-        place = p.pieces if p.engine is not None and len(p.pieces) == 1 else None
+        place = p.chips if p.engine is not None else None
         if place is None or places.setdefault(id(work.kernel), place) != place:
             spread.add(id(work.kernel))
     if not spread:
@@ -115,127 +128,132 @@ class _Timeline:
         self.views, self.sizes, self.target, self.family, self.counts = views, sizes, target, family, counts
         self.records: list[OpSchedule] = []
         self.free: dict[tuple[int, str], float] = defaultdict(float)
-        self.ready: dict[str, tuple[int | None, float]] = {}
+        self.ready: dict[str, tuple[tuple[int, ...] | None, float, float]] = {}
+        """Value -> (the chips holding it, when, the share of it each holds)."""
         self.copies: dict[tuple[str, int], float] = {}
         self.footprint: dict[str, float] = defaultdict(float)
         self.launched: set[int] = set()
 
     def run(self, work: OpWork, p: Placement, kernel: int, launch: bool) -> None:
-        """Cost one op of ``kernel`` on its engine; the kernel's first op (``launch``) pays its launch."""
-        split = len(p.pieces) > 1
+        """Cost one op of ``kernel`` on its engine, on each chip of its stage; the kernel's first
+        op (``launch``) pays its launch. Its tensor-parallel cut's collective follows it."""
+        chips = p.chips
+        share = piece(work, p.shard, len(chips))
+        counts = self.counts.get(work.name) if share is work else None
+        base = self.family.op_cost(share, p.engine, p.fmt, self.target, counts)
+        for level, size in base.footprint.items():
+            self.footprint[level] = max(self.footprint[level], size)
         done = 0.0
-        for i, (chip, fraction) in enumerate(p.pieces):
-            piece = shard(work, fraction)
-            counts = None if split else self.counts.get(work.name)
-            cost = self.family.op_cost(piece, p.engine, p.fmt, self.target, counts)
-            overhead = 0.0
-            if launch:
-                overhead = self.target.launch_s(first_on_chip=chip not in self.launched)
-                self.launched.add(chip)
-            if overhead:
-                cost = copy.copy(cost)
-                cost.duration_s, cost.bound = cost.duration_s + overhead, \
-                    "launch" if overhead > cost.duration_s else cost.bound
-            for level, size in cost.footprint.items():
-                self.footprint[level] = max(self.footprint[level], size)
-            name = f"{work.name}[{i}]" if split else work.name
-            parts = [(name, p.engine, p.fmt, cost, p.reason)]
+        for rank, chip in enumerate(chips):
+            cost = self._with_overhead(base, chip) if launch else base
+            parts = [("", p.engine, p.fmt, cost, p.reason)]
             if cost.companion:  # both engines start together: the op's tiles pipeline between them
                 c = cost.companion
-                parts.append((f"{name}.{c.label}", c.engine, c.fmt, c.cost,
+                parts.append((f".{c.label}", c.engine, c.fmt, c.cost,
                               f"{c.label} beside the {p.fmt} products, in {c.fmt}"))
-            start = max([self._inputs_ready(work, chip)] + [self.free[(chip, self._lane(e))] for _, e, *_ in parts])
+            name = f"{work.name}[{rank}]" if len(chips) > 1 else work.name
+            start = max([self._inputs_ready(work, chip, rank)] + [self.free[(chip, self._lane(e))]
+                                                                  for _, e, *_ in parts])
             for label, engine, fmt, part, reason in parts:
-                flops = piece.flops if part.flops is None else part.flops
+                flops = share.flops if part.flops is None else part.flops
                 util = flops / (engine.peak(fmt) * part.duration_s) if part.duration_s else 0.0
-                self._record(OpSchedule(label, work.node.qualified_type, engine.name, chip, start, part.duration_s,
-                                        flops, _ints(part.bytes), part.bound, util, fmt, kernel, reason),
-                             self._lane(engine))
+                self._record(OpSchedule(name + label, work.node.qualified_type, engine.name, chip, start,
+                                        part.duration_s, flops, _ints(part.bytes), part.bound, util, fmt, kernel,
+                                        reason), self._lane(engine))
                 done = max(done, start + part.duration_s)
-        if split:
-            done = self._all_gather(work, p.pieces, done)
+        held = 1.0
+        if p.shard.reduces:
+            done = self._collective("AllReduce", work, chips, done)
+        elif p.shard.gather_output:
+            done = self._collective("AllGather", work, chips, done)
+        elif share is not work and share.output_bytes < work.output_bytes:
+            held = 1 / len(chips)
         for out in work.node.outputs:
-            self.ready[out] = (p.pieces[-1][0], done)
+            self.ready[out] = (chips, done, held)
+
+    def _with_overhead(self, cost: Cost, chip: int) -> Cost:
+        """``cost`` plus what a kernel's first op pays on ``chip``: its launch (every kernel on a
+        stream, the chip's first under ``launch = "graph"``) and, on a statically scheduled chip,
+        its synchronization."""
+        launch_s = self.target.launch_s(first_on_chip=chip not in self.launched)
+        self.launched.add(chip)
+        overhead = launch_s + self.target.sync_s
+        if not overhead:
+            return cost
+        cost = copy.copy(cost)
+        label = "launch" if launch_s >= self.target.sync_s else "sync"
+        cost.duration_s, cost.bound = cost.duration_s + overhead, label if overhead > cost.duration_s else cost.bound
+        return cost
 
     def _lane(self, engine: Engine) -> str:
         return "stream" if self.family.shared_stream else engine.name
 
     def run_on_host(self, work: OpWork, p: Placement, kernel: int) -> None:
-        chip, host, moved = p.chip, self.target.host, work.activation_bytes + work.weight_bytes + work.output_bytes
-        duration = 2 * host.latency_s + moved / host.bandwidth_bytes_per_s + work.flops / host.flops_per_s
-        start = max(self._inputs_ready(work, chip), self.free[(chip, "host")])
+        host, moved = self.target.host, work.activation_bytes + work.weight_bytes + work.output_bytes
+        duration = 2 * host.latency_s + moved / host.effective_bandwidth + work.flops / host.flops_per_s
+        chip = p.chip
+        start = max(self._inputs_ready(work, chip, 0), self.free[(chip, "host")])
         self._record(OpSchedule(work.name, work.node.qualified_type, "host", chip, start, duration, work.flops,
                                 {self.target.outer.name: moved, "host_link": moved}, "host", 0.0, work.fmt, kernel,
                                 p.reason),
                      "host")
         for out in work.node.outputs:
-            self.ready[out] = (chip, start + duration)
+            self.ready[out] = (p.chips, start + duration, 1.0)
 
-    def _inputs_ready(self, work: OpWork, chip: int) -> float:
-        """When all inputs are on ``chip``: producers' ends, plus transfers from other chips."""
+    def _inputs_ready(self, work: OpWork, chip: int, rank: int) -> float:
+        """When all inputs are on ``chip``: producers' ends, plus hops from another stage (from
+        the chip of the same rank there, each chip receiving the share it computes with)."""
         t = 0.0
         for value in work.node.inputs:
-            where, when = self._ready(value)
-            if where is not None and where != chip:
+            where, when, held = self._ready(value)
+            if where is not None and chip not in where:
                 if (value, chip) not in self.copies:
-                    self.copies[(value, chip)] = self._transfer(value, where, chip, when)
+                    src = where[rank % len(where)]
+                    self.copies[(value, chip)] = self._transfer(value, held, src, chip, when)
                 when = self.copies[(value, chip)]
             t = max(t, when)
         return t
 
-    def _ready(self, value: str) -> tuple[int | None, float]:
-        """(chip, time) a value is ready at; a view's is its source's, a value known before
-        the model runs (a weight, a shape, a folded result) is ready anywhere at time 0."""
+    def _ready(self, value: str) -> tuple[tuple[int, ...] | None, float, float]:
+        """(chips, time, share) a value is ready at; a view's is its source's, a value known
+        before the model runs (a weight, a shape, a folded result) is ready anywhere at time 0."""
         while value not in self.ready:
             if value not in self.views:
-                return None, 0.0
+                return None, 0.0, 1.0
             value = self.views[value]
         return self.ready[value]
 
-    def _transfer(self, value: str, src: int, dst: int, after: float) -> float:
-        link = self.target.interconnect
-        size = self.sizes[value]
+    def _transfer(self, value: str, held: float, src: int, dst: int, after: float) -> float:
+        """A pipeline hop: ``src`` sends its share of ``value`` to ``dst``."""
+        size = self.sizes[value] * held
         start = max(after, self.free[(src, "interconnect")])
-        duration = link.latency_s + size / link.bandwidth_bytes_per_s
+        duration = collectives.hop_s(self.target.interconnect, size)
         self._record(OpSchedule(f"{value}->chip{dst}", "Transfer", "interconnect", src, start, duration, 0,
-                                {"interconnect": size}, "interconnect", 0.0), "interconnect")
+                                {"interconnect": int(size)}, "interconnect", 0.0), "interconnect")
         return start + duration
 
-    def _all_gather(self, work: OpWork, pieces: list[tuple[int, float]], after: float) -> float:
-        """Ring all-gather of a column-split output: each chip receives the slices it lacks."""
-        link = self.target.interconnect
-        start = max([after] + [self.free[(chip, "interconnect")] for chip, _ in pieces])
-        end = start
-        for i, (chip, fraction) in enumerate(pieces):
-            size = int(work.output_bytes * (1 - fraction))
-            duration = (len(pieces) - 1) * link.latency_s + size / link.bandwidth_bytes_per_s
-            self._record(OpSchedule(f"{work.name}.allgather[{i}]", "AllGather", "interconnect", chip, start,
-                                    duration, 0, {"interconnect": size}, "interconnect", 0.0), "interconnect")
-            end = max(end, start + duration)
-        return end
+    def _collective(self, kind: str, work: OpWork, chips: tuple[int, ...], after: float) -> float:
+        """The stage's chips all-reduce the op's partial sums, or all-gather its split output."""
+        link, n = self.target.interconnect, len(chips)
+        size = sum(self.sizes[o] for o in work.node.outputs if o)
+        duration = (collectives.all_reduce_s if kind == "AllReduce" else collectives.all_gather_s)(link, n, size)
+        sent = (2 if kind == "AllReduce" else 1) * (n - 1) / n * size
+        start = max([after] + [self.free[(chip, "interconnect")] for chip in chips])
+        for rank, chip in enumerate(chips):
+            self._record(OpSchedule(f"{work.name}.{kind.lower()}[{rank}]", kind, "interconnect", chip, start,
+                                    duration, 0, {"interconnect": int(sent)}, "interconnect", 0.0), "interconnect")
+        return start + duration
 
     def _record(self, record: OpSchedule, lane: str) -> None:
         self.records.append(record)
         self.free[(record.chip, lane)] = record.end_s
 
 
-def _peak_memory(works: list[OpWork], placements: list[Placement], live: list[int], target: Target,
-                 timeline: _Timeline) -> dict[str, int]:
-    """Outer level: the fullest chip's resident weights plus the activations live while it works;
-    inner levels: the largest tile or buffer footprint of any op."""
-    weights: dict[int, float] = defaultdict(float)
-    activations: dict[int, float] = defaultdict(float)
-    seen: set[str] = set()
-    for work, p, held in zip(works, placements, live):
-        for name, size in work.weights.items():
-            if name not in seen:
-                seen.add(name)
-                for chip, fraction in p.pieces:
-                    weights[chip] += size * fraction
-        for chip, _ in p.pieces:
-            activations[chip] = max(activations[chip], held)
+def _peak_memory(layout: Layout, target: Target, timeline: _Timeline) -> dict[str, int]:
+    """Outer level: the fullest chip's weights, KV and live activations (its runtime reserve
+    aside); inner levels: the largest tile or buffer footprint of any op."""
     peak = {m.name: int(timeline.footprint.get(m.name, 0)) for m in target.inner}
-    peak[target.outer.name] = int(max(weights[c] + activations[c] for c in set(weights) | set(activations) | {0}))
+    peak[target.outer.name] = int(max(m.weights + m.kv + m.activations for m in layout.memory))
     return peak
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from ir.errors import XpucError
 from ir.formats import ENGINE_ONLY, engine_storage
 
+from .collectives import TOPOLOGIES
 from .families import FAMILIES
 
 TARGETS_DIR = Path(__file__).parent / "targets"
@@ -167,6 +168,9 @@ class MemoryLevel:
     latency_s: NonNeg
     efficiency: Num = 1.0
     energy_per_byte_j: NonNeg | None = None
+    reserve_fraction: NonNeg = 0.0
+    """Share of the capacity a serving runtime keeps for itself (context, workspaces, allocator
+    slack); only the level that holds the model (``Target.outer``) reads it."""
 
     @property
     def effective_bandwidth(self) -> float:
@@ -175,13 +179,32 @@ class MemoryLevel:
 
 @dataclass
 class Link:
-    """A chip-to-chip interconnect, or the host link that fallbacks cross."""
+    """A chip-to-chip interconnect, or the host link that fallbacks cross.
+
+    bandwidth_bytes_per_s: per chip, in each direction; efficiency: the share of it that
+        transfers and collectives reach (NCCL's bus bandwidth over the line rate).
+    latency_s: one hop, chip to chip; collective_latency_s: fixed cost of one collective
+        (launching it and the barrier that ends it), on top of its hops.
+    topology: the interconnect's shape, which decides how a collective runs
+        (``backends.collectives.TOPOLOGIES``); free text for the host link.
+    domain_chips: chips linked closely enough for tensor parallelism (an NVLink node, a
+        Groq node); default deployments keep their tensor-parallel degree within it unless
+        an op's share would fit no chip.
+    max_chips: most chips the interconnect connects.
+    """
 
     bandwidth_bytes_per_s: Num
     latency_s: NonNeg
     topology: str = "point-to-point"
     flops_per_s: Num | None = None
     max_chips: Num | None = None
+    efficiency: Num = 1.0
+    collective_latency_s: NonNeg = 0.0
+    domain_chips: Num = 1.0
+
+    @property
+    def effective_bandwidth(self) -> float:
+        return self.bandwidth_bytes_per_s * self.efficiency
 
 
 @dataclass
@@ -231,6 +254,10 @@ class Target:
     price: Price
     launch_overhead_s: NonNeg = 0.0
     """Per kernel (a fused group of ops, ``backends.grouping``), charged by the scheduler to its first op."""
+    sync_s: NonNeg = 0.0
+    """Per kernel on a statically scheduled chip (SRAM dataflow): the kernel's operands stream
+    across the chip's array of units and its results come back before a dependent kernel may
+    start (fill, drain and the hand-over between kernels); charged with the launch."""
     launch: str = "stream"
     """How the host starts kernels (:data:`LAUNCHES`)."""
     graph_launch_overhead_s: Num = 0.0
@@ -274,7 +301,7 @@ class Target:
     def bandwidth(self, level: str) -> float:
         """Bytes per second of a memory level, the interconnect, or the host link."""
         links = {"interconnect": self.interconnect, "host_link": self.host}
-        return links[level].bandwidth_bytes_per_s if level in links else self.level(level).effective_bandwidth
+        return links[level].effective_bandwidth if level in links else self.level(level).effective_bandwidth
 
 
 # ------------------------------------------------------------------------------- loading
@@ -442,6 +469,16 @@ def _check_semantics(t: Target, origin: str) -> None:
         fail("price needs usd_per_chip_hour, or purchase_usd with amortization_years")
     if t.host.flops_per_s is None:
         fail("host needs flops_per_s: the rate fallbacks run at")
+    if t.interconnect.topology not in TOPOLOGIES:
+        fail(f"interconnect.topology: unknown {t.interconnect.topology!r}; known: {', '.join(TOPOLOGIES)}")
+    for name, link in (("interconnect", t.interconnect), ("host", t.host)):
+        if not 0 < link.efficiency <= 1:
+            fail(f"{name}.efficiency must be in (0, 1], got {link.efficiency}")
+    if t.interconnect.domain_chips < 1 or t.interconnect.domain_chips != int(t.interconnect.domain_chips):
+        fail("interconnect.domain_chips must be a whole number of chips, at least 1, "
+             f"got {t.interconnect.domain_chips}")
+    if not 0 <= t.outer.reserve_fraction < 1:
+        fail(f"{t.outer.name}.reserve_fraction must be in [0, 1), got {t.outer.reserve_fraction}")
 
 
 def _accumulate_problem(e: Engine) -> str | None:

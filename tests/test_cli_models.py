@@ -46,9 +46,10 @@ def test_import_takes_a_preset_with_the_default_shape(capsys):
 def test_schedule_takes_a_preset(capsys, tmp_path):
     code, out, err = run(capsys, "schedule", "mixtral-8x7b", "-t", "h100-sxm", "--json", tmp_path / "plan.json")
     assert code == 0 and err == ""
-    ops = json.loads((tmp_path / "plan.json").read_text())["ops"]
-    experts = [op for op in ops if op["op"] == "xpuc.MixtureOfExperts"]
-    assert len(experts) == 32 and all(op["engine"] == "tensor" for op in experts)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    experts = [op for op in plan["ops"] if op["op"] == "xpuc.MixtureOfExperts"]
+    assert plan["deployment"] == {"chips": 2, "tp": 2, "pp": 1}  # 93 GB of f16 weights: each chip half of every expert
+    assert len(experts) == 2 * 32 and all(op["engine"] == "tensor" for op in experts)
 
 
 def test_run_takes_a_config_file_with_seeded_random_weights(capsys, tmp_path):

@@ -64,7 +64,9 @@ def test_schedule_json_has_the_documented_keys(scheduled):
     code, table, data, _ = scheduled
     assert code == 0
     assert (data["target"], data["family"]) == ("tpu-v4", "systolic")
-    assert set(data["totals"]) == {"latency_s", "energy_j", "cost_usd", "chips", "kernels"}
+    assert set(data["totals"]) == {"latency_s", "energy_j", "cost_usd", "chips", "kernels", "period_s", "throughput_per_s",
+                                   "joules_per_pass", "usd_per_pass", "tokens_per_pass", "tokens_per_s",
+                                   "joules_per_token", "usd_per_token"}
     assert data["totals"]["latency_s"] > 0 and data["totals"]["chips"] == 1
     assert data["ops"] and all(OP_KEYS <= set(op) for op in data["ops"])
     engines = set(backends.load_target("tpu-v4").engines) | {"host"}

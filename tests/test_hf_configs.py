@@ -30,6 +30,8 @@ PUBLISHED = {
     "llama-2-70b": 68_976_648_192,
     "llama-3-70b": 70_553_706_496,
     "llama-3.1-405b": 405_853_388_800,
+    "llama-3.1-8b": 8_030_261_248,    # Llama 3's shapes with 3.1's rope scaling and 131072 context
+    "llama-3.1-70b": 70_553_706_496,
     "qwen2-7b": 7_615_616_512,      # q/k/v biases: 28*(3584 + 2*512)
     "gemma-2-9b": 9_241_705_984,    # tied head, 4 norms per layer, head_dim 256
     "phi-3-mini": 3_821_079_552,    # fused qkv (3072 x 9216) and gate_up (3072 x 16384)

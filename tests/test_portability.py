@@ -145,7 +145,9 @@ def test_compare_the_bundled_model_with_accuracy_json_and_csv(tmp_path, capsys):
     assert data["unit"] == "token" and data["units_per_pass"] == 128 and data["latency_target_s"] == 5e-5
     tpu, h100 = data["targets"]
     assert set(tpu) == ROW_KEYS and (tpu["target"], h100["target"]) == ("tpu-v5e", "h100-sxm")
-    assert tpu["chips"] == 1 and tpu["deployment"] == {"chips": 1}
+    assert tpu["chips"] == 1
+    assert {k: tpu["deployment"][k] for k in ("chips", "tp", "pp")} == {"chips": 1, "tp": 1, "pp": 1}
+    assert tpu["basis"] == "steady state" and len(tpu["deployment"]["memory_per_chip"]) == 1
     assert tpu["accuracy"]["format"] == "bf16" and 1e-4 < tpu["accuracy"]["outputs"]["logits"]["rel_l2"] < 5e-2
     assert h100["accuracy"]["format"] is None  # TF32 tensor cores: not emulated on the host
     assert tpu["meets_latency_target"] is True and h100["meets_latency_target"] is False  # launch-bound: ~125 us

@@ -11,6 +11,8 @@ import sys
 import pytest
 
 import backends
+from backends.deployment import Deployment
+from backends.economics import SteadyState
 from backends import portability
 from backends.calibration import matmul_graph
 from backends.portability_html import (ReportError, ServingPoint, family_seconds, kernel_points, lanes, pareto_front,
@@ -47,7 +49,8 @@ def _record(name, start, end, op="MatMul", engine="mxu"):
 def test_timeline_lanes_merge_neighbours_of_one_family_only():
     ops = [_record("a", 0.0, 1.0), _record("b", 1.0005, 2.0), _record("c", 2.0, 3.0, "Relu"),
            _record("d", 5.0, 6.0), _record("e", 0.0, 6.0, "Neg", "host")]
-    s = Schedule("t", "systolic", ops, 10.0, 0.0, 0.0, 1, {}, {}, 3)
+    s = Schedule("t", "systolic", ops, 10.0, 0.0, 0.0, 1, {}, {}, 3, Deployment(1, 1), [], "hbm",
+                 SteadyState(10.0, 0.1, 0.0, 0.0))
     assert lanes(s) == {"mxu": [(0.0, 2.0, "matmul"), (2.0, 3.0, "elementwise"), (5.0, 6.0, "matmul")],
                         "host": [(0.0, 6.0, "host")]}  # 0.0005 apart: less than a pixel of a 10 s pass
     assert family_seconds(s) == pytest.approx({"matmul": 2.9995, "elementwise": 1.0, "host": 6.0})

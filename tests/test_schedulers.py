@@ -154,35 +154,12 @@ def test_groq_chip_count_follows_from_sram_capacity():
     assert s.peak_memory["sram"] <= t.outer.capacity_bytes
 
 
-def test_large_op_is_split_across_chips_with_an_all_gather():
-    t = target("dataflow-generic")
-    s = backends.schedule(matmul_graph(16, 16384, 4096, "f16"), t)  # 134 MB of weights, 64 MB chips
-    assert s.chips == 3
-    assert sorted(o.chip for o in s.ops if o.op == "MatMul") == [0, 1, 2]
-    assert sum(o.flops for o in s.ops if o.op == "MatMul") == pytest.approx(2 * 16 * 16384 * 4096, rel=1e-6)
-    assert any(o.op == "AllGather" for o in s.ops)
-
-
-def test_an_op_that_cannot_be_split_is_a_clear_error():
-    """A 128 MB one-column table on 64 MB chips: no column split exists."""
-    graph = Graph("narrow_table")
-    graph.add_input("ids", TensorType(DType.INT64, (1, 16)))
-    graph.add_value("table", TensorType(DType.FLOAT16, (64_000_000, 1)), const=True)
-    graph.add_node("Gather", ["table", "ids"], ["rows"], name="lookup")
-    graph.outputs.append("rows")
-    with pytest.raises(backends.ScheduleError, match="cannot be cut into 3 column slices"):
-        backends.schedule(infer_shapes(graph), target("dataflow-generic"))
-
-
-def test_activations_larger_than_a_chip_are_a_clear_error():
-    with pytest.raises(backends.ScheduleError, match="live activations .* alone exceed"):
-        backends.schedule(matmul_graph(1, 1, 64_000_000, "f16"), target("dataflow-generic"))
-
-
 def test_report_json_table_and_trace():
     s = backends.schedule(model(TRANSFORMERS[0]), target("tpu-v4"))
     data = json.loads(report.to_json(s))
-    assert set(data["totals"]) == {"latency_s", "energy_j", "cost_usd", "chips", "kernels"}
+    assert set(data["totals"]) == {"latency_s", "energy_j", "cost_usd", "chips", "kernels", "period_s", "throughput_per_s",
+                                   "joules_per_pass", "usd_per_pass", "tokens_per_pass", "tokens_per_s",
+                                   "joules_per_token", "usd_per_token"}
     assert {"name", "op", "engine", "chip", "start_s", "duration_s", "flops", "bytes", "bound"} <= set(data["ops"][0])
     assert len(data["ops"]) == len(s.ops)
     table = report.format_table(s)

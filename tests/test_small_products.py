@@ -88,35 +88,37 @@ def test_an_embedding_gather_reads_the_rows_it_gathers():
 # ------------------------------------------------------------------- GPU: small products
 def test_gpu_decode_product_shrinks_its_tile_and_splits_k():
     """k_proj of a 70B decode step (1 x 8192 by 8192 x 1024, f16) on a100-80gb, by hand:
-    tile 16 x 128 (one row covered by the m16n8k16 instruction, not padded to 128), 8 tiles
-    across N for 108 SMs: K (256 steps of 32) splits into 108 // 8 = 13 slices of 20 steps =
-    640, so 8 x 13 = 104 tiles, one wave, each 2 x 16 x 128 x 640 FLOP at 1.41e9 Hz x 2048
-    FLOP/cycle x 0.92 = 0.99 us. HBM: 16,384 + 16,777,216 + 2,048 B / (2.039e12 x 0.90 B/s)
+    tile 8 x 128 (A and B swapped, so the one row rides the m16n8k16 instruction's n8 side,
+    not padded to 128 or 16), 8 tiles across N for 108 SMs: K (256 steps of 32) splits into
+    108 // 8 = 13 slices of 20 steps = 640, so 8 x 13 = 104 tiles, one wave, each
+    2 x 8 x 128 x 640 FLOP at 1.41e9 Hz x 2048 FLOP/cycle x 0.92 = 0.49 us. HBM: 16,384 + 16,777,216 + 2,048 B / (2.039e12 x 0.90 B/s)
     = 9.15 us: memory-bound, plus the 4 us launch."""
     t = target("a100-80gb")
     g = Gemm(1, 1, 1024, 8192)
-    assert gpu.tiling(g, t.engines["tensor"]) == Tiling(16, 128, 640, scaled=2 * 16 * 128 * 640)
+    assert gpu.tiling(g, t.engines["tensor"]) == Tiling(8, 128, 640, scaled=2 * 8 * 128 * 640)
     (op,) = backends.schedule(matmul_graph(1, 1024, 8192), t).ops
     hbm = 16_384 + 16_777_216 + 2_048
     assert op.bytes["hbm"] == hbm
     assert op.bytes["l2"] == 2 * (8192 * 8 + 8192 * 1024 + 1024 * 13)  # A per column of tiles, B once, C per slice
     assert op.bound == "memory"
     assert op.duration_s == pytest.approx(4e-6 + hbm / (2.039e12 * 0.90))
-    assert 2 * 16 * 128 * 640 / (1.41e9 * 2048 * 0.92) < hbm / (2.039e12 * 0.90)
+    assert 2 * 8 * 128 * 640 / (1.41e9 * 2048 * 0.92) < hbm / (2.039e12 * 0.90)
 
 
-def test_hopper_tiles_shrink_to_a_warpgroup():
-    """On h100 the least tile is wgmma's 64 rows: 8 tiles across N, 132 // 8 = 16 slices of
-    256 / 16 = 16 steps of 32."""
+def test_hopper_tiles_shrink_to_a_warpgroup_or_swap():
+    """On h100 wgmma's least M is 64 rows, its least N 8: one row swaps A and B to ride N (8 x
+    128 tiles), 8 tiles across N, 132 // 8 = 16 slices of 256 / 16 = 16 steps of 32. 64 rows
+    pad nothing either way, and the tie keeps A and B in place (64 x 128 tiles)."""
     engine = target("h100-sxm").engines["tensor"]
-    assert gpu.tiling(Gemm(1, 1, 1024, 8192), engine) == Tiling(64, 128, 512, scaled=2 * 64 * 128 * 512)
+    assert gpu.tiling(Gemm(1, 1, 1024, 8192), engine) == Tiling(8, 128, 512, scaled=2 * 8 * 128 * 512)
+    assert gpu.tiling(Gemm(1, 64, 1024, 8192), engine).tm == 64
 
 
 def test_gpu_products_with_enough_tiles_are_not_split():
     """A 28672-column decode product has 224 tiles on a100's 108 SMs: no split; a 4096-row
     prefill keeps the full 128 x 128 tile."""
     engine = target("a100-80gb").engines["tensor"]
-    assert gpu.tiling(Gemm(1, 1, 28672, 8192), engine) == Tiling(16, 128, None, scaled=2 * 16 * 128 * 8192)
+    assert gpu.tiling(Gemm(1, 1, 28672, 8192), engine) == Tiling(8, 128, None, scaled=2 * 8 * 128 * 8192)
     assert gpu.tiling(Gemm(1, 4096, 28672, 8192), engine) == Tiling(128, 128, None, scaled=2 * 128 * 128 * 8192)
 
 

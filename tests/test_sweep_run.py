@@ -25,7 +25,7 @@ distributed = pytest.importorskip("distributed")
 
 GRID = {"axes": {"model": [{"name": "tiny", "path": str(DEFAULT_MODEL)}],
                  "target": ["h100-sxm", "tpu-v4", "no-room"], "batch": [1, 2, 3, 4]},
-        "variants": {"no-room": {"base": "groq-lpu", "set": {"memory.sram.capacity_bytes": 1e5}}}}
+        "variants": {"no-room": {"base": "groq-lpu", "set": {"memory.sram.capacity_bytes": 1e4}}}}
 POINTS = 12
 
 

@@ -94,6 +94,14 @@ BAD_SPECS = {
     "memory role twice": (lambda s: s["memory"][0].update(role="hbm"), "memory[1].role: 'hbm' is also memory[0]'s"),
     "no level holds the model": (lambda s: s["memory"][1].update(role="l2"), "exactly one level that holds the model"),
     "role the family needs": (lambda s: s["memory"][0].update(role="l2"), "needs levels with role buffer"),
+    "unknown topology": (lambda s: s["interconnect"].update(topology="hypercube"),
+                         "interconnect.topology: unknown 'hypercube'; known: ring"),
+    "link efficiency above 1": (lambda s: s["interconnect"].update(efficiency={"value": 1.5, "source": "teaching"}),
+                                "interconnect.efficiency must be in (0, 1]"),
+    "part of a chip": (lambda s: s["interconnect"].update(domain_chips={"value": 2.5, "source": "teaching"}),
+                       "interconnect.domain_chips must be a whole number of chips"),
+    "reserve all memory": (lambda s: s["memory"][1].update(reserve_fraction={"value": 1, "source": "teaching"}),
+                           "hbm.reserve_fraction must be in [0, 1)"),
     "unknown launch": (lambda s: s.update(launch="eager"), "launch: unknown launch 'eager'; known: stream, graph"),
     "os array preloading weights": (lambda s: s["engines"]["array"].update(
         weight_load_cycles={"value": 128, "source": "teaching"}), "an output-stationary array preloads no operand"),
@@ -175,7 +183,7 @@ def _numbers_with_paths(table, path=""):
 
 
 ZERO_ALLOWED = {"latency_s", "energy_per_byte_j", "idle_w", "energy_per_mac_j", "usd_per_chip_hour", "purchase_usd",
-                "launch_overhead_s", "measurement_overhead_s"}
+                "launch_overhead_s", "measurement_overhead_s", "collective_latency_s", "reserve_fraction"}
 """Costs may be zero (an idealization); what sizes or rates the hardware may not (see backends/target.py)."""
 
 

@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     _precision_argument(sched, "cost every target in this format (native: the graph's types, as each vendor "
                                "runs them); the graph is not rewritten (docs/schedules.md)")
     _launch_argument(sched)
+    _deployment_arguments(sched)
     comp = commands.add_parser("compare", help="one model on several targets: cost, efficiency, porting cost, "
                                                "accuracy and a performance-portability score (docs/portability.md)")
     _model_arguments(comp)
@@ -138,6 +139,14 @@ def _precision_argument(parser: argparse.ArgumentParser, help: str) -> None:
     from ir.formats import NAMES
 
     parser.add_argument("--precision", choices=NAMES, metavar="FORMAT", help=f"{help}; one of {', '.join(NAMES)}")
+
+
+def _deployment_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("deployment", "default: the smallest that fits weights, KV cache, activations "
+                                                    "and the runtime reserve on every chip (docs/schedules.md)")
+    group.add_argument("--chips", type=int, metavar="N", help="chips in the deployment (tp x pp)")
+    group.add_argument("--tp", type=int, metavar="N", help="tensor-parallel degree: chips that split each op")
+    group.add_argument("--pp", type=int, metavar="N", help="pipeline-parallel degree: stages of consecutive ops")
 
 
 def _launch_argument(parser: argparse.ArgumentParser) -> None:
@@ -265,7 +274,8 @@ def _cmd_schedule(args) -> int:
     if args.launch:
         target = dataclasses.replace(target, launch=args.launch)
     graph = _optimize(_load(args))
-    schedule = backends.schedule(graph, target, precision=args.precision or "native")
+    schedule = backends.schedule(graph, target, precision=args.precision or "native",
+                                 chips=args.chips, tp=args.tp, pp=args.pp)
     print(report.format_table(schedule, limit=args.limit or None))
     if args.json:
         Path(args.json).write_text(report.to_json(schedule))

@@ -7,7 +7,8 @@ pick for them (cuBLAS heuristics, CUTLASS's tile and split-K configurations):
 
 - a product with few rows (or columns) takes the smallest tile that covers them, halving
   ``tile`` down to the tensor core's instruction shape ``mma`` (m16n8k16 on Ampere; a
-  warpgroup's m64 on Hopper), so a decode step's one row is not padded to 128;
+  warpgroup's m64 on Hopper), with A and B swapped when that pads less (swap-AB: the rows
+  take the instruction's n8 side), so a decode step's one row is not padded to 128 or 64;
 - a product with fewer tiles than SMs splits K into slices until every SM has one
   (split-K): each slice reads its part of A and B and writes a partial C tile that the
   others add to. Memory-bound decode then streams its weights from every SM at the HBM's
@@ -62,14 +63,25 @@ def tiling(g: Gemm, engine: Engine) -> Tiling:
     fewer tiles than SMs (split-K); each costs its padded FLOPs (its K rounded up to the K
     step). Summed over tiles, their A, B and C slices are the L2 -> shared-memory traffic: A
     once per column of tiles, B once per row of tiles, C (the partial sums) once per slice."""
-    full_m, full_n, tk = engine.tile
-    least_m, least_n, _ = engine.mma or engine.tile
-    tm, tn = _covering(g.m, full_m, least_m), _covering(g.n, full_n, least_n)
+    tm, tn = _tile_sides(g, engine)
+    tk = engine.tile[2]
     steps = math.ceil(g.k / tk)
     tiles = g.batch * math.ceil(g.m / tm) * math.ceil(g.n / tn)
     slices = min(steps, max(1, int(engine.count) // tiles))
     depth = math.ceil(steps / slices) * tk
     return Tiling(tm, tn, depth if slices > 1 else None, scaled=2 * tm * tn * depth)
+
+
+def _tile_sides(g: Gemm, engine: Engine) -> tuple[int, int]:
+    """The tile's extent along the product's M and N. Libraries swap A and B for a product
+    with fewer rows than the instruction's M (CUTLASS and TensorRT-LLM's swap-AB: compute
+    C^T = B^T A^T), so a decode row rides the instruction's small N side (n8) instead of
+    Hopper's m64; the orientation that pads fewer output elements wins."""
+    full_m, full_n, _ = engine.tile
+    least_m, least_n, _ = engine.mma or engine.tile
+    sides = [(_covering(g.m, full_m, least_m), _covering(g.n, full_n, least_n)),
+             (_covering(g.m, full_n, least_n), _covering(g.n, full_m, least_m))]
+    return min(sides, key=lambda s: math.ceil(g.m / s[0]) * s[0] * math.ceil(g.n / s[1]) * s[1])
 
 
 def _covering(extent: int, full: int, least: int) -> int:
