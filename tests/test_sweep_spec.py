@@ -80,14 +80,19 @@ def test_the_evaluator_reports_the_schedules_totals_and_names_axes_it_does_not_a
     graph = prepare_graph(s.models["tiny"], point)
     assert graph.values["input_ids"].type.shape == (2, 16)
     metrics = schedule_metrics(graph, s.targets["h100-sxm"], point)
-    plan = backends.schedule(graph, s.targets["h100-sxm"])
+    plan = backends.schedule(graph, s.targets["h100-sxm"], chips=2)
     assert set(metrics) == set(SCHEDULE.metrics)
     assert (metrics["latency_s"], metrics["energy_j"], metrics["cost_usd"], metrics["chips"], metrics["kernels"]) == \
-        (plan.latency_s, plan.energy_j, plan.cost_usd, plan.chips, plan.kernels)
+        (plan.latency_s, plan.energy_j, plan.cost_usd, 2, plan.kernels)
+    assert (metrics["deploy_tp_chosen"], metrics["deploy_pp_chosen"]) == (2, 1)  # the widest tp within NVLink
+    # kept full, one stage: a pass per latency, 32 tokens each, two chips at $4.9 an hour each
+    assert metrics["period_s"] == plan.latency_s and metrics["throughput_per_s"] == pytest.approx(1 / plan.latency_s)
+    assert metrics["tokens_per_s"] == pytest.approx(32 / plan.latency_s, rel=1e-12)
+    assert metrics["usd_per_token"] == pytest.approx(2 * 4.9 / 3600 * plan.latency_s / 32, rel=1e-12)
     assert metrics["peak_memory_bytes"] == plan.peak_memory["hbm"] and metrics["memory_level"] == "hbm"
     assert metrics["prefill_tokens_per_s"] == pytest.approx(2 * 16 / plan.latency_s, rel=1e-12)
     assert metrics["prefill_usd_per_mtok"] == pytest.approx(plan.cost_usd / (2 * 16) * 1e6, rel=1e-12)
-    assert unused_axes(SCHEDULE, point) == "deployment,rate_per_s"
+    assert unused_axes(SCHEDULE, point) == "rate_per_s"
     assert unused_axes(SCHEDULE, dataclasses.replace(point, deployment=None, rate_per_s=None)) is None
 
 

@@ -12,7 +12,7 @@ An :class:`Evaluator` is two functions and two tables:
 
 :data:`SCHEDULE`, the default, schedules one pass of the model on the target with
 ``backends.schedule`` (docs/schedules.md): the model's input bound to ``batch x prompt_tokens``,
-costed in ``precision`` (the precision policy). Its totals are read through ``backends.report.to_dict``, so a
+costed in ``precision`` (the precision policy) on the point's ``deployment``. Its totals are read through ``backends.report.to_dict``, so a
 total the schedule gains becomes a metric by adding its name to :data:`SCHEDULE_METRICS`.
 docs/sweeps.md says how to point a sweep at serving metrics instead.
 """
@@ -29,7 +29,7 @@ from frontends import hf
 from frontends import onnx as onnx_frontend
 from ir.passes import optimize
 
-from .spec import ModelEntry, Point
+from .spec import Deployment, ModelEntry, Point
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,17 @@ SCHEDULE_METRICS = {
     "prefill_tokens_per_s": Metric("float", "higher", "tokens the pass reads (input_ids elements) per second of "
                                                       "its latency; none for a model without input_ids"),
     "prefill_usd_per_mtok": Metric("float", "lower", "cost_usd per million of those tokens"),
+    "period_s": Metric("float", "lower", "seconds between passes with the deployment kept full: its slowest "
+                                         "pipeline stage (backends.economics)"),
+    "throughput_per_s": Metric("float", "higher", "passes per second with the deployment kept full"),
+    "usd_per_pass": Metric("float", "lower", "dollars per pass with the deployment kept full"),
+    "joules_per_pass": Metric("float", "lower", "joules per pass with the deployment kept full"),
+    "tokens_per_s": Metric("float", "higher", "tokens (input_ids elements) per second with the deployment kept "
+                                              "full; none for a model without input_ids"),
+    "usd_per_token": Metric("float", "lower", "usd_per_pass per token of the pass"),
+    "joules_per_token": Metric("float", "lower", "joules_per_pass per token of the pass"),
+    "deploy_tp_chosen": Metric("int", None, "the tensor-parallel degree the pass ran with (given or chosen)"),
+    "deploy_pp_chosen": Metric("int", None, "the pipeline stages the pass ran with (given or chosen)"),
 }
 
 
@@ -78,10 +89,10 @@ def prepare_graph(model: ModelEntry, point: Point):
 
 
 def schedule_metrics(graph, target: backends.Target, point: Point) -> dict:
-    """One pass's totals. The point's deployment is not passed: ``backends.schedule`` chooses its own
-    chips here (``SCHEDULE.unused``); once it takes ``chips=, tp=, pp=``, pass them and drop
-    "deployment" from ``unused``."""
-    s = backends.schedule(graph, target, precision=point.precision or "native")
+    """One pass's totals on the point's deployment (what it gives of chips, tp and pp; the
+    smallest that fits for the rest), alone and with the deployment kept full."""
+    d = point.deployment or Deployment()
+    s = backends.schedule(graph, target, precision=point.precision or "native", chips=d.chips, tp=d.tp, pp=d.pp)
     totals = report.to_dict(s)["totals"]
     level = target.outer.name
     matrix = [u for name, u in s.utilization.items() if target.engines[name].role == "matrix"]
@@ -93,16 +104,16 @@ def schedule_metrics(graph, target: backends.Target, point: Point) -> dict:
                "matrix_utilization": max(matrix, default=None),
                "bound": max(time_by_bound, key=time_by_bound.get, default=None),
                "prefill_tokens_per_s": tokens / s.latency_s if tokens and s.latency_s else None,
-               "prefill_usd_per_mtok": s.cost_usd / tokens * 1e6 if tokens else None}
+               "prefill_usd_per_mtok": s.cost_usd / tokens * 1e6 if tokens else None,
+               "deploy_tp_chosen": s.deployment.tp, "deploy_pp_chosen": s.deployment.pp}
     return {name: totals[name] if name in totals else derived.get(name) for name in SCHEDULE_METRICS}
 
 
 SCHEDULE = Evaluator(SCHEDULE_METRICS, prepared_by=("model", "batch", "prompt_tokens"),
-                     unused=("deployment", "output_tokens", "rate_per_s"), prepare=prepare_graph,
-                     evaluate=schedule_metrics)
-"""The default evaluator: one pass scheduled by ``backends.schedule``. Deployment, output length and
-request rate are recorded on each row but not applied (``unused_axes``) until the schedule API takes
-a deployment and a serving evaluator exists (docs/sweeps.md)."""
+                     unused=("output_tokens", "rate_per_s"), prepare=prepare_graph, evaluate=schedule_metrics)
+"""The default evaluator: one pass scheduled by ``backends.schedule`` on the point's deployment.
+Output length and request rate are recorded on each row but not applied (``unused_axes``) until
+a serving evaluator exists (docs/sweeps.md)."""
 
 
 def unused_axes(evaluator: Evaluator, point: Point) -> str | None:
