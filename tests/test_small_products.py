@@ -70,7 +70,7 @@ def test_batch_of_sequences_costs_what_one_longer_sequence_costs(preset):
 def test_an_embedding_gather_reads_the_rows_it_gathers():
     """Four ids into a 128256 x 8192 f16 table on h100: 4 x 8192 x 2 B of rows read, as many
     written, 4 x 8 B of ids; the whole 2.1 GB table stays resident. 131,104 B / (3.35e12 B/s
-    x 0.90) = 43.5 ns, far under the 4 us launch."""
+    x 0.80) = 48.9 ns, far under the 4 us launch."""
     graph = Graph("embedding")
     graph.add_input("ids", TensorType(DType.INT64, (1, 4)))
     graph.add_value("table", TensorType(F16, (128256, 8192)), const=True)
@@ -81,7 +81,7 @@ def test_an_embedding_gather_reads_the_rows_it_gathers():
     (op,) = s.ops
     moved = 4 * 8192 * 2 + 4 * 8192 * 2 + 4 * 8
     assert op.bytes["hbm"] == moved == 131_104
-    assert op.duration_s == pytest.approx(4e-6 + moved / (3.35e12 * 0.90))
+    assert op.duration_s == pytest.approx(4e-6 + moved / (3.35e12 * 0.80))
     assert s.peak_memory["hbm"] >= 128256 * 8192 * 2
 
 
