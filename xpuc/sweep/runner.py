@@ -114,12 +114,12 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - a model that cannot be built is every one of its points' error
             self._write(points, [(None, f"preparing the model: {_describe(exc)}", 0.0)] * len(points))
             return
-        model = self.client.scatter([prepared], broadcast=True, hash=False)[0]
+        model = Scattered(prepared, self.client.scatter([prepared], broadcast=True, hash=False)[0])
         for start in range(0, len(points), per_task):
             self._task(points[start:start + per_task], model, targets, pending, attempt=0)
 
-    def _task(self, points: list[Point], model, targets, pending, attempt: int) -> None:
-        future = self.client.submit(evaluate_points, self.evaluator, model, targets, points, retries=RETRIES,
+    def _task(self, points: list[Point], model: Scattered, targets, pending, attempt: int) -> None:
+        future = self.client.submit(evaluate_points, self.evaluator, model.future, targets, points, retries=RETRIES,
                                     pure=False)
         # The task keeps its model's future: the scattered copy then stays on the workers
         # until the task's rows are written, so the task can run again (below).
@@ -132,7 +132,12 @@ class _Run:
             results = future.result()
         except Exception as exc:  # noqa: BLE001 - outside the evaluator: a worker died, a result was lost
             if attempt < RETRIES:  # Dask reruns a task whose worker dies while it runs, but a result lost
-                future.release()   # after the task finished can come back cancelled: submit it again
+                future.release()   # after the task finished can come back cancelled: submit it again,
+                # scattering its inputs again if the dead worker held their last copy ("lost dependencies")
+                if model.future.status != "finished":
+                    model.future = self.client.scatter([model.value], broadcast=True, hash=False)[0]
+                if targets.status != "finished":
+                    targets = self.client.scatter([self.spec.targets], broadcast=True)[0]
                 self._task(points, model, targets, pending, attempt + 1)
                 return
             results = [(None, f"task failed: {_describe(exc)}", 0.0)] * len(points)
@@ -151,6 +156,14 @@ class _Run:
                          "unused_axes": unused_axes(self.evaluator, p), "error": error, "eval_s": seconds})
         self.store.write(rows)
         self.bar.update(len(rows))
+
+
+@dataclass
+class Scattered:
+    """A prepared model and its copy on the workers, kept so that a lost copy can be sent again."""
+
+    value: object
+    future: object
 
 
 def evaluate_points(evaluator: Evaluator, prepared, targets: dict, points: list[Point]) -> list[tuple]:
