@@ -175,6 +175,32 @@ def gemm(b: Builder) -> bool:
     return True
 
 
+def matmul_integer(b: Builder) -> bool:
+    """An int32 product of 8-bit operands: A an input of [batch..., M, K], B a constant [K, N]
+    (the w8a8 layout, mostly int8) or an input; zero points per tensor, B's sometimes per
+    column (onnxruntime takes A's per tensor only). Exact: every sum fits int32."""
+    a_type, b_type = (np.dtype(b.choice([np.uint8, np.uint8, np.int8])) for _ in range(2))
+    m, k, n = b.dim(allow_symbol=False), b.dim(allow_symbol=False), b.dim(allow_symbol=False)
+    batch = tuple(b.dim(small=True, allow_symbol=False) for _ in range(int(b.rng.integers(0, 2))))
+    if b.numel((*batch, m, n)) > 8192:
+        return False
+    info = [np.iinfo(t) for t in (a_type, b_type)]
+    a = b.input((*batch, m, k), a_type, info[0].min, info[0].max)
+    w_shape = (k, n)
+    w = b.const(b.values(w_shape, b_type, info[1].min, info[1].max)) if b.rng.random() < 0.7 \
+        else b.input(w_shape, b_type, info[1].min, info[1].max)
+    inputs = [a, w]
+    if b.rng.random() < 0.6:
+        inputs.append(b.const(b.values((), a_type, info[0].min, info[0].max), pool=False))
+        if b.rng.random() < 0.5:
+            zb_shape = b.choice([(), (n,)])
+            inputs.append(b.const(b.values(zb_shape, b_type, info[1].min, info[1].max), pool=False))
+    bound = k * 255.0 * 255.0
+    b.node("MatMulInteger", inputs, [b.result(a, shape=(*batch, m, n), dtype=np.dtype(np.int32),
+                                              lo=-bound, hi=bound, exact=True)])
+    return True
+
+
 # ------------------------------------------------------------------------ CNN ops
 def _image(b: Builder, spatial: int | None = None) -> Tensor:
     """An N, C, spatial... float tensor from the pool (rank 3 or 4), else a new one."""
@@ -368,7 +394,7 @@ def rotary(b: Builder) -> bool:
 GENERATORS = {
     "ReduceSum": reduce, "ArgMax": arg, "Softmax": softmax, "CumSum": cumsum, "Clip": clip, "MatMul": matmul,
     "Gemm": gemm, "Conv": conv, "MaxPool": pool, "LayerNormalization": norm, "Attention": attention,
-    "RotaryEmbedding": rotary,
+    "RotaryEmbedding": rotary, "MatMulInteger": matmul_integer,
 }
 COVERS = {
     "ReduceSum": set(REDUCE), "ArgMax": {"ArgMin"}, "Softmax": {"LogSoftmax"},

@@ -94,7 +94,6 @@ NOT_GENERATED = {
     "SiLU": "a composite made by fusion", "SwiGLU": "a composite made by fusion",
     "MixtureOfExperts": "a composite written by frontends.hf (tests/test_hf_models.py checks it against onnxruntime)",
     "SelectiveScan": "a composite written by frontends.hf (tests/test_hf_models.py checks it against onnxruntime)",
-    "MatMulInteger": "written by ir.passes.quantize for w8a8 (tests/test_quantized_kernels.py, conformance)",
     "TensorScatter": "written by ir.passes.kv_cache for decode steps (tests/test_decode_step.py, conformance)",
 }
 
