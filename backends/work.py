@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from ir import ops
 from ir.graph import Graph, Node
-from ir.ops import Gemm
+from ir.ops import Gemm, Pattern
+from ir.ops.quant import decodes_stored_weight
 
 from .grouping import Grouping, KernelGroup, group_kernels
 
@@ -37,6 +38,9 @@ class OpWork:
     kernel: KernelGroup | None = None
     """The kernel it runs in; None: it costs nothing per run (a view, a shape-only op, or
     folded before the model runs, its outputs then being weights)."""
+    prologue: bool = False
+    """It decodes a stored weight in its product's prologue: the product's tiles take each
+    decoded panel as it is made, so the product starts with it instead of after it."""
 
     @property
     def name(self) -> str:
@@ -107,8 +111,29 @@ def graph_work(graph: Graph, sizes: dict[str, int] | None = None, grouping: Grou
     sizes = value_bytes(graph) if sizes is None else sizes
     grouping = group_kernels(graph) if grouping is None else grouping
     read: dict[int, set[str]] = {}
-    return [op_work(graph, node, sizes, grouping, read.setdefault(id(grouping.of.get(node.name)), set())
-                    if node.name in grouping.of else set()) for node in graph.nodes]
+    works = [op_work(graph, node, sizes, grouping, read.setdefault(id(grouping.of.get(node.name)), set())
+                     if node.name in grouping.of else set()) for node in graph.nodes]
+    _reads_in_prologue(graph, works)
+    return works
+
+
+def _reads_in_prologue(graph: Graph, works: list[OpWork]) -> None:
+    """A product that decodes its stored weight in its prologue (``backends.grouping``) reads the
+    codes and scales itself, tile by tile, as low-bit GEMM kernels do (Marlin, XLA's operand
+    fusion of a convert into a dot): their bytes are the product's, and the decode keeps only
+    its conversions, which overlap the product's tiles (``OpWork.prologue``)."""
+    index = {w.name: w for w in works}
+    for w in works:
+        kernel = w.kernel
+        if kernel is None or w.node is kernel.root or ops.lookup(kernel.root.op_type, kernel.root.domain).pattern \
+                is not Pattern.CONTRACTION or kernel.root.inputs[1:2] != w.node.outputs[:1] \
+                or not decodes_stored_weight(graph, w.node):
+            continue
+        product = index[kernel.root.name]
+        product.weights.update(w.weights)
+        product.weight_bytes += w.weight_bytes
+        product.activation_bytes += w.activation_bytes
+        w.weights, w.weight_bytes, w.activation_bytes, w.prologue = {}, 0, 0, True
 
 
 def _format(ins, outs) -> str:
