@@ -96,7 +96,7 @@ def test_ternary_bitnet_layer_costs_less_than_its_bf16_form(preset):
     ternary = backends.schedule(bitlinear(1, 4096, 4096), t, precision="ternary")
     dense = backends.schedule(bitlinear(1, 4096, 4096, codes=False), t, precision="bf16")
     assert ternary.memory[0].weights * 8 == dense.memory[0].weights == 4096 * 4096 * 2
-    if record(dense, "MatMul").bound == "memory":
+    if t.outer.role == "hbm" and record(dense, "MatMul").bound == "memory":
         assert ternary.latency_s < dense.latency_s
 
 
