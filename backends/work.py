@@ -75,8 +75,24 @@ def op_work(graph: Graph, node: Node, sizes: dict[str, int], grouping: Grouping,
     found = ops.static_context(graph, node)
     if found:
         work.flops = int(opdef.flops(found[1], found[2])) if opdef.flops else 0
-        work.gemms = [c.gemm for c in opdef.contractions(found[1], found[2])] if opdef.contractions else []
+        contractions = opdef.contractions(found[1], found[2]) if opdef.contractions else []
+        work.gemms = [c.gemm for c in contractions]
+        _read_weight_slices(graph, work, contractions, sizes)
     return work
+
+
+def _read_weight_slices(graph: Graph, work: OpWork, contractions, sizes: dict[str, int]) -> None:
+    """A product reads of a resident weight only the B matrices its contractions name: a routed
+    mixture of experts reads the experts its tokens reach, all of them staying resident."""
+    named: dict[str, int] = {}
+    for c in contractions:
+        if c.weight is not None and work.node.inputs[c.weight.input] in work.weights:
+            named[work.node.inputs[c.weight.input]] = named.get(work.node.inputs[c.weight.input], 0) \
+                + c.gemm.batch * c.gemm.k * c.gemm.n
+    for value, elements in named.items():
+        total = graph.type_of(value).numel
+        if elements < total:
+            work.weight_bytes -= round(sizes[value] * (1 - elements / total))
 
 
 def count_traffic(work: OpWork, sizes: dict[str, int], grouping: Grouping, read: set[str]) -> None:

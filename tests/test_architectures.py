@@ -127,3 +127,34 @@ def test_a_prologue_decode_overlaps_its_product_on_a_systolic_chip():
     s = backends.schedule(bitlinear(64, 4096, 4096), target("tpu-v5e"), precision="ternary")
     decode, product = record(s, "Cast"), record(s, "MatMul")
     assert (decode.engine, product.engine) == ("vpu", "mxu") and product.start_s == decode.start_s
+
+
+# ------------------------------------------------------------------- mixture of experts
+def moe_layer(tokens: int, hidden: int = 64, experts: int = 8, inter: int = 96, top_k: int = 2) -> Graph:
+    graph = Graph("moe")
+    graph.add_input("x", TensorType(BF16, (tokens, hidden)))
+    for name, shape in [("router", (hidden, experts)), ("gate_up", (experts, hidden, 2 * inter)),
+                        ("down", (experts, inter, hidden))]:
+        graph.add_value(name, TensorType(BF16, shape), const=True)
+    graph.add_node("MixtureOfExperts", ["x", "router", "gate_up", "down"], ["y"], {"top_k": top_k},
+                   name="moe", domain="xpuc")
+    graph.outputs.append("y")
+    return infer_shapes(graph)
+
+
+@pytest.mark.parametrize("tokens, active", [(1, 2), (4, 5), (64, 8)])
+def test_routed_experts_read_only_the_experts_a_batch_reaches(tokens, active):
+    """Top-2 of 8 experts: a batch of B tokens reaches 8 (1 - (3/4)^B) distinct experts in
+    expectation: 2 at B = 1, 5.47 -> 5 at B = 4, 8.0 at B = 64. The op reads the router and
+    those experts' gate/up (64 x 192) and down (96 x 64) matrices, bf16, while all 8 stay
+    resident; its FLOPs count each token's 2 experts only."""
+    from backends.work import graph_work
+    from ir.ops.moe import expected_experts
+
+    assert expected_experts(4, 8, 2) == pytest.approx(8 * (1 - 0.75 ** 4)) == pytest.approx(5.46875)
+    (work,) = graph_work(moe_layer(tokens))
+    expert = (64 * 192 + 96 * 64) * 2
+    assert work.weights == {"router": 64 * 8 * 2, "gate_up": 8 * 64 * 192 * 2, "down": 8 * 96 * 64 * 2}
+    assert work.weight_bytes == 64 * 8 * 2 + active * expert
+    assert [g.batch for g in work.gemms] == [1, active, active]
+    assert [g.m for g in work.gemms][1] == -(-tokens * 2 // active)
