@@ -20,7 +20,10 @@ a weightless 70B graph costs in any format in the time of one schedule):
 
 The graph rewrite (``ir.passes.quantize``, ``xpuc import/run --precision``) is what runs the
 numbers; a graph it wrote keeps the narrow types it stores under any policy (only float values
-follow one), so ``xpuc schedule`` of a quantized export with ``native`` costs its own formats.
+follow one) unless the format packs its codes narrower (BitNet's int4-stored ternary codes at 2
+bits under ``ternary``), so ``xpuc schedule`` of a quantized export with ``native`` costs its
+own formats. Codes a product decodes in its prologue (``ir.ops.quant.decodes_stored_weight``)
+make it a product with weights under every policy, native included.
 
 Each op runs on the first engine, in the spec's order, that runs its op family in the format
 (``Engine.multiplies``: listed, or in passes, ``emulate``). Failing that, what the vendor stack
