@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ir.errors import XpucError
 from ir.formats import FORMATS, lookup
 from ir.graph import Graph
 
@@ -35,10 +36,12 @@ EMULATED = {"f32": "fp32", **{f.weights.short: name for name, f in FORMATS.items
                               if f.weights is f.activations and f.changes_graph}}
 """The ``ir.formats`` format whose rounding matches a product run in an engine format
 (bf16 -> bf16, f16 -> fp16, f8e4m3 -> fp8-e4m3 ...): how accuracy is measured for a target
-until the host computes the way target engines do (issue 10, item 2)."""
+whose numerics the host cannot reproduce (``backends.numerics`` refuses them)."""
 
-Accuracy = Callable[[str], dict]
-"""Format name -> accuracy of each output against float32 on the same inputs (``runtime.accuracy``)."""
+Accuracy = Callable[[str, Target | None], dict]
+"""(format name, target or None) -> accuracy of each output against float32 on the same inputs
+(``runtime.accuracy``): the graph in the format, computed with the target's numerics when a
+target is given (an ``XpucError`` where the host cannot reproduce them), else the host's."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,7 @@ def compare(graph: Graph, targets: list[Target], *, model: str = "", precision: 
             continue
         schedules[target.name] = s
         _fill(row, s, target, work, facts, latency_target_s)
-        _accuracy(row, precision, accuracy, accuracy_missing, measured)
+        _accuracy(row, precision, accuracy, accuracy_missing, measured, target)
     return Comparison(model or graph.name, precision or "native", work, latency_target_s, rows, targets, schedules)
 
 
@@ -189,23 +192,37 @@ def _fill(row: Row, s: Schedule, target: Target, work: Work, facts: ledgers.Grap
 
 
 def _accuracy(row: Row, precision: str | None, accuracy: Accuracy | None, missing: str,
-              measured: dict[str, dict]) -> None:
-    """The accuracy delta of the format the target computes in: the ``--precision`` one when it
-    changes the graph, else the format most of its FLOPs ran in."""
+              measured: dict[tuple, dict], target: Target) -> None:
+    """The accuracy delta of the target: with a ``--precision`` that changes the graph, the graph
+    in that format; else the graph run with the target's own numerics (``runtime.compile(model,
+    target=T)``: each product's operands rounded to the format its engine runs, TF32 and bf16
+    passes included), once per target; where the host cannot reproduce them, the format most of
+    its FLOPs ran in applied to the graph."""
     if accuracy is None:
         row.accuracy_note = missing or "not measured"
         return
+    main = next(iter(row.formats), "f32")
     if precision and lookup(precision).changes_graph:
-        fmt = lookup(precision).name
+        fmt, key = lookup(precision).name, (lookup(precision).name, None)
         row.accuracy_note = f"the graph in {fmt}; the target's own rounding beyond it is not emulated"
     else:
-        main = next(iter(row.formats), "f32")
+        key = ("native", target.name)
+        try:
+            if key not in measured:
+                measured[key] = accuracy("native", target)
+            row.accuracy_format, row.accuracy = main, measured[key]
+            row.accuracy_note = f"{main} products: the target's numerics, run on the host"
+            return
+        except XpucError as exc:
+            refused = str(exc)
         fmt = EMULATED.get(main)
         if fmt is None:
-            row.accuracy_note = f"{main} products are not emulated on the host"
+            row.accuracy_note = f"{main} products are not emulated on the host ({refused})"
             return
+        key = (fmt, None)
         row.accuracy_note = (f"{main} products: the reference itself" if fmt == "fp32" else
-                             f"{main} products: the graph quantized to {fmt} (weights and activations rounded)")
-    if fmt not in measured:
-        measured[fmt] = accuracy(fmt)
-    row.accuracy_format, row.accuracy = fmt, measured[fmt]
+                             f"{main} products: the graph quantized to {fmt} (weights and activations rounded); "
+                             f"target numerics refused: {refused}")
+    if key not in measured:
+        measured[key] = accuracy(fmt, None)
+    row.accuracy_format, row.accuracy = fmt, measured[key]

@@ -20,7 +20,10 @@ a weightless 70B graph costs in any format in the time of one schedule):
 
 The graph rewrite (``ir.passes.quantize``, ``xpuc import/run --precision``) is what runs the
 numbers; a graph it wrote keeps the narrow types it stores under any policy (only float values
-follow one), so ``xpuc schedule`` of a quantized export with ``native`` costs its own formats.
+follow one) unless the format packs its codes narrower (BitNet's int4-stored ternary codes at 2
+bits under ``ternary``), so ``xpuc schedule`` of a quantized export with ``native`` costs its
+own formats. Codes a product decodes in its prologue (``ir.ops.quant.decodes_stored_weight``)
+make it a product with weights under every policy, native included.
 
 Each op runs on the first engine, in the spec's order, that runs its op family in the format
 (``Engine.multiplies``: listed, or in passes, ``emulate``). Failing that, what the vendor stack
@@ -42,6 +45,7 @@ from ir import ops
 from ir.dtypes import DType
 from ir.formats import Format, engine_storage, lookup
 from ir.graph import Graph
+from ir.ops.quant import decodes_stored_weight
 from ir.passes.quantize import is_head
 
 from .target import Engine, Target
@@ -65,6 +69,17 @@ ATTENTION_KV = {"Attention": ((4, 5), (1, 2))}
 
 
 @dataclass(frozen=True)
+class StoredWeight:
+    """What a product's weight is stored in under the policy: a format's name (or "the graph's
+    i4") and bits per weight, scales included."""
+
+    label: str
+    bits: float
+    dtype: DType
+    """The type its codes are stored in (a format's weights: the codes of its rewrite)."""
+
+
+@dataclass(frozen=True)
 class Choice:
     engine: Engine | None
     fmt: str
@@ -78,41 +93,65 @@ class Policy:
     def __init__(self, precision: str | Format = "native"):
         self.format = lookup(precision)
         self.native = self.format.name == "native"
-        self._weight_products: set[str] = set()
+        self._weight_products: dict[str, StoredWeight] = {}
         self._choices: dict[tuple, Choice] = {}
 
     # ---------------------------------------------------------------- storage
     def sizes(self, graph: Graph) -> dict[str, int]:
         """Bytes every value is stored in under the policy (0 while symbolic)."""
         sizes = value_bytes(graph)
+        weights, kv = self._classify(graph)
         if self.native:
             return sizes
         f = self.format
-        weights, kv = self._classify(graph)
         for name, v in graph.values.items():
             t = v.type
-            if t.dtype is None or not t.dtype.is_float or not t.is_static:
+            if not t.is_static or name not in weights and (t.dtype is None or not t.dtype.is_float):
                 continue
-            bits = f.weight_bits if name in weights else 8 * (f.kv or f.carrier).itemsize if name in kv \
+            bits = weights[name].bits if name in weights else 8 * (f.kv or f.carrier).itemsize if name in kv \
                 else 8 * f.carrier.itemsize
             sizes[name] = math.ceil(t.numel * bits / 8)
         return sizes
 
-    def _classify(self, graph: Graph) -> tuple[set[str], set[str]]:
-        """(product weights stored in the format, key/value cache values); remembers which ops
-        are products with weights."""
-        weights, kv = set(), set()
+    def _classify(self, graph: Graph) -> tuple[dict[str, StoredWeight], set[str]]:
+        """(product weights and what each is stored in, key/value cache values); remembers which
+        ops are products with weights. A weight is a constant the product reads as B, directly or
+        through the decode it runs in its prologue (``ir.ops.quant.decodes_stored_weight``: codes
+        the graph stores narrow, such as BitNet's ternary codes in int4). Under a format, float
+        weights take its bits; codes keep theirs unless the format packs narrower (ternary codes
+        stored int4 pack four to a byte); under native every weight keeps the graph's type."""
+        weights, kv = {}, set()
+        f = self.format
         for node in graph.nodes:
             inputs, outputs = ATTENTION_KV.get(node.op_type, ((), ()))
             kv.update(node.inputs[i] for i in inputs if i < len(node.inputs) and node.inputs[i])
             kv.update(node.outputs[i] for i in outputs if i < len(node.outputs) and node.outputs[i])
-            found = [c.weight.input for c in ops.contractions(graph, node) if c.weight is not None]
-            stored = [node.inputs[i] for i in found if graph.is_const(node.inputs[i])
-                      and graph.type_of(node.inputs[i]).dtype.is_float]
-            if stored and not is_head(graph, node):
-                weights.update(stored)
-                self._weight_products.add(node.name)
+            if is_head(graph, node):
+                continue
+            for c in ops.contractions(graph, node):
+                stored = self._stored(graph, node.inputs[c.weight.input]) if c.weight is not None else None
+                if stored is None or self.native and not stored[2]:
+                    continue
+                name, dtype, _ = stored
+                bits = 8 * dtype.itemsize if self.native else \
+                    f.weight_bits if dtype.is_float else min(8 * dtype.itemsize, f.weight_bits)
+                label = f.name if not self.native and (dtype.is_float or bits < 8 * dtype.itemsize) \
+                    else f"the graph's {dtype.short}"
+                weights[name] = StoredWeight(label, bits, f.weights if label == f.name else dtype)
+                self._weight_products[node.name] = weights[name]
         return weights, kv
+
+    @staticmethod
+    def _stored(graph: Graph, value: str) -> tuple[str, DType, bool] | None:
+        """(constant, its type, whether the product decodes it) a product's B operand is stored
+        as, or None when B is computed as the model runs."""
+        producer = graph.producer(value)
+        decoded = producer is not None and decodes_stored_weight(graph, producer)
+        if decoded:
+            value = producer.inputs[0]
+        t = graph.type_of(value) if graph.is_const(value) else None
+        return None if t is None or t.dtype is None or not (t.dtype.is_float or t.dtype.is_int) \
+            else (value, t.dtype, decoded)
 
     def describe(self) -> dict[str, str]:
         """What the policy stores and multiplies, for reports."""
@@ -140,15 +179,15 @@ class Policy:
 
     def choose(self, work: OpWork, target: Target) -> Choice:
         """The engine and format the op runs in, and why (see the module docstring)."""
-        weighted = work.name in self._weight_products
-        key = (id(target), work.family, work.node.op_type, work.fmt, weighted)
+        weight = self._weight_products.get(work.name)
+        key = (id(target), work.family, work.node.op_type, work.fmt, weight)
         if key not in self._choices:
             choice = self._resolve(work.family, work.node.op_type, work.fmt, target)
-            f, used = self.format, engine_storage(choice.fmt) if choice.engine is not None else None
-            if weighted and used is not None and f.weights is not used:
-                how = "decoded to" if f.weight_bits < 8 * used.itemsize else "rounded to"
-                choice = Choice(choice.engine, choice.fmt, f"{choice.reason}; {f.name} weights "
-                                f"({f.weight_bits:g} bits) {how} {choice.fmt} in the product's prologue")
+            used = engine_storage(choice.fmt) if choice.engine is not None else None
+            if weight is not None and used is not None and weight.dtype is not used:
+                how = "decoded to" if weight.bits < 8 * used.itemsize else "rounded to"
+                choice = Choice(choice.engine, choice.fmt, f"{choice.reason}; {weight.label} weights "
+                                f"({weight.bits:g} bits) {how} {choice.fmt} in the product's prologue")
             self._choices[key] = choice
         return self._choices[key]
 

@@ -143,7 +143,7 @@ class _Timeline:
         base = self.family.op_cost(share, p.engine, p.fmt, self.target, counts)
         for level, size in base.footprint.items():
             self.footprint[level] = max(self.footprint[level], size)
-        done = 0.0
+        done, began = 0.0, float("inf")
         for rank, chip in enumerate(chips):
             cost = self._with_overhead(base, chip) if launch else base
             parts = [("", p.engine, p.fmt, cost, p.reason)]
@@ -154,6 +154,7 @@ class _Timeline:
             name = f"{work.name}[{rank}]" if len(chips) > 1 else work.name
             start = max([self._inputs_ready(work, chip, rank)] + [self.free[(chip, self._lane(e))]
                                                                   for _, e, *_ in parts])
+            began = min(began, start)
             for label, engine, fmt, part, reason in parts:
                 flops = share.flops if part.flops is None else part.flops
                 util = flops / (engine.peak(fmt) * part.duration_s) if part.duration_s else 0.0
@@ -168,8 +169,8 @@ class _Timeline:
             done = self._collective("AllGather", work, chips, done)
         elif share is not work and share.output_bytes < work.output_bytes:
             held = 1 / len(chips)
-        for out in work.node.outputs:
-            self.ready[out] = (chips, done, held)
+        for out in work.node.outputs:  # a prologue's panels feed its product as they are decoded
+            self.ready[out] = (chips, began if work.prologue else done, held)
 
     def _with_overhead(self, cost: Cost, chip: int) -> Cost:
         """``cost`` plus what a kernel's first op pays on ``chip``: its launch (every kernel on a

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from ir import ops
 from ir.graph import Graph, Node
-from ir.ops import Gemm
+from ir.ops import Gemm, Pattern
+from ir.ops.quant import decodes_stored_weight
 
 from .grouping import Grouping, KernelGroup, group_kernels
 
@@ -37,6 +38,9 @@ class OpWork:
     kernel: KernelGroup | None = None
     """The kernel it runs in; None: it costs nothing per run (a view, a shape-only op, or
     folded before the model runs, its outputs then being weights)."""
+    prologue: bool = False
+    """It decodes a stored weight in its product's prologue: the product's tiles take each
+    decoded panel as it is made, so the product starts with it instead of after it."""
 
     @property
     def name(self) -> str:
@@ -71,8 +75,24 @@ def op_work(graph: Graph, node: Node, sizes: dict[str, int], grouping: Grouping,
     found = ops.static_context(graph, node)
     if found:
         work.flops = int(opdef.flops(found[1], found[2])) if opdef.flops else 0
-        work.gemms = [c.gemm for c in opdef.contractions(found[1], found[2])] if opdef.contractions else []
+        contractions = opdef.contractions(found[1], found[2]) if opdef.contractions else []
+        work.gemms = [c.gemm for c in contractions]
+        _read_weight_slices(graph, work, contractions, sizes)
     return work
+
+
+def _read_weight_slices(graph: Graph, work: OpWork, contractions, sizes: dict[str, int]) -> None:
+    """A product reads of a resident weight only the B matrices its contractions name: a routed
+    mixture of experts reads the experts its tokens reach, all of them staying resident."""
+    named: dict[str, int] = {}
+    for c in contractions:
+        if c.weight is not None and work.node.inputs[c.weight.input] in work.weights:
+            named[work.node.inputs[c.weight.input]] = named.get(work.node.inputs[c.weight.input], 0) \
+                + c.gemm.batch * c.gemm.k * c.gemm.n
+    for value, elements in named.items():
+        total = graph.type_of(value).numel
+        if elements < total:
+            work.weight_bytes -= round(sizes[value] * (1 - elements / total))
 
 
 def count_traffic(work: OpWork, sizes: dict[str, int], grouping: Grouping, read: set[str]) -> None:
@@ -107,8 +127,29 @@ def graph_work(graph: Graph, sizes: dict[str, int] | None = None, grouping: Grou
     sizes = value_bytes(graph) if sizes is None else sizes
     grouping = group_kernels(graph) if grouping is None else grouping
     read: dict[int, set[str]] = {}
-    return [op_work(graph, node, sizes, grouping, read.setdefault(id(grouping.of.get(node.name)), set())
-                    if node.name in grouping.of else set()) for node in graph.nodes]
+    works = [op_work(graph, node, sizes, grouping, read.setdefault(id(grouping.of.get(node.name)), set())
+                     if node.name in grouping.of else set()) for node in graph.nodes]
+    _reads_in_prologue(graph, works)
+    return works
+
+
+def _reads_in_prologue(graph: Graph, works: list[OpWork]) -> None:
+    """A product that decodes its stored weight in its prologue (``backends.grouping``) reads the
+    codes and scales itself, tile by tile, as low-bit GEMM kernels do (Marlin, XLA's operand
+    fusion of a convert into a dot): their bytes are the product's, and the decode keeps only
+    its conversions, which overlap the product's tiles (``OpWork.prologue``)."""
+    index = {w.name: w for w in works}
+    for w in works:
+        kernel = w.kernel
+        if kernel is None or w.node is kernel.root or ops.lookup(kernel.root.op_type, kernel.root.domain).pattern \
+                is not Pattern.CONTRACTION or kernel.root.inputs[1:2] != w.node.outputs[:1] \
+                or not decodes_stored_weight(graph, w.node):
+            continue
+        product = index[kernel.root.name]
+        product.weights.update(w.weights)
+        product.weight_bytes += w.weight_bytes
+        product.activation_bytes += w.activation_bytes
+        w.weights, w.weight_bytes, w.activation_bytes, w.prologue = {}, 0, 0, True
 
 
 def _format(ins, outs) -> str:

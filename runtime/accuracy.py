@@ -92,15 +92,22 @@ class AgainstFloat32:
         from . import feeds as io
         from .compiled import compile
 
-        self._compile = lambda precision: compile(model, input_shapes=input_shapes, precision=precision)
-        reference = self._compile(None)
+        self._compile = lambda precision, target: compile(model, input_shapes=input_shapes, precision=precision,
+                                                          **({"target": target} if target is not None else {}))
+        reference = self._compile(None, None)
         self.names = reference.output_names
         self.feeds = io.random_feeds(reference, {}, seed=seed)
         self.reference = reference.run(self.feeds)
 
-    def __call__(self, precision: str) -> dict[str, dict]:
+    def __call__(self, precision: str, target=None) -> dict[str, dict]:
+        """The model in ``precision``, computed the way ``target``'s engines do when one is given
+        (``runtime.compile(model, target=T)``; an ``XpucError`` where the host cannot), else in
+        the host's float32."""
         from ir.formats import lookup
 
         fmt = lookup(precision)
-        outputs = self._compile(fmt.name).run(self.feeds) if fmt.changes_graph else self.reference
+        if target is None and not fmt.changes_graph:
+            outputs = self.reference
+        else:
+            outputs = self._compile(fmt.name if fmt.changes_graph else None, target).run(self.feeds)
         return {name: a.to_dict() for name, a in compare_outputs(self.names, outputs, self.reference).items()}

@@ -12,6 +12,7 @@ import math
 import pytest
 
 import backends
+from ir.errors import XpucError
 from backends import portability, portability_report
 from backends.calibration import matmul_graph
 from backends.portability import Work, efficiency, performance_portability, unit_economics, work_units
@@ -98,24 +99,29 @@ def test_a_target_that_cannot_run_the_model_zeroes_the_score():
 
 
 class Recorder:
-    """An accuracy measurement that records which formats it was asked for."""
+    """An accuracy measurement that records what it was asked for: (format, target or None)."""
 
-    def __init__(self):
-        self.asked = []
+    def __init__(self, refuse: str = ""):
+        self.asked, self.refuse = [], refuse
 
-    def __call__(self, fmt: str) -> dict:
-        self.asked.append(fmt)
+    def __call__(self, fmt: str, target=None) -> dict:
+        if target is not None and target.name == self.refuse:
+            raise XpucError(f"{target.name}: accumulate.f16 narrower than f32")
+        self.asked.append((fmt, target.name if target else None))
         return {"logits": {"max_abs": 0.0, "rel_l2": len(self.asked) / 100, "cosine": 1.0, "top1": 1.0, "kl": 0.0}}
 
 
-def test_accuracy_is_measured_once_per_format_the_targets_compute_in():
+def test_accuracy_is_measured_with_each_targets_own_numerics():
+    """Natively each target runs its products in its own format (h100's TF32 tensor cores, a
+    TPU's bf16 MXU, Groq's f16 MXM): each target's accuracy is the graph run with its numerics;
+    a target the host cannot emulate falls back to the graph quantized to its main format."""
     names = ("h100-sxm", "tpu-v4", "tpu-v5e", "groq-lpu")
-    recorder = Recorder()
+    recorder = Recorder(refuse="groq-lpu")
     c = portability.compare(_matmul(64, 128, 256), [backends.load_target(n) for n in names], accuracy=recorder)
-    assert recorder.asked == ["bf16", "fp16"]  # h100-sxm runs float32 products on TF32 tensor cores
-    assert [r.accuracy_format for r in c.rows] == [None, "bf16", "bf16", "fp16"]
-    assert c.rows[0].accuracy_note == "tf32 products are not emulated on the host"
-    assert c.rows[1].accuracy is c.rows[2].accuracy
+    assert recorder.asked == [("native", "h100-sxm"), ("native", "tpu-v4"), ("native", "tpu-v5e"), ("fp16", None)]
+    assert [r.accuracy_format for r in c.rows] == ["tf32", "bf16", "bf16", "fp16"]
+    assert c.rows[0].accuracy_note == "tf32 products: the target's numerics, run on the host"
+    assert "target numerics refused: groq-lpu: accumulate.f16" in c.rows[3].accuracy_note
 
 
 def test_a_precision_is_measured_as_given_and_weightless_models_say_why_not():
@@ -123,7 +129,7 @@ def test_a_precision_is_measured_as_given_and_weightless_models_say_why_not():
     graph = quantize(_matmul(64, 128, 256), "int8")
     targets = [backends.load_target(n) for n in ("h100-sxm", "tpu-v4")]
     c = portability.compare(graph, targets, precision="int8", accuracy=recorder)
-    assert recorder.asked == ["int8"] and {r.accuracy_format for r in c.rows} == {"int8"}
+    assert recorder.asked == [("int8", None)] and {r.accuracy_format for r in c.rows} == {"int8"}
     c = portability.compare(graph, targets, precision="int8", accuracy_missing="n/a: no weights")
     assert all(r.accuracy is None and r.accuracy_note == "n/a: no weights" for r in c.rows)
     assert portability_report.accuracy_cell(c.rows[0]) == "n/a"
@@ -149,7 +155,8 @@ def test_compare_the_bundled_model_with_accuracy_json_and_csv(tmp_path, capsys):
     assert {k: tpu["deployment"][k] for k in ("chips", "tp", "pp")} == {"chips": 1, "tp": 1, "pp": 1}
     assert tpu["basis"] == "steady state" and len(tpu["deployment"]["memory_per_chip"]) == 1
     assert tpu["accuracy"]["format"] == "bf16" and 1e-4 < tpu["accuracy"]["outputs"]["logits"]["rel_l2"] < 5e-2
-    assert h100["accuracy"]["format"] is None  # TF32 tensor cores: not emulated on the host
+    tf32 = h100["accuracy"]["outputs"]["logits"]["rel_l2"]  # TF32 tensor cores: operands to 10 mantissa bits
+    assert h100["accuracy"]["format"] == "tf32" and 1e-5 < tf32 < tpu["accuracy"]["outputs"]["logits"]["rel_l2"] / 4
     assert tpu["meets_latency_target"] is True and h100["meets_latency_target"] is False  # launch-bound: ~125 us
     assert data["cheapest"] == {"target": "tpu-v5e", "usd_per_million_units": tpu["usd_per_million_units"]}
     assert "cost per million tokens within 50 us per pass: least $" in text

@@ -58,13 +58,24 @@ def _flops(ctx: InferContext, outs) -> int:
     return tokens * (router_flops(hidden, experts, k) + k * expert_flops(hidden, inter, ctx.attr("activation", "SiLU")))
 
 
+def expected_experts(tokens: int, experts: int, top_k: int) -> float:
+    """Distinct experts a batch of ``tokens`` reaches when each picks ``top_k`` of ``experts``
+    uniformly and independently: an expert escapes one token with probability 1 - k/E, so
+    E * (1 - (1 - k/E)^tokens) are touched (the occupancy count of balls in bins; the expected
+    active experts of a decode batch in MoE serving models such as Li et al., "Optimizing
+    Mixture of Experts using Dynamic Recompilations", and DeepSpeed-MoE's analysis)."""
+    return experts * (1 - (1 - top_k / experts) ** tokens)
+
+
 def _contractions(ctx: InferContext, outs) -> list[Contraction]:
     """The router (tokens x E over H), then the routed rows spread evenly over the experts they
-    reach: each of ``min(E, tokens * top_k)`` experts runs its gate/up product (rows x 2I over H)
-    and its down product (rows x H over I), B being that expert's slice of the stacked weights."""
+    reach (:func:`expected_experts`, rounded): each runs its gate/up product (rows x 2I over H)
+    and its down product (rows x H over I), B being that expert's slice of the stacked weights,
+    so only the reached experts' weights are read."""
     tokens, hidden, experts, inter = _dims(ctx)
-    routed = tokens * ctx.attr("top_k", 2)
-    active = min(experts, routed)
+    k = ctx.attr("top_k", 2)
+    routed = tokens * k
+    active = min(experts, routed, max(k, round(expected_experts(tokens, experts, k))))
     rows = -(-routed // active)
     return [Contraction(Gemm(1, tokens, experts, hidden), Operand(1, (), (), experts, 1)),
             Contraction(Gemm(active, rows, 2 * inter, hidden), Operand(2, (active,), (hidden * 2 * inter,), 2 * inter, 1)),

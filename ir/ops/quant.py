@@ -14,7 +14,7 @@ from ..graph import Graph, Node
 from ..types import TensorType
 from .common import axis, per_output_element
 from .linalg import matmul_contractions, matmul_flops, matmul_shape
-from .registry import InferContext, Pattern, register
+from .registry import InferContext, Pattern, lookup, register
 
 
 def _check_scale(ctx: InferContext) -> None:
@@ -59,12 +59,26 @@ def _matmul_integer(ctx: InferContext) -> list[TensorType]:
 
 
 def decodes_stored_weight(graph: Graph, node: Node) -> bool:
-    """A DequantizeLinear, or a Cast widening a float, of a constant: a weight deliberately stored
-    in a narrow format (``ir.passes.quantize``), which folding would turn back into float32."""
+    """A DequantizeLinear of a constant, a Cast widening a float constant, or a Cast of narrow
+    integer codes (at most 8 bits) read only as a product's weight (BitNet's ternary codes,
+    stored int4): a weight deliberately stored in a narrow format (``ir.passes.quantize``, the
+    BitNet builder), which folding would turn back into a wide float."""
     if not graph.is_const(node.inputs[0]):
         return False
     if node.op_type == "DequantizeLinear":
         return True
+    if node.op_type != "Cast":
+        return False
     source, target = graph.type_of(node.inputs[0]).dtype, graph.type_of(node.outputs[0]).dtype
-    return node.op_type == "Cast" and source is not None and target is not None and source.is_float \
-        and target.is_float and target.itemsize > source.itemsize
+    if source is None or target is None or not target.is_float:
+        return False
+    if source.is_float:
+        return target.itemsize > source.itemsize
+    return source.is_int and source.itemsize <= 1 and _read_as_weight_only(graph, node.outputs[0])
+
+
+def _read_as_weight_only(graph: Graph, value: str) -> bool:
+    """Every reader of ``value`` is a product reading it as its B operand (input 1)."""
+    readers = graph.consumers(value)
+    return bool(readers) and value not in graph.outputs and all(
+        index == 1 and lookup(r.op_type, r.domain).pattern is Pattern.CONTRACTION for r, index in readers)
