@@ -61,9 +61,9 @@ def _flops(ctx: InferContext, outs) -> int:
 def expected_experts(tokens: int, experts: int, top_k: int) -> float:
     """Distinct experts a batch of ``tokens`` reaches when each picks ``top_k`` of ``experts``
     uniformly and independently: an expert escapes one token with probability 1 - k/E, so
-    E * (1 - (1 - k/E)^tokens) are touched (the occupancy count of balls in bins; the expected
-    active experts of a decode batch in MoE serving models such as Li et al., "Optimizing
-    Mixture of Experts using Dynamic Recompilations", and DeepSpeed-MoE's analysis)."""
+    E * (1 - (1 - k/E)^tokens) are touched in expectation (the occupancy count of balls in
+    bins, derived here, not taken from a source). Real routers are skewed, which touches fewer
+    experts: for weight traffic this is the pessimistic side."""
     return experts * (1 - (1 - top_k / experts) ** tokens)
 
 
