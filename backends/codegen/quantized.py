@@ -187,8 +187,9 @@ class Panels:
     nr: int
     """Columns per panel: the product's register block width."""
 
-    def decode_panel(self, ctx, scratch: ll.Value, j0: ll.Value) -> ll.Value:
-        """Decode the panel of columns [j0, j0 + nr) into ``scratch`` (K x nr float32); returns it."""
+    def each_row(self, ctx, j0: ll.Value, visit: Callable) -> None:
+        """Decode the panel of columns [j0, j0 + nr) one K row at a time, in order: ``visit(kk,
+        vectors)`` gets row ``kk``'s nr columns as nr / vector_width scaled float32 vectors."""
         k, b = ctx.k, ctx.b
         nr, vw = self.nr, ctx.tiling.vector_width
         per = 8 // self.bits if self.codec.integer else 1
@@ -202,6 +203,7 @@ class Panels:
             for sub in range(count):
                 kk = b.add(b.mul(byte_row, k.i64(per)), k.i64(sub))
                 group = b.udiv(kk, k.i64(self.block)) if self.groups > 1 else k.i64(0)
+                vectors = []
                 for v in range(nr // vw):
                     raw = b.load(b.bitcast(b.gep(codes, [b.add(b.mul(byte_row, k.i64(nr)), k.i64(v * vw))]),
                                            vec(self.codec.storage)), align=1)
@@ -209,13 +211,24 @@ class Panels:
                     if self.scaled:
                         scale_at = b.gep(scales, [b.add(b.mul(group, k.i64(nr)), k.i64(v * vw))])
                         value = b.fmul(value, b.load(b.bitcast(scale_at, vec(F32)), align=4))
-                    out = b.gep(scratch, [b.add(b.mul(kk, k.i64(nr)), k.i64(v * vw))])
-                    b.store(value, b.bitcast(out, vec(F32)), align=4)
+                    vectors.append(value)
+                visit(kk, vectors)
 
         with k.loop(0, self.rows // per, name="dk") as byte_row:
             rows(byte_row, per)
         if self.rows % per:
             rows(k.i64(self.rows // per), self.rows % per)
+
+    def decode_panel(self, ctx, scratch: ll.Value, j0: ll.Value) -> ll.Value:
+        """Decode the panel of columns [j0, j0 + nr) into ``scratch`` (K x nr float32); returns it."""
+        b, vw = ctx.b, ctx.tiling.vector_width
+
+        def store(kk, vectors):
+            for v, value in enumerate(vectors):
+                out = b.gep(scratch, [b.add(b.mul(kk, ctx.k.i64(self.nr)), ctx.k.i64(v * vw))])
+                b.store(value, b.bitcast(out, value.type.as_pointer()), align=4)
+
+        self.each_row(ctx, j0, store)
         return scratch
 
 
