@@ -135,6 +135,16 @@ def test_decode_rows_equal_prefill_rows_bit_for_bit(stored):
         np.testing.assert_array_equal(alone, tall[rows])
 
 
+@pytest.mark.parametrize("m", [1, 12], ids=["decode", "prefill"])
+def test_deep_weights_stay_packed(m):
+    """K = 8200: a 64-column panel of it (AVX-512) decoded to float32 would be 2 MB. Decode rows
+    never hold one; a taller product narrows its panel to fit half of L2, not the whole weight
+    decoded at compile time."""
+    k, n = 8200, 64
+    node, arrays = _dq(_ints(ml_dtypes.int4, (k, n), -8, 7), RNG.random((k // 8, n)) / 10, axis=0, block_size=8)
+    _check(_product(m, k, node, arrays), m, k)
+
+
 @pytest.mark.parametrize("attrs, scale_shape", [({"axis": 0}, (24,)), ({"axis": 1, "block_size": 16}, (24, 3))],
                          ids=["per_channel", "per_group"])
 def test_gemm_with_transposed_codes(attrs, scale_shape):

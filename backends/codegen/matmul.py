@@ -9,7 +9,8 @@ streams memory with no page-sized strides. A constant 2-D B is packed once at co
 stack scratch inside the task, which covers every row, so each panel is packed once. Tasks
 are (batch, ``mc``-row block, ``nc``-column block); rows past the last full ``mr`` tile take a
 one-row tile. A weight stored in a narrow format (:mod:`quantized`) stays packed as codes in
-panels of the product's own ``nr`` and is decoded one panel at a time into that scratch.
+panels of the product's own ``nr`` (narrowed until a decoded panel fits half of L2) and is
+decoded one panel at a time into that scratch, or row by row into a decode tile's registers.
 
 Decode-shaped products (at most ``stream_rows`` rows) are bound by reading B once, not by
 FMAs. With a constant B, one tile holds all the rows (its panels narrowed so the
@@ -152,7 +153,12 @@ def _product(ctx, node, trans_a: bool, trans_b: bool, dot: lowp.DotFormat | None
     # A packed B is read from its panels only: no kernel argument (-1), so nothing passes or keeps it.
     panels_only = _matrix(ctx, b_name, Buffer.contiguous(-1, ctx.dtype(b_name), b_shape), batch, trans_b, "col")
     if weight is not None:
-        narrow = constant and not dot and not rounding and k * nr * 4 <= MAX_PANEL_BYTES
+        narrow = constant and not dot and not rounding
+        if narrow and m > mr:  # each tile of a task reads the decoded panel: keep it in half of L2
+            while nv > 1 and k * nr * 4 > s.l2_bytes // 2:
+                nv //= 2
+                nr = nv * s.vector_width
+        narrow = narrow and (m <= mr or k * nr * 4 <= MAX_PANEL_BYTES)  # decoded in registers, or on the stack
         stored = pack(ctx, weight, b_name, nr) if narrow else None
         if stored is not None:
             return Product(batch, m, n, k, a, panels_only, "tiles", mr, nv, stored=stored)

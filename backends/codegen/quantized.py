@@ -5,11 +5,13 @@ DequantizeLinear of constant codes and scales, or a widening Cast of a float16 /
 constant. The product computes that op itself (``backends.grouping`` inlines it): no float32 copy of the weight is ever
 made. MatMul, Gemm and FusedMatMul keep the codes packed in ``nr``-column panels at their
 narrowest width (8, 4 or 2 bits, by the range the codes actually use: ternary codes take 2)
-and decode one panel at a time, K x nr float32 values into the scratch panel the float kernel
-already streams, scaled per column or per group on the way; each decoded panel then serves
-every row tile of its task. So the float micro-kernel is reused unchanged, memory holds the
-low-bit codes, and the decode costs K * nr conversions per panel per task, small next to the
-product's K * nr * rows multiply-adds except for a product of a few rows. Float8 codes decode
+and decode one panel at a time, scaled per column or per group on the way. A product of many
+rows decodes it into the K x nr float32 scratch panel the float kernel already streams, which
+then serves every row tile of its task: the decode costs K * nr conversions per panel per task,
+small next to the product's K * nr * rows multiply-adds. A decode-shaped product (one tile of
+all its rows) decodes each K row straight into the registers its multiply-adds read
+(:meth:`Panels.each_row`): every value is used once, so writing it to scratch would only add a
+round trip through L2. Either way memory holds the low-bit codes only. Float8 codes decode
 through float16 bits (e5m2 is the top byte of a float16; e4m3fn's bits shifted into a float16
 are its value / 256, a factor folded into the scales). Conv reads each weight outside its
 inner loop, so it evaluates the DequantizeLinear inline there.
