@@ -69,10 +69,9 @@ def _bf16(k, raw, bits, shift):
 
 def _e4m3_half_bits(b, raw, t):
     """e4m3fn's magnitude bits placed as a float16's exponent's low bits and mantissa's top bits:
-    that float16 is the code's value / 256 (subnormals included); the sign moves to bit 15."""
-    x = b.zext(raw, t)
-    magnitude = b.shl(b.and_(x, ll.Constant(t, 0x7F)), ll.Constant(t, 7))
-    return b.or_(magnitude, b.shl(b.and_(x, ll.Constant(t, 0x80)), ll.Constant(t, 8)))
+    that float16 is the code's value / 256 (subnormals included). Sign-extended and shifted by 7,
+    the magnitude lands in bits 7-13 and the sign fills bits 14-15; bit 14 is masked off."""
+    return b.and_(b.shl(b.sext(raw, t), ll.Constant(t, 7)), ll.Constant(t, 0xBF80))
 
 
 @dataclass(frozen=True)
