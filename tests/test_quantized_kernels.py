@@ -12,7 +12,7 @@ from onnx.reference import ReferenceEvaluator
 
 import runtime
 from backends.codegen import lower
-from conftest import ort_session
+from conftest import CPU_PATHS, ort_session
 from frontends import onnx as onnx_frontend
 from ir.passes import optimize
 
@@ -116,12 +116,14 @@ def test_narrow_float_weights_cast_to_float32(dtype):
     _check(_product(7, k, helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT), {"w16": w}), 7, k)
 
 
+@pytest.mark.parametrize("cpu", CPU_PATHS)
 @pytest.mark.parametrize("stored", ["int4_per_group", "bf16_cast"])
-def test_decode_rows_equal_prefill_rows_bit_for_bit(stored):
+def test_decode_rows_equal_prefill_rows_bit_for_bit(stored, cpu, monkeypatch):
     """A decode-shaped product decodes each row of the weight inside its tile's K loop, a taller
     one decodes whole panels into scratch first: the same values summed in the same order, so a
     row computed alone equals that row of the taller product exactly."""
     k, n, m = 200, 70, 12  # m past the decode shape (8 rows); K with a ragged last group
+    monkeypatch.setenv("XPUC_CPU", CPU_PATHS[cpu])
     if stored == "bf16_cast":
         node, arrays = helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT), \
             {"w16": RNG.standard_normal((k, n)).astype(ml_dtypes.bfloat16)}
