@@ -5,9 +5,12 @@ runtime input and as a constant weight, on every code path of ``machine.PATHS`` 
 host's own, and AVX2 compiled by ``XPUC_CPU=znver3`` on the same machine). Each case times
 xpuc and numpy in turn (``machine.interleaved_best``), and the whole set runs ``--rounds``
 times back to back; prints GFLOP/s, the ratio to numpy, the fraction of the path's peak
-FMA rate, and the range of each ratio over the rounds. Never asserts.
+FMA rate, and the range of each ratio over the rounds. Never asserts. ``--cpu-time``: one
+thread (xpuc's and OpenBLAS's), each call timed by the process's CPU time: the work each does,
+which a shared machine's load does not move as it moves wall time (it still moves cache and
+memory bandwidth).
 
-    python benchmarks/matmul_cpu.py [--threads N] [--rounds 3] [--budget 3] [--paths host,avx2]
+    python benchmarks/matmul_cpu.py [--threads N | --cpu-time] [--rounds 3] [--budget 3] [--paths host,avx2]
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ import sys
 from pathlib import Path
 
 ARGS = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-ARGS.add_argument("--threads", type=int, default=os.cpu_count())
 ARGS.add_argument("--rounds", type=int, default=3)
 ARGS.add_argument("--budget", type=float, default=3.0, help="seconds of timing per case per round")
 ARGS.add_argument("--paths", default="host,avx2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import add_clock_arguments, clock_of  # noqa: E402
+
+add_clock_arguments(ARGS)
 OPTIONS = ARGS.parse_args()
+CLOCK = clock_of(OPTIONS)
 THREADS = OPTIONS.threads
 os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(THREADS)  # before numpy loads BLAS
 
@@ -30,7 +37,6 @@ import numpy as np  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import runtime  # noqa: E402
 from backends.codegen import cpu as cpus  # noqa: E402
 from machine import code_path, describe, interleaved_best, path_label, peak_gflops  # noqa: E402
@@ -52,8 +58,9 @@ def matmul_model(m: int, k: int, n: int, weight: np.ndarray | None):
 
 def main() -> None:
     paths = OPTIONS.paths.split(",")
-    print(f"{describe()}\n{THREADS} threads, {OPTIONS.rounds} rounds, {OPTIONS.budget:.0f} s per case per round; "
-          f"load average before: {os.getloadavg()[0]:.1f}")
+    clock = "CPU" if OPTIONS.cpu_time else "wall"
+    print(f"{describe()}\n{THREADS} threads, {clock} time, {OPTIONS.rounds} rounds, "
+          f"{OPTIONS.budget:.0f} s per case per round; load average before: {os.getloadavg()[0]:.1f}")
     rng = np.random.default_rng(0)
     operands = {case: (rng.standard_normal(case[:2], np.float32), rng.standard_normal(case[1:], np.float32))
                 for case in CASES}
@@ -75,7 +82,7 @@ def main() -> None:
                 flops = 2 * case[0] * case[1] * case[2]
                 fns = {"numpy": lambda a=a, b=b: a @ b}
                 fns.update({label: (lambda mf=compiled[path, case, label]: mf[0].run(mf[1])) for label in LABELS})
-                best = interleaved_best(fns, OPTIONS.budget)
+                best = interleaved_best(fns, OPTIONS.budget, clock=CLOCK)
                 ref = flops / best["numpy"] / 1e9
                 for label in LABELS:
                     ours = flops / best[label] / 1e9

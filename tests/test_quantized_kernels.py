@@ -12,7 +12,7 @@ from onnx.reference import ReferenceEvaluator
 
 import runtime
 from backends.codegen import lower
-from conftest import ort_session
+from conftest import CPU_PATHS, ort_session
 from frontends import onnx as onnx_frontend
 from ir.passes import optimize
 
@@ -114,6 +114,37 @@ def test_narrow_float_weights_cast_to_float32(dtype):
     k, n = 50, 64
     w = RNG.standard_normal((k, n)).astype(dtype)
     _check(_product(7, k, helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT), {"w16": w}), 7, k)
+
+
+@pytest.mark.parametrize("cpu", CPU_PATHS)
+@pytest.mark.parametrize("stored", ["int4_per_group", "bf16_cast"])
+def test_decode_rows_equal_prefill_rows_bit_for_bit(stored, cpu, monkeypatch):
+    """A decode-shaped product decodes each row of the weight inside its tile's K loop, a taller
+    one decodes whole panels into scratch first: the same values summed in the same order, so a
+    row computed alone equals that row of the taller product exactly."""
+    k, n, m = 200, 70, 12  # m past the decode shape (8 rows); K with a ragged last group
+    monkeypatch.setenv("XPUC_CPU", CPU_PATHS[cpu])
+    if stored == "bf16_cast":
+        node, arrays = helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT), \
+            {"w16": RNG.standard_normal((k, n)).astype(ml_dtypes.bfloat16)}
+    else:
+        node, arrays = _dq(_ints(ml_dtypes.int4, (k, n), -8, 7), RNG.random((-(-k // 32), n)) / 10,
+                           axis=0, block_size=32)
+    x = RNG.standard_normal((m, k)).astype(np.float32)
+    tall = runtime.compile(_product(m, k, node, arrays)).run({"x": x})[0]
+    for rows in (slice(0, 1), slice(3, 8)):
+        alone = runtime.compile(_product(rows.stop - rows.start, k, node, arrays)).run({"x": x[rows]})[0]
+        np.testing.assert_array_equal(alone, tall[rows])
+
+
+@pytest.mark.parametrize("m", [1, 12], ids=["decode", "prefill"])
+def test_deep_weights_stay_packed(m):
+    """K = 8200: a 64-column panel of it (AVX-512) decoded to float32 would be 2 MB. Decode rows
+    never hold one; a taller product narrows its panel to fit half of L2, not the whole weight
+    decoded at compile time."""
+    k, n = 8200, 64
+    node, arrays = _dq(_ints(ml_dtypes.int4, (k, n), -8, 7), RNG.random((k // 8, n)) / 10, axis=0, block_size=8)
+    _check(_product(m, k, node, arrays), m, k)
 
 
 @pytest.mark.parametrize("attrs, scale_shape", [({"axis": 0}, (24,)), ({"axis": 1, "block_size": 16}, (24, 3))],

@@ -9,7 +9,8 @@ streams memory with no page-sized strides. A constant 2-D B is packed once at co
 stack scratch inside the task, which covers every row, so each panel is packed once. Tasks
 are (batch, ``mc``-row block, ``nc``-column block); rows past the last full ``mr`` tile take a
 one-row tile. A weight stored in a narrow format (:mod:`quantized`) stays packed as codes in
-panels of the product's own ``nr`` and is decoded one panel at a time into that scratch.
+panels of the product's own ``nr`` (narrowed until a decoded panel fits half of L2) and is
+decoded one panel at a time into that scratch, or row by row into a decode tile's registers.
 
 Decode-shaped products (at most ``stream_rows`` rows) are bound by reading B once, not by
 FMAs. With a constant B, one tile holds all the rows (its panels narrowed so the
@@ -101,6 +102,13 @@ class Product:
         return self.dot.group if self.dot else 1
 
     @property
+    def decodes_inline(self) -> bool:
+        """A stored weight feeding one tile of all the rows (decode) is decoded inside that tile's K
+        loop, straight into registers: each decoded value is used once, so a K x nr panel written
+        to scratch and read back would only add a round trip through L2."""
+        return self.stored is not None and self.m <= self.mr
+
+    @property
     def packs_a(self) -> bool:
         """Each task rounds its rows of A once, into a block on its stack (while ``mr`` rows fit one)."""
         return bool(self.rounding) and self.kind == "tiles" and self.mr * self.k * 4 <= MAX_A_BLOCK_BYTES
@@ -145,7 +153,12 @@ def _product(ctx, node, trans_a: bool, trans_b: bool, dot: lowp.DotFormat | None
     # A packed B is read from its panels only: no kernel argument (-1), so nothing passes or keeps it.
     panels_only = _matrix(ctx, b_name, Buffer.contiguous(-1, ctx.dtype(b_name), b_shape), batch, trans_b, "col")
     if weight is not None:
-        narrow = constant and not dot and not rounding and k * nr * 4 <= MAX_PANEL_BYTES
+        narrow = constant and not dot and not rounding
+        if narrow and m > mr:  # each tile of a task reads the decoded panel: keep it in half of L2
+            while nv > 1 and k * nr * 4 > s.l2_bytes // 2:
+                nv //= 2
+                nr = nv * s.vector_width
+        narrow = narrow and (m <= mr or k * nr * 4 <= MAX_PANEL_BYTES)  # decoded in registers, or on the stack
         stored = pack(ctx, weight, b_name, nr) if narrow else None
         if stored is not None:
             return Product(batch, m, n, k, a, panels_only, "tiles", mr, nv, stored=stored)
@@ -226,7 +239,8 @@ def emit_product(ctx, node, p: Product, post) -> int:
 
     nr = p.nr_vectors * s.vector_width
     b_storage = F32 if p.stored or p.rounding else STORAGE[p.dot.operand if p.dot else ctx.dtype(node.inputs[1])]
-    scratch = k.alloca(b_storage, _depth(p) * nr) if p.kind == "tiles" and p.packed is None else None
+    scratch = k.alloca(b_storage, _depth(p) * nr) if p.kind == "tiles" and p.packed is None \
+        and not p.decodes_inline else None
     a_block = k.alloca(F32, mc * p.k) if p.packs_a else None
     with k.loop(k.begin, k.end, name="task") as task:
         *bidx, mb, nb = k.delinearize(task, grid)
@@ -261,6 +275,8 @@ def _panels(ctx, p: Product, scratch, rows, columns, tail: int, a, b_off, dtype,
     with k.loop(j0, j1, nr, name="panel") as jp:
         if p.packed is not None:
             panel = b.gep(k.base(p.packed), [b.mul(jp, k.i64(_depth(p)))])
+        elif p.decodes_inline:
+            panel = None  # the tile decodes each row of B itself
         elif p.stored is not None:
             panel = p.stored.decode_panel(ctx, scratch, jp)
         else:
@@ -393,8 +409,8 @@ def _a_element(ctx, p: Product, a, i, kk, dtype):
 
 def _tile(ctx, p: Product, panel, a, i0, j0, cols, mr, dtype, write):
     """One ``mr``-row tile at (i0, j0) from ``panel`` = (pointer, row stride, width): K rows
-    (groups of K rows, for a low-precision dot) of ``width`` columns of B; ``cols`` of them
-    are real. ``a`` as :func:`_a_element` takes it."""
+    (groups of K rows, for a low-precision dot) of ``width`` columns of B, or rows of a stored
+    weight decoded here (pointer None); ``cols`` of them are real. ``a`` as :func:`_a_element` takes it."""
     k, b, s = ctx.k, ctx.b, ctx.tiling
     pointer, stride, width = panel
     vw, nv, g = s.vector_width, width // s.vector_width, p.group
@@ -403,12 +419,9 @@ def _tile(ctx, p: Product, panel, a, i0, j0, cols, mr, dtype, write):
     accs = k.alloca(vec, mr * nv)
     for r in range(mr * nv):
         b.store(ll.Constant(vec, None), b.gep(accs, [k.i64(r)]))
-    storage_vec = words if p.dot else ll.VectorType(pointer.type.pointee, vw)
-    with k.loop(0, _depth(p) // g, name="kk") as kk:
-        row_b = b.mul(kk, k.i64(stride))
-        bv = [b.load(b.bitcast(b.gep(pointer, [b.add(row_b, k.i64(v * vw * g))]), storage_vec.as_pointer()), align=2)
-              for v in range(nv)]
-        bv = bv if p.dot or p.stored or p.rounding else [k.widen(v, dtype) for v in bv]  # words, or float32
+
+    def step(kk, bv):
+        """Row (group) ``kk`` of B, as ``nv`` vectors, into every accumulator."""
         for r in range(mr):
             if p.dot:
                 group = [_a_element(ctx, p, a, b.add(i0, k.i64(r)), b.add(b.mul(kk, k.i64(g)), k.i64(u)), dtype)
@@ -422,6 +435,16 @@ def _tile(ctx, p: Product, panel, a, i0, j0, cols, mr, dtype, write):
                 acc = lowp.dot(k, p.dot, acc, splat, bv[v], lowp.native(p.dot, s)) if p.dot else \
                     k.intrinsic("llvm.fmuladd", [splat, bv[v], acc])
                 b.store(acc, slot)
+
+    if pointer is None:
+        p.stored.each_row(ctx, j0, step)
+    else:
+        storage_vec = words if p.dot else ll.VectorType(pointer.type.pointee, vw)
+        with k.loop(0, _depth(p) // g, name="kk") as kk:
+            row_b = b.mul(kk, k.i64(stride))
+            bv = [b.load(b.bitcast(b.gep(pointer, [b.add(row_b, k.i64(v * vw * g))]), storage_vec.as_pointer()),
+                         align=2) for v in range(nv)]
+            step(kk, bv if p.dot or p.stored or p.rounding else [k.widen(v, dtype) for v in bv])  # words, or float32
     results = b.bitcast(accs, vec.element.as_pointer())
     with k.loop(0, mr, name="wr") as r, k.loop(0, cols, name="wc") as c:
         write(b.add(i0, r), b.add(j0, c), b.load(b.gep(results, [b.add(b.mul(r, k.i64(width)), c)])))

@@ -5,11 +5,13 @@ DequantizeLinear of constant codes and scales, or a widening Cast of a float16 /
 constant. The product computes that op itself (``backends.grouping`` inlines it): no float32 copy of the weight is ever
 made. MatMul, Gemm and FusedMatMul keep the codes packed in ``nr``-column panels at their
 narrowest width (8, 4 or 2 bits, by the range the codes actually use: ternary codes take 2)
-and decode one panel at a time, K x nr float32 values into the scratch panel the float kernel
-already streams, scaled per column or per group on the way; each decoded panel then serves
-every row tile of its task. So the float micro-kernel is reused unchanged, memory holds the
-low-bit codes, and the decode costs K * nr conversions per panel per task, small next to the
-product's K * nr * rows multiply-adds except for a product of a few rows. Float8 codes decode
+and decode one panel at a time, scaled per column or per group on the way. A product of many
+rows decodes it into the K x nr float32 scratch panel the float kernel already streams, which
+then serves every row tile of its task: the decode costs K * nr conversions per panel per task,
+small next to the product's K * nr * rows multiply-adds. A decode-shaped product (one tile of
+all its rows) decodes each K row straight into the registers its multiply-adds read
+(:meth:`Panels.each_row`): every value is used once, so writing it to scratch would only add a
+round trip through L2. Either way memory holds the low-bit codes only. Float8 codes decode
 through float16 bits (e5m2 is the top byte of a float16; e4m3fn's bits shifted into a float16
 are its value / 256, a factor folded into the scales). Conv reads each weight outside its
 inner loop, so it evaluates the DequantizeLinear inline there.
@@ -67,10 +69,9 @@ def _bf16(k, raw, bits, shift):
 
 def _e4m3_half_bits(b, raw, t):
     """e4m3fn's magnitude bits placed as a float16's exponent's low bits and mantissa's top bits:
-    that float16 is the code's value / 256 (subnormals included); the sign moves to bit 15."""
-    x = b.zext(raw, t)
-    magnitude = b.shl(b.and_(x, ll.Constant(t, 0x7F)), ll.Constant(t, 7))
-    return b.or_(magnitude, b.shl(b.and_(x, ll.Constant(t, 0x80)), ll.Constant(t, 8)))
+    that float16 is the code's value / 256 (subnormals included). Sign-extended and shifted by 7,
+    the magnitude lands in bits 7-13 and the sign fills bits 14-15; bit 14 is masked off."""
+    return b.and_(b.shl(b.sext(raw, t), ll.Constant(t, 7)), ll.Constant(t, 0xBF80))
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,9 @@ class Panels:
     nr: int
     """Columns per panel: the product's register block width."""
 
-    def decode_panel(self, ctx, scratch: ll.Value, j0: ll.Value) -> ll.Value:
-        """Decode the panel of columns [j0, j0 + nr) into ``scratch`` (K x nr float32); returns it."""
+    def each_row(self, ctx, j0: ll.Value, visit: Callable) -> None:
+        """Decode the panel of columns [j0, j0 + nr) one K row at a time, in order: ``visit(kk,
+        vectors)`` gets row ``kk``'s nr columns as nr / vector_width scaled float32 vectors."""
         k, b = ctx.k, ctx.b
         nr, vw = self.nr, ctx.tiling.vector_width
         per = 8 // self.bits if self.codec.integer else 1
@@ -202,6 +204,7 @@ class Panels:
             for sub in range(count):
                 kk = b.add(b.mul(byte_row, k.i64(per)), k.i64(sub))
                 group = b.udiv(kk, k.i64(self.block)) if self.groups > 1 else k.i64(0)
+                vectors = []
                 for v in range(nr // vw):
                     raw = b.load(b.bitcast(b.gep(codes, [b.add(b.mul(byte_row, k.i64(nr)), k.i64(v * vw))]),
                                            vec(self.codec.storage)), align=1)
@@ -209,13 +212,24 @@ class Panels:
                     if self.scaled:
                         scale_at = b.gep(scales, [b.add(b.mul(group, k.i64(nr)), k.i64(v * vw))])
                         value = b.fmul(value, b.load(b.bitcast(scale_at, vec(F32)), align=4))
-                    out = b.gep(scratch, [b.add(b.mul(kk, k.i64(nr)), k.i64(v * vw))])
-                    b.store(value, b.bitcast(out, vec(F32)), align=4)
+                    vectors.append(value)
+                visit(kk, vectors)
 
         with k.loop(0, self.rows // per, name="dk") as byte_row:
             rows(byte_row, per)
         if self.rows % per:
             rows(k.i64(self.rows // per), self.rows % per)
+
+    def decode_panel(self, ctx, scratch: ll.Value, j0: ll.Value) -> ll.Value:
+        """Decode the panel of columns [j0, j0 + nr) into ``scratch`` (K x nr float32); returns it."""
+        b, vw = ctx.b, ctx.tiling.vector_width
+
+        def store(kk, vectors):
+            for v, value in enumerate(vectors):
+                out = b.gep(scratch, [b.add(b.mul(kk, ctx.k.i64(self.nr)), ctx.k.i64(v * vw))])
+                b.store(value, b.bitcast(out, value.type.as_pointer()), align=4)
+
+        self.each_row(ctx, j0, store)
         return scratch
 
 

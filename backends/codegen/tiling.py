@@ -41,6 +41,7 @@ class HostTiling:
     registers: vector registers, which bound a register tile.
     cores: how many cores run the parallel loops: kernels cut their work into enough tasks.
     l1_bytes: one core's L1 data cache: a streaming product's accumulators fill half of it.
+    l2_bytes: one core's L2: a stored weight's panel decoded for a task's tiles fills half of it.
     bf16_dot, int8_dot: the CPU's bf16 pair (vdpbf16ps) and int8 quad (vpdpbusd) dot-product
         instructions may be used; without them :mod:`lowp` emulates them exactly.
     """
@@ -57,6 +58,7 @@ class HostTiling:
     registers: int = 16
     cores: int = 1
     l1_bytes: int = 32 << 10
+    l2_bytes: int = 512 << 10
     bf16_dot: bool = False
     int8_dot: bool = False
 
@@ -80,4 +82,5 @@ def host_tiling(cpu: cpus.Cpu | None = None) -> HostTiling:
     tiles = max(1, min(MAX_MC_TILES, l2 // 2 // (mr * REFERENCE_K * 4)))
     return HostTiling(vector_width=cpu.float_lanes, mr=mr, nr_vectors=nv, mc=tiles * mr, cpu=cpu.name,
                       registers=cpu.vector_registers, cores=os.cpu_count() or 1, l1_bytes=cpu.caches[0],
+                      l2_bytes=l2,
                       bf16_dot=cpu.bf16_dot, int8_dot=cpu.int8_dot)
