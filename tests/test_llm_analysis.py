@@ -138,7 +138,7 @@ def test_disaggregation_reports_both_pools_the_transfer_and_each_target_alone(tm
     transfer = 2e-6 + 128 * (2 * 32 * 8 * 128 * 2) / 50e9   # no queueing at 1 request/s
     assert split["kv_transfer_s"]["p50"] == pytest.approx(transfer)
     assert set(result["colocated"]) == {"h100-sxm", "h200"}
-    assert "h100-sxm -> h200" in capsys.readouterr().out
+    assert "1 h100-sxm -> 1 h200" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -153,3 +153,11 @@ def test_bad_requests_are_one_line_and_exit_1(argv, message, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("export", ["llama_dynamo.onnx", "cache/llama_dynamo.onnx"])
+def test_onnx_exports_with_and_without_a_cache(export):
+    """The fixtures' Llama (scripts/export_fixtures.py): 2 layers, 2 KV heads of 16, float32."""
+    r = analyze(f"tests/fixtures/models/{export}", "h100-sxm", batch=2, prompt_len=8, gen_len=8)
+    assert r.kv_bytes_per_token == 2 * 2 * 2 * 16 * 4
+    assert r.tpot_s > 0 and r.chips == 1

@@ -82,9 +82,7 @@ def format_report(r: LLMReport) -> str:
         f"memory per chip ({r.memory_level}), decoding at the mean context:",
     ]
     for stage, m in enumerate(r.memory_per_chip):
-        lines.append(f"  stage {stage}: weights {si(m.weights, 'B')}, KV {si(m.kv, 'B')}, activations "
-                     f"{si(m.activations, 'B')}, reserve {si(m.reserve, 'B')}, free {si(m.free, 'B')} "
-                     f"of {si(m.capacity, 'B')}")
+        lines.append(_stage_line(stage, m))
         if stage == 2 and len(r.memory_per_chip) > 4:
             lines.append(f"  ... {len(r.memory_per_chip) - 4} more stages ...")
             lines.append(_stage_line(len(r.memory_per_chip) - 1, r.memory_per_chip[-1]))
@@ -173,13 +171,14 @@ def _disaggregated(args, precision: str) -> dict:
           f"{si(link.transfer_s(per_token * mean_prompt), 's')}")
     split = serving.simulate_disaggregated(requests, prefill.pool, decode.pool,
                                            lambda tokens: link.transfer_s(tokens * per_token))
-    columns = {f"{args.prefill_on} -> {args.decode_on}": split.with_slo(args.slo_ttft, args.slo_tpot)}
+    columns = {f"{prefill.chips} {args.prefill_on} -> {decode.chips} {args.decode_on}":
+               split.with_slo(args.slo_ttft, args.slo_tpot)}
     alone = {}
     for name in dict.fromkeys((args.prefill_on, args.decode_on)):
         plan = _plan(args, Costs(args.model, name, precision), requests)
         print(_pool_line(f"{name} alone", plan))
-        columns[f"{name} alone"] = _simulate(args, requests, plan)
-        alone[name] = {"pool": _pool_dict(plan), **columns[f"{name} alone"].to_dict()}
+        result = columns[f"{plan.chips} {name} alone"] = _simulate(args, requests, plan)
+        alone[name] = {"pool": _pool_dict(plan), **result.to_dict()}
     print(format_serving(columns))
     return {"disaggregated": {"prefill_pool": _pool_dict(prefill), "decode_pool": _pool_dict(decode),
                               "link": link.__dict__, "kv_bytes_per_token": per_token, **split.to_dict()},

@@ -93,11 +93,14 @@ def with_kv_cache(g: Graph, past: int) -> Graph:
     costs the writing of the cache each token, which a serving engine's paged cache does not."""
     for node in [n for n in g.nodes if n.op_type == "Attention"]:
         k = g.values[node.inputs[1]].type
-        heads = node.attrs["kv_num_heads"]
-        batch, _, width = k.shape
+        if k.rank == 4:  # [batch, kv heads, seq, head dim]
+            batch, heads, _, size = k.shape
+        else:            # [batch, seq, kv heads x head dim]
+            (batch, _, width), heads = k.shape, node.attrs["kv_num_heads"]
+            size = width // heads
         for index, role in ((4, "past_key"), (5, "past_value")):
             name = g.fresh_name(f"{node.name}.{role}")
-            g.add_input(name, TensorType(k.dtype, (batch, heads, past, width // heads)))
+            g.add_input(name, TensorType(k.dtype, (batch, heads, past, size)))
             g.set_input(node, index, name)
     return infer_shapes(g)
 
@@ -136,11 +139,19 @@ class Costs:
 
     def prefill(self, batch: int, prompt_len: int) -> list[tuple[Schedule, int]]:
         """(pass, how many) of the prefill of ``batch`` prompts in chunks of at most
-        :data:`PREFILL_TOKENS` tokens (whole prompts; a longer prompt is one chunk alone)."""
+        :data:`PREFILL_TOKENS` tokens (whole prompts; a longer prompt is one chunk alone), or
+        half as many prompts, and so on, where a chunk does not fit the deployment."""
         per_chunk = self.chunk(batch, prompt_len)
+        while True:
+            try:
+                first = self.step(per_chunk, prompt_len, 0)
+                break
+            except backends.ScheduleError:  # one op's activations of the chunk fill an SRAM chip: fewer prompts
+                if per_chunk == 1:
+                    raise
+                per_chunk //= 2
         full, rest = divmod(batch, per_chunk)
-        return [(self.step(size, prompt_len, 0), count) for size, count in ((per_chunk, full), (rest, 1))
-                if size and count]
+        return [(first, full)] + ([(self.step(rest, prompt_len, 0), 1)] if rest else [])
 
     @staticmethod
     def chunk(batch: int, prompt_len: int) -> int:
@@ -154,20 +165,32 @@ class Costs:
 
     def largest_batch(self, context: int, cap: int = MAX_BATCH) -> int:
         """The most sequences of ``context`` tokens whose KV cache fits the fullest chip's free
-        memory beside one sequence's decode step (at most ``cap``; ``cap`` for a model without
-        a KV cache, such as Mamba)."""
+        memory beside one sequence's decode step (at most ``cap``)."""
         one = self.step(1, 1, context - 1)
         per_sequence = max(m.kv for m in one.memory)
         if not per_sequence:
-            return cap
+            return self._largest_stateless_batch(context, cap)
         room = min(m.free + m.kv for m in one.memory)
         return max(1, min(cap, int(room // per_sequence)))
+
+    def _largest_stateless_batch(self, context: int, cap: int) -> int:
+        """Without a KV cache (Mamba: its state is activations) the batch is bounded by the decode
+        step's activations: the largest of cap, cap / 2, ... whose step fits."""
+        batch = cap
+        while batch > 1:
+            try:
+                self.step(batch, 1, context - 1)
+                return batch
+            except backends.ScheduleError:
+                batch //= 2
+        return 1
 
     def kv_bytes_per_token(self, past: int) -> float:
         """Bytes of K and V one cached token takes in the whole model, in the precision's KV format."""
         g = graph(self.model, self.precision, 1, 1, past)
         sizes = Policy(self.policy).sizes(g)
         held = {v for n in g.nodes if n.op_type == "Attention" for v in n.inputs[4:6] if v in g.inputs}
+        held |= {v for v in g.inputs if v.startswith(CACHE_INPUTS)}  # an export's own cache
         return sum(sizes[v] for v in held) / past
 
 
