@@ -15,9 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import backends  # noqa: E402
-from backends.llm.analysis import analyze  # noqa: E402
 from frontends import hf  # noqa: E402
 from ir.errors import XpucError  # noqa: E402
+from xpuc.analysis import analyze  # noqa: E402
 
 
 def main() -> None:

@@ -16,10 +16,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import backends  # noqa: E402
-from backends.llm.analysis import Costs, graph  # noqa: E402
 from backends.llm.serving import poisson_requests, simulate  # noqa: E402
 from backends.llm.stepcost import plan_pool  # noqa: E402
+from frontends.llm_graphs import graph  # noqa: E402
 from machine import describe  # noqa: E402
+from xpuc.analysis import costs_of  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     one = time.perf_counter() - start
     requests = poisson_requests(args.rate, args.requests, 1024, 256, seed=0)
     start = time.perf_counter()
-    plan = plan_pool(Costs("llama-3-70b", "h100-sxm", chips=8, tp=8), 1280, 1024)
+    plan = plan_pool(costs_of("llama-3-70b", "h100-sxm", chips=8, tp=8), 1280, 1024)
     grid = time.perf_counter() - start
     start = time.perf_counter()
     report = simulate(requests, plan.pool).with_slo(2.0, 0.1)

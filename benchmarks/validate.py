@@ -50,6 +50,7 @@ from backends.llm import analysis  # noqa: E402
 from frontends import hf  # noqa: E402
 from ir.errors import XpucError  # noqa: E402
 from validation.loader import Measurement, load  # noqa: E402
+from xpuc.analysis import costs_of  # noqa: E402
 
 DEFAULT_CONTEXT = (128, 256)
 """(input_len, output_len) assumed for per-user decode speeds published without lengths."""
@@ -148,7 +149,7 @@ def apply(t, path: str, value: float) -> None:
 @functools.lru_cache(maxsize=None)
 def costs(s: Setup, overrides: tuple) -> analysis.Costs:
     """The setup's schedules, memoized across its rows (and across fit trials with the same overrides)."""
-    return analysis.Costs(s.model, target(s.target, overrides), s.precision, s.chips, s.tp, s.pp)
+    return costs_of(s.model, target(s.target, overrides), s.precision, s.chips, s.tp, s.pp)
 
 
 def predict(row: Measurement, overrides: tuple = ()) -> float:

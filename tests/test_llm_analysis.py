@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-import backends
-from backends.llm.analysis import PREFILL_TOKENS, AnalysisError, Costs, analyze
+from backends.llm.analysis import PREFILL_TOKENS, AnalysisError, report
 from backends.llm.links import link
 from backends.llm.serving import Step
 from backends.llm.stepcost import ScheduledStepCost, kv_capacity_tokens
+from xpuc.analysis import analyze, costs_of
 from xpuc.cli import main
 
 H100_USD_PER_S = 4.9 / 3600   # backends/targets/h100-sxm.toml: $4.90 per chip-hour
@@ -19,15 +19,14 @@ H100_USD_PER_S = 4.9 / 3600   # backends/targets/h100-sxm.toml: $4.90 per chip-h
 @pytest.fixture(scope="module")
 def small():
     """Llama-3-8B on one H100: 8 requests of 128 + 32 tokens."""
-    costs = Costs("llama-3-8b", "h100-sxm")
-    from backends.llm.analysis import report
+    costs = costs_of("llama-3-8b", "h100-sxm")
     return costs, report(costs, 8, 128, 32)
 
 
 def test_kv_bytes_per_token_follow_gqa_heads_head_dim_layers_and_format():
-    assert Costs("llama-3-70b", "h100-sxm").kv_bytes_per_token(100) == 2 * 80 * 8 * 128 * 2
-    assert Costs("llama-3-70b", "h100-sxm", "fp8").kv_bytes_per_token(100) == 2 * 80 * 8 * 128 * 1
-    assert Costs("llama-2-7b", "h100-sxm").kv_bytes_per_token(10) == 2 * 32 * 32 * 128 * 2   # no GQA
+    assert costs_of("llama-3-70b", "h100-sxm").kv_bytes_per_token(100) == 2 * 80 * 8 * 128 * 2
+    assert costs_of("llama-3-70b", "h100-sxm", "fp8").kv_bytes_per_token(100) == 2 * 80 * 8 * 128 * 1
+    assert costs_of("llama-2-7b", "h100-sxm").kv_bytes_per_token(10) == 2 * 32 * 32 * 128 * 2   # no GQA
 
 
 def test_throughput_price_and_energy_come_from_the_passes(small):
@@ -45,7 +44,7 @@ def test_throughput_price_and_energy_come_from_the_passes(small):
 
 
 def test_prefill_runs_in_chunks_of_whole_prompts_overlapped_in_the_pipeline():
-    costs = Costs("llama-3-8b", "h100-sxm")
+    costs = costs_of("llama-3-8b", "h100-sxm")
     per_chunk = PREFILL_TOKENS // 2048                      # 4 prompts of 2048 tokens
     passes = costs.prefill(10, 2048)                         # 2 chunks of 4, then one of 2
     assert [(p.steady.tokens_per_pass, n) for p, n in passes] == [(per_chunk * 2048, 2), (2 * 2048, 1)]
@@ -82,7 +81,7 @@ def test_a_step_interpolates_the_pass_and_adds_its_kv_reads():
 
 
 def test_the_grid_reads_schedules_of_the_deployment():
-    costs = Costs("llama-3-8b", "h100-sxm")
+    costs = costs_of("llama-3-8b", "h100-sxm")
     cost = ScheduledStepCost.build(costs, 64, 4, 512)
     assert cost.tokens == [1, 4, 16, 64] and cost.batches == [1, 4]
     assert cost.pass_s[1] == costs.step(1, 4, 0).latency_s
@@ -91,7 +90,7 @@ def test_the_grid_reads_schedules_of_the_deployment():
 
 
 def test_kv_capacity_is_the_free_memory_over_one_tokens_kv():
-    costs = Costs("llama-3-8b", "h100-sxm")
+    costs = costs_of("llama-3-8b", "h100-sxm")
     (m,) = costs.step(1, 1, 1023).memory
     per_token = 2 * 32 * 8 * 128 * 2                        # one chip, one stage
     assert kv_capacity_tokens(costs, 1024) == int((m.free + m.kv) / per_token)

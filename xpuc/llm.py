@@ -8,9 +8,11 @@ import json
 from pathlib import Path
 
 from backends.llm import links, serving
-from backends.llm.analysis import AnalysisError, Costs, LLMReport, analyze
+from backends.llm.analysis import AnalysisError, Costs, LLMReport
 from backends.llm.stepcost import PoolPlan, plan_pool
 from backends.report import si
+
+from .analysis import analyze, costs_of
 
 DEFAULT_RATE = 1.0
 """Requests per second simulated for a disaggregated comparison given no --rate or --trace."""
@@ -28,7 +30,7 @@ def run(args) -> int:
         out = report.to_dict()
         if args.rate is not None or args.trace:
             requests = _requests(args)
-            plan = _plan(args, Costs(args.model, args.target, precision, args.chips, args.tp, args.pp), requests)
+            plan = _plan(args, costs_of(args.model, args.target, precision, args.chips, args.tp, args.pp), requests)
             print()
             print(_traffic_line(args, requests))
             print(_pool_line("replica", plan))
@@ -158,8 +160,8 @@ def format_serving(columns: dict[str, serving.ServingReport]) -> str:
 def _disaggregated(args, precision: str) -> dict:
     requests = _requests(args)
     link = links.link(args.link)
-    prefill = _plan(args, Costs(args.model, args.prefill_on, precision, args.prefill_chips), requests, "prefill")
-    decode = _plan(args, Costs(args.model, args.decode_on, precision, args.decode_chips), requests, "decode")
+    prefill = _plan(args, costs_of(args.model, args.prefill_on, precision, args.prefill_chips), requests, "prefill")
+    decode = _plan(args, costs_of(args.model, args.decode_on, precision, args.decode_chips), requests, "decode")
     context = max(r.prompt_tokens + r.output_tokens for r in requests)
     per_token = prefill.costs.kv_bytes_per_token(context - 1)
     print(_traffic_line(args, requests))
@@ -175,7 +177,7 @@ def _disaggregated(args, precision: str) -> dict:
                split.with_slo(args.slo_ttft, args.slo_tpot)}
     alone = {}
     for name in dict.fromkeys((args.prefill_on, args.decode_on)):
-        plan = _plan(args, Costs(args.model, name, precision), requests)
+        plan = _plan(args, costs_of(args.model, name, precision), requests)
         print(_pool_line(f"{name} alone", plan))
         result = columns[f"{plan.chips} {name} alone"] = _simulate(args, requests, plan)
         alone[name] = {"pool": _pool_dict(plan), **result.to_dict()}

@@ -2,7 +2,8 @@
 
 One home for the predictions that ``xpuc llm``, ``benchmarks/validate.py`` and the serving
 simulator's step costs use. A model (a bundled preset, a config.json or an ONNX decoder) is
-built weightless at each shape it needs and scheduled by :func:`backends.schedule`:
+built weightless at each shape it needs (``frontends.llm_graphs``; ``xpuc.analysis.analyze``
+joins the two layers) and scheduled by :func:`backends.schedule`:
 
 - **prefill**: the batch's prompts in chunks of at most :data:`PREFILL_TOKENS` tokens (whole
   prompts per chunk; TensorRT-LLM's and vLLM's default token budget per step), one graph
@@ -26,116 +27,63 @@ Every metric of :class:`LLMReport` is defined on its field; docs/llm.md shows th
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import backends
 from backends.deployment import ChipMemory
 from backends.precision import Policy
 from backends.schedule import Schedule
 from backends.target import Target
-from frontends import hf
-from frontends import onnx as onnx_frontend
 from ir.errors import XpucError
 from ir.graph import Graph
-from ir.passes import optimize
-from ir.passes.decode import token_input
-from ir.passes.shape_inference import infer_shapes
-from ir.types import TensorType
+from ir.passes.decode import CACHE_INPUT_PREFIX
+
+Build = Callable[[int, int, int], Graph]
+"""The model's optimized graph for (batch, new tokens, cached tokens): ``frontends.llm_graphs.graph``
+bound to a model and precision (this layer does not load models; ``xpuc.analysis`` joins the two)."""
 
 PREFILL_TOKENS = 8192
 """Most prompt tokens one prefill pass takes (TensorRT-LLM's and vLLM's default per-step budget)."""
 MAX_BATCH = 1024
 """Largest batch :func:`analyze` chooses by itself (TensorRT-LLM's perf-overview builds engines with
 max_batch_size up to 1024-4096; KV memory binds first for all but the shortest contexts)."""
-GRAPH_DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
-"""Precisions built as the graph's own element type and costed natively (as each vendor runs
-16-bit models); every other precision is the cost model's policy (``backends.precision``)
-over the model's own graph."""
-CACHE_INPUTS = "past_key_values."
-"""Prefix of an ONNX export's KV-cache inputs (transformers/optimum exports)."""
 
 
 class AnalysisError(XpucError):
     """A serving analysis that cannot be made: bad lengths or batch, a model that is no decoder."""
 
 
-# ------------------------------------------------------------------------------------ graphs
-@functools.lru_cache(maxsize=128)
-def graph(model: str, precision: str, batch: int, seq: int, past: int) -> Graph:
-    """The model's optimized graph for ``batch`` x ``seq`` new tokens after a KV cache of ``past`` tokens."""
-    if hf.recognizes(model):
-        g = hf.load(model, input_shapes={"input_ids": f"{batch}x{seq}"}, dtype=GRAPH_DTYPE.get(precision))
-        return optimize(with_kv_cache(g, past) if past else g)
-    g = onnx_frontend.load(model, input_shapes={"input_ids": (batch, seq)}, weights=False)
-    cached = [n for n in g.inputs if n.startswith(CACHE_INPUTS)]
-    if cached:  # an export with a cache reads its own: bind it at the past length
-        shapes = {}
-        for name in cached:
-            shape = g.type_of(name).shape
-            if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in (shape[1], shape[3])):
-                raise AnalysisError(f"{model}: cache input {name} is {g.type_of(name)}, not "
-                                    "[batch, kv_heads, past, head_dim]")
-            shapes[name] = (batch, shape[1], past, shape[3])
-        onnx_frontend.bind_input_shapes(g, shapes)
-        return optimize(infer_shapes(g))
-    token_input(g)
-    g = optimize(g)
-    return optimize(with_kv_cache(g, past)) if past else g
-
-
-def with_kv_cache(g: Graph, past: int) -> Graph:
-    """Every Attention also reads a past key and value cache of ``past`` tokens (graph inputs in
-    the layout ONNX's Attention takes: batch x kv heads x past x head dim).
-
-    Not ``ir.passes.DecodeStep``: that pass also returns the whole present cache (past + new
-    K and V as graph outputs, the copy a cache without in-place updates makes), so its step
-    costs the writing of the cache each token, which a serving engine's paged cache does not."""
-    for node in [n for n in g.nodes if n.op_type == "Attention"]:
-        k = g.values[node.inputs[1]].type
-        if k.rank == 4:  # [batch, kv heads, seq, head dim]
-            batch, heads, _, size = k.shape
-        else:            # [batch, seq, kv heads x head dim]
-            (batch, _, width), heads = k.shape, node.attrs["kv_num_heads"]
-            size = width // heads
-        for index, role in ((4, "past_key"), (5, "past_value")):
-            name = g.fresh_name(f"{node.name}.{role}")
-            g.add_input(name, TensorType(k.dtype, (batch, heads, past, size)))
-            g.set_input(node, index, name)
-    return infer_shapes(g)
-
-
 # ------------------------------------------------------------------------------- schedules
 class Costs:
     """Schedules of one model on one target in one precision, memoized by shape.
 
+    build: the model's graphs (:data:`Build`); model: its name in reports; policy: the precision
+    policy that costs them (``backends.precision``); precision: its name in reports.
     chips, tp, pp: the deployment asked for (each optional); what is not given is chosen by
     ``backends.schedule`` for each shape: the smallest deployment that fits it. :meth:`on`
     pins the deployment of one schedule for every other shape."""
 
-    def __init__(self, model: str, target: Target | str, precision: str = "native", chips: int | None = None,
-                 tp: int | None = None, pp: int | None = None):
-        self.model = str(model)
+    def __init__(self, build: Build, model: str, target: Target | str, precision: str = "native",
+                 policy: str | None = None, chips: int | None = None, tp: int | None = None, pp: int | None = None):
+        self.build, self.model = build, str(model)
         self.target = backends.load_target(target) if isinstance(target, str) else target
-        self.precision, self.chips, self.tp, self.pp = precision, chips, tp, pp
+        self.precision, self.policy = precision, policy or precision
+        self.chips, self.tp, self.pp = chips, tp, pp
         self._plans: dict[tuple[int, int, int], Schedule] = {}
-
-    @property
-    def policy(self) -> str:
-        return "native" if self.precision in GRAPH_DTYPE else self.precision
 
     def step(self, batch: int, seq: int, past: int) -> Schedule:
         """One pass of ``batch`` x ``seq`` new tokens after ``past`` cached ones."""
         key = (batch, seq, past)
         if key not in self._plans:
-            self._plans[key] = backends.schedule(graph(self.model, self.precision, batch, seq, past), self.target,
+            self._plans[key] = backends.schedule(self.build(batch, seq, past), self.target,
                                                  precision=self.policy, chips=self.chips, tp=self.tp, pp=self.pp)
         return self._plans[key]
 
     def on(self, plan: Schedule) -> "Costs":
         """The same costs with every shape on ``plan``'s deployment."""
         d = plan.deployment
-        return Costs(self.model, self.target, self.precision, d.chips, d.tp, d.pp)
+        return Costs(self.build, self.model, self.target, self.precision, self.policy, d.chips, d.tp, d.pp)
 
     def prefill(self, batch: int, prompt_len: int) -> list[tuple[Schedule, int]]:
         """(pass, how many) of the prefill of ``batch`` prompts in chunks of at most
@@ -187,10 +135,10 @@ class Costs:
 
     def kv_bytes_per_token(self, past: int) -> float:
         """Bytes of K and V one cached token takes in the whole model, in the precision's KV format."""
-        g = graph(self.model, self.precision, 1, 1, past)
+        g = self.build(1, 1, past)
         sizes = Policy(self.policy).sizes(g)
         held = {v for n in g.nodes if n.op_type == "Attention" for v in n.inputs[4:6] if v in g.inputs}
-        held |= {v for v in g.inputs if v.startswith(CACHE_INPUTS)}  # an export's own cache
+        held |= {v for v in g.inputs if v.startswith(CACHE_INPUT_PREFIX)}  # an export's own cache
         return sum(sizes[v] for v in held) / past
 
 
@@ -261,17 +209,10 @@ class LLMReport:
         return out
 
 
-def analyze(model: str, target: Target | str, precision: str = "native", chips: int | None = None,
-            tp: int | None = None, pp: int | None = None, batch: int | None = None, prompt_len: int = 1024,
-            gen_len: int = 256) -> LLMReport:
-    """Serve ``batch`` requests (default: the largest batch that fits, at most :data:`MAX_BATCH`)
-    of ``prompt_len`` + ``gen_len`` tokens of ``model`` on ``target``; the deployment is
-    ``chips``/``tp``/``pp`` where given, else the smallest that fits (module docstring)."""
-    return report(Costs(model, target, precision, chips, tp, pp), batch, prompt_len, gen_len)
-
-
 def report(costs: Costs, batch: int | None, prompt_len: int, gen_len: int) -> LLMReport:
-    """:func:`analyze` over given :class:`Costs` (whose memo a caller may keep across reports)."""
+    """Serve ``batch`` requests (None: the largest batch that fits, at most :data:`MAX_BATCH`) of
+    ``prompt_len`` + ``gen_len`` tokens on the deployment ``costs`` asks for (module docstring).
+    ``xpuc.analysis.analyze`` takes a model name instead of :class:`Costs`."""
     _check(batch, prompt_len, gen_len)
     context = prompt_len + gen_len
     max_batch = costs.largest_batch(context)

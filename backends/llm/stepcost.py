@@ -110,9 +110,6 @@ def kv_capacity_tokens(costs: Costs, context: int) -> int:
     return int(min((m.free + m.kv) / t for m, t in zip(one.memory, per_token) if t))
 
 
-ROLES = ("both", "prefill", "decode")
-
-
 @dataclass
 class PoolPlan:
     """One replica's deployment and engine for the simulator, and what it was sized on."""
@@ -134,9 +131,10 @@ class PoolPlan:
 
 def plan_pool(costs: Costs, context: int, longest_prompt: int, role: str = "both", chunk: int | None = None,
               max_sequences: int = 256) -> PoolPlan:
-    """A replica for requests of up to ``context`` tokens: on the deployment ``costs`` asks for,
-    or else the smallest that fits a one-sequence decode step at ``context`` and (unless it only
-    decodes) the largest prefill pass (the chunk budget, or :data:`PREFILL_TOKENS`, or the longest prompt)."""
+    """A replica (``role`` "both", "prefill" or "decode") for requests of up to ``context`` tokens:
+    on the deployment ``costs`` asks for, or else the smallest that fits a one-sequence decode
+    step at ``context`` and (unless it only decodes) the largest prefill pass (the chunk budget,
+    or the shorter of :data:`PREFILL_TOKENS` and the longest prompt)."""
     most_tokens = max(chunk or PREFILL_TOKENS, longest_prompt)
     phases = [costs.step(1, 1, context - 1)]
     if role != "decode":
