@@ -1,24 +1,19 @@
 """Predict the published measurements in benchmarks/validation/measurements.csv and compare.
 
-Each in-scope row is rebuilt with the project's own builders: the model from its Hugging Face
-preset (``frontends.hf``), weightless, at the row's precision; prefill as one graph per chunk
-of prompts; decode as one step whose attention reads a KV cache of the row's context; both
-scheduled by ``backends.schedule`` on the row's hardware preset with the row's deployment
-(chips, tp, pp; the smallest that fits when unpublished). Then, per metric:
+Each in-scope row is predicted by the serving analysis that ``xpuc llm --json`` prints
+(``backends.llm.analysis``, where the prefill chunks, the decode step at the mean context,
+the deployment and the largest batch that fits are defined): the model from its Hugging
+Face preset, weightless, at the row's precision, on the row's hardware preset with the
+row's deployment (chips, tp, pp; the smallest that fits when unpublished). Per metric, the
+report's field of the same name (``samples_per_s``: ``requests_per_s``), with:
 
-- ``ttft_s``: the prefill of the row's batch (1 when unpublished) of ``input_len`` tokens;
-- ``tpot_s``, ``tokens_per_s_per_user``: one decode step at the row's batch and mean context
-  (``input_len`` + ``output_len`` / 2);
-- ``tokens_per_s[_per_chip|_total]``, ``samples_per_s``, ``latency_s``: a generation of
-  ``output_len`` tokens for the batch: prefill + (output_len - 1) decode steps at the mean
-  context (exact while a step's cost grows linearly with context). Throughput takes the
-  deployment's steady-state period (pipeline stages overlapped), latency the single pass.
-  Where the source ran in-flight batching without saying its batch, the batch is the
-  largest whose KV cache fits the memory left on a chip (``backends.deployment``), at most
-  :data:`MAX_BATCH`.
+- the row's batch; where unpublished, 1 for ``ttft_s``, ``tpot_s`` and
+  ``tokens_per_s_per_user``, and for throughputs and ``latency_s`` (in-flight batching) the
+  largest batch whose KV cache fits, at most ``analysis.MAX_BATCH``;
+- the row's lengths; per-user decode speeds published without them take
+  :data:`DEFAULT_CONTEXT`.
 
-Prefill runs in chunks of at most :data:`PREFILL_TOKENS` prompt tokens (TensorRT-LLM's and
-vLLM's default token budget per step), one graph per chunk size.
+This script keeps only what is about the measurements: scope, split, fit and reporting.
 
 Scope (:func:`out_of_scope`, decided before any prediction and printed with the reason):
 hardware and model need presets; rows need their lengths (per-user decode speeds may omit
@@ -51,18 +46,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import backends  # noqa: E402
+from backends.llm import analysis  # noqa: E402
 from frontends import hf  # noqa: E402
 from ir.errors import XpucError  # noqa: E402
-from ir.passes import optimize  # noqa: E402
-from ir.passes.shape_inference import infer_shapes  # noqa: E402
-from ir.types import TensorType  # noqa: E402
 from validation.loader import Measurement, load  # noqa: E402
+from xpuc.analysis import costs_of  # noqa: E402
 
-PREFILL_TOKENS = 8192
-MAX_BATCH = 1024
-"""Largest in-flight batch assumed where the source does not publish one (TensorRT-LLM's
-perf-overview builds engines with max_batch_size up to 1024-4096; KV memory binds first for
-every in-scope row but the shortest)."""
 DEFAULT_CONTEXT = (128, 256)
 """(input_len, output_len) assumed for per-user decode speeds published without lengths."""
 ASSUMED_PRECISION = {
@@ -73,9 +62,10 @@ ASSUMED_PRECISION = {
 THROUGHPUT = {"tokens_per_s", "tokens_per_s_per_chip", "tokens_per_s_total", "samples_per_s"}
 DECODE = {"tpot_s", "tokens_per_s_per_user"}
 METRICS = THROUGHPUT | DECODE | {"ttft_s", "latency_s"}
-SIXTEEN_BIT = {"fp16": "float16", "bf16": "bfloat16", "16bit": "float16"}
-"""Graph element type per published 16-bit precision ("16bit": unnamed, taken as fp16, which every preset runs);
-other precisions are the cost model's policy (``backends.precision``) over the model's own graph."""
+SIXTEEN_BIT = {"16bit": "fp16"}
+"""Published precisions under another name: "16bit" is unnamed, taken as fp16, which every preset runs."""
+REPORTED = {"samples_per_s": "requests_per_s"}
+"""Published metric -> the serving analysis's field, where the names differ."""
 
 
 # ------------------------------------------------------------------------------ scope and split
@@ -112,7 +102,7 @@ def split(rows: list[Measurement]) -> dict[str, str]:
     return roles
 
 
-# ----------------------------------------------------------------------------------- building
+# ---------------------------------------------------------------------------------- predicting
 @dataclass(frozen=True)
 class Setup:
     """What a row's prediction is built from."""
@@ -131,31 +121,8 @@ def setup_of(row: Measurement) -> Setup:
     tp = row.tp if row.hardware != "inferentia2" or row.tp is None else row.tp // 2  # published in NeuronCores
     if tp is not None and row.pp is not None and chips is not None and tp * row.pp != chips:
         tp = None
-    return Setup(row.model, row.hardware, precision, chips, tp, row.pp if tp is not None else None)
-
-
-@functools.lru_cache(maxsize=None)
-def graph(model: str, precision: str, batch: int, seq: int, past: int) -> "ir.Graph":  # noqa: F821
-    """The model's graph for ``batch`` x ``seq`` new tokens after a KV cache of ``past`` tokens, in
-    the row's 16-bit type (other precisions: the model's own, the policy stores it as asked)."""
-    g = hf.load(model, input_shapes={"input_ids": f"{batch}x{seq}"}, dtype=SIXTEEN_BIT.get(precision))
-    if past:
-        g = with_kv_cache(g, past)
-    return optimize(g)
-
-
-def with_kv_cache(g, past: int):
-    """Every Attention also reads a past key and value cache of ``past`` tokens (graph inputs in
-    the layout ONNX's Attention takes: batch x kv heads x past x head dim)."""
-    for node in [n for n in g.nodes if n.op_type == "Attention"]:
-        k = g.values[node.inputs[1]].type
-        heads = node.attrs["kv_num_heads"]
-        batch, _, width = k.shape
-        for index, role in ((4, "past_key"), (5, "past_value")):
-            name = g.fresh_name(f"{node.name}.{role}")
-            g.add_input(name, TensorType(k.dtype, (batch, heads, past, width // heads)))
-            g.set_input(node, index, name)
-    return infer_shapes(g)
+    return Setup(row.model, row.hardware, SIXTEEN_BIT.get(precision, precision), chips, tp,
+                 row.pp if tp is not None else None)
 
 
 @functools.lru_cache(maxsize=None)
@@ -180,51 +147,19 @@ def apply(t, path: str, value: float) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def scheduled(s: Setup, overrides: tuple, batch: int, seq: int, past: int):
-    g = graph(s.model, s.precision, batch, seq, past)
-    policy = "native" if s.precision in SIXTEEN_BIT else s.precision
-    return backends.schedule(g, target(s.target, overrides), precision=policy, chips=s.chips, tp=s.tp, pp=s.pp)
+def costs(s: Setup, overrides: tuple) -> analysis.Costs:
+    """The setup's schedules, memoized across its rows (and across fit trials with the same overrides)."""
+    return costs_of(s.model, target(s.target, overrides), s.precision, s.chips, s.tp, s.pp)
 
 
-# --------------------------------------------------------------------------------- predicting
 def predict(row: Measurement, overrides: tuple = ()) -> float:
-    s = setup_of(row)
-    if row.metric in DECODE:
-        inputs, outputs = row.input_len or DEFAULT_CONTEXT[0], row.output_len or DEFAULT_CONTEXT[1]
-        step = scheduled(s, overrides, row.batch or 1, 1, inputs + outputs // 2).latency_s
-        return step if row.metric == "tpot_s" else 1 / step
+    """The row's metric from the serving analysis ``xpuc llm --json`` prints (``backends.llm.analysis``)."""
     inputs, outputs = row.input_len, row.output_len
-    if row.metric == "ttft_s":
-        return prefill_s(s, overrides, row.batch or 1, inputs, latency=True)
-    batch = row.batch or largest_batch(s, overrides, inputs + outputs)
-    decode = scheduled(s, overrides, batch, 1, inputs + outputs // 2)
-    step = decode.latency_s if row.metric == "latency_s" else decode.steady.period_s
-    total = prefill_s(s, overrides, batch, inputs, latency=row.metric == "latency_s") + (outputs - 1) * step
-    chips = decode.chips
-    return {"latency_s": total, "tokens_per_s": batch * outputs / total,
-            "tokens_per_s_per_chip": batch * outputs / total / chips,
-            "tokens_per_s_total": batch * (inputs + outputs) / total, "samples_per_s": batch / total}[row.metric]
-
-
-def prefill_s(s: Setup, overrides: tuple, batch: int, inputs: int, latency: bool) -> float:
-    """Prefill of ``batch`` prompts in chunks of at most PREFILL_TOKENS tokens (whole prompts)."""
-    per_chunk = max(1, min(batch, PREFILL_TOKENS // inputs))
-    full, rest = divmod(batch, per_chunk)
-    total = 0.0
-    for size, count in ((per_chunk, full), (rest, 1)):
-        if size and count:
-            plan = scheduled(s, overrides, size, inputs, 0)
-            total += (plan.latency_s if latency and count == 1 else plan.steady.period_s * (count - 1)
-                      + plan.latency_s)
-    return total
-
-
-def largest_batch(s: Setup, overrides: tuple, context: int) -> int:
-    """The most sequences of ``context`` tokens whose KV cache fits the fullest chip's free memory."""
-    one = scheduled(s, overrides, 1, 1, context - 1)
-    per_sequence = max(m.kv for m in one.memory)
-    room = min(m.free + m.kv for m in one.memory)
-    return max(1, min(MAX_BATCH, int(room // per_sequence)))
+    if row.metric in DECODE:
+        inputs, outputs = inputs or DEFAULT_CONTEXT[0], outputs or DEFAULT_CONTEXT[1]
+    batch = row.batch or (None if row.metric in THROUGHPUT | {"latency_s"} else 1)
+    report = analysis.report(costs(setup_of(row), overrides), batch, inputs, outputs)
+    return getattr(report, REPORTED.get(row.metric, row.metric))
 
 
 # ---------------------------------------------------------------------------------- reporting

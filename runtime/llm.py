@@ -39,14 +39,11 @@ from frontends import hf
 from frontends import onnx as onnx_frontend
 from ir.errors import XpucError
 from ir.passes import DecodeStep, InPlaceKVCache, optimize
-from ir.passes.decode import DecodeError, token_input
+from ir.passes.decode import CACHE_INPUT_PREFIX, DecodeError, token_input
 from ir.passes.kv_cache import PAST_LENGTH
 
 from .compiled import CompiledModel, compile, hardware_target
 from .memory_plan import MemoryPlan, plan_memory
-
-CACHE_INPUT_PREFIX = "past_key_values."
-"""How transformers/optimum exports name a decoder's cache inputs (their outputs: ``present.*``)."""
 
 
 STEP_PIPELINE = ["infer-shapes", "fold-constants", "cse", "dce"]

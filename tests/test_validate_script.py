@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import backends
+from frontends import llm_graphs
 from frontends import hf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ def test_a_decode_step_reads_its_kv_cache():
     """Llama-2-7B, one new token after 100 cached ones, fp16: per layer the attention scores
     32 heads x 101 keys of 128 dims (2 x 32 x 101 x 128 x 2 FLOPs, + 5 per score for softmax),
     and the KV reservation is the new K and V (4096 wide) plus the 32 x 100 x 128 cache of each."""
-    graph = validate.graph("llama-2-7b", "fp16", 1, 1, 100)
+    graph = llm_graphs.graph("llama-2-7b", "fp16", 1, 1, 100)
     s = backends.schedule(graph, backends.load_target("h100-sxm"))
     scores = 32 * 101
     attention = [o for o in s.ops if o.op == "Attention"]

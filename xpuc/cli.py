@@ -126,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
                                                               "(default: a local cluster)")
     sweep.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core)")
     sweep.add_argument("--resume", action="store_true", help="continue into the output, skipping points it holds")
-    for sub in (imp, targets, sched, comp, models, run, gen, sweep):
+    llm = _llm_parser(commands)
+    for sub in (imp, targets, sched, comp, models, run, gen, sweep, llm):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
@@ -422,8 +423,55 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- xpuc llm
+def _llm_parser(commands) -> argparse.ArgumentParser:
+    from backends.llm.analysis import MAX_BATCH
+    from backends.llm.links import DEFAULT_LINK, links
+
+    llm = commands.add_parser("llm", help="serving analysis of an LLM on a target: TTFT, TPOT, tokens/s, $ and J "
+                                          "per token, memory per chip; with traffic, a serving simulation (docs/llm.md)")
+    llm.add_argument("model", help=MODEL_HELP.split(". ")[0])
+    llm.add_argument("-t", "--target", help="preset name (see `xpuc targets`) or .toml path")
+    _precision_argument(llm, "cost in this format through the precision policy (weights, activations, KV cache); "
+                             "bf16/fp16 build the model in that type")
+    _deployment_arguments(llm)
+    llm.add_argument("--batch", type=int, metavar="B",
+                     help=f"requests served together (default: the largest whose KV cache fits, at most {MAX_BATCH})")
+    llm.add_argument("--prompt-len", type=int, default=1024, metavar="L", help="prompt tokens per request (default 1024)")
+    llm.add_argument("--gen-len", type=int, default=256, metavar="G", help="generated tokens per request (default 256)")
+    llm.add_argument("--json", metavar="FILE", help="write the report as JSON (keys defined in docs/llm.md)")
+    traffic = llm.add_argument_group("traffic", "simulate continuous batching with a paged KV cache "
+                                                "(backends/llm/serving.py) on step costs from the cost model")
+    traffic.add_argument("--rate", type=float, metavar="R", help="Poisson arrivals, R requests per second")
+    traffic.add_argument("--requests", type=int, default=1000, metavar="N", help="requests with --rate (default 1000)")
+    traffic.add_argument("--seed", type=int, default=0, help="seed of the arrivals (default 0)")
+    traffic.add_argument("--trace", metavar="FILE.csv", help="requests from a CSV: arrival_s,prompt_tokens,output_tokens")
+    traffic.add_argument("--slo-ttft", type=float, metavar="S", help="TTFT objective in seconds, for goodput")
+    traffic.add_argument("--slo-tpot", type=float, metavar="S", help="TPOT objective in seconds, for goodput")
+    traffic.add_argument("--chunk", type=int, metavar="TOKENS", help="chunked prefill: token budget per iteration")
+    traffic.add_argument("--max-seqs", type=int, default=256, metavar="N",
+                         help="batch slots per replica (vLLM's max_num_seqs; default 256)")
+    split = llm.add_argument_group("disaggregation", "prefill on one pool, decode on another, the KV cache moved "
+                                                     f"between them (default traffic: --rate 1)")
+    split.add_argument("--prefill-on", metavar="TARGET", help="target of the prefill pool")
+    split.add_argument("--decode-on", metavar="TARGET", help="target of the decode pool")
+    split.add_argument("--prefill-chips", type=int, metavar="N", help="chips per prefill replica (default: smallest fit)")
+    split.add_argument("--decode-chips", type=int, metavar="N", help="chips per decode replica (default: smallest fit)")
+    split.add_argument("--link", default=DEFAULT_LINK, choices=list(links()),
+                       help=f"what carries the KV cache (default {DEFAULT_LINK}; figures and sources in "
+                            "backends/llm/links.toml)")
+    return llm
+
+
+def _cmd_llm(args) -> int:
+    from . import llm
+
+    _is_config(args.model)  # an unknown name is one error before anything is built
+    return llm.run(args)
+
+
 COMMANDS = {"import": _cmd_import, "targets": _cmd_targets, "schedule": _cmd_schedule, "compare": _cmd_compare,
-            "models": _cmd_models, "run": _cmd_run, "generate": _cmd_generate, "sweep": _cmd_sweep}
+            "models": _cmd_models, "run": _cmd_run, "generate": _cmd_generate, "sweep": _cmd_sweep, "llm": _cmd_llm}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,9 +54,13 @@ class DecodeError(XpucError):
     """A graph the decode-step derivation cannot handle (not a decoder, or not in fused form)."""
 
 
+CACHE_INPUT_PREFIX = "past_key_values."
+"""What the names of a decoder's KV-cache inputs start with (transformers/optimum exports)."""
+
+
 def cache_names(layer: int, past: bool) -> tuple[str, str]:
     """Names of a layer's key and value cache values, as transformers/optimum exports call them."""
-    return (f"past_key_values.{layer}.key", f"past_key_values.{layer}.value") if past else \
+    return (f"{CACHE_INPUT_PREFIX}{layer}.key", f"{CACHE_INPUT_PREFIX}{layer}.value") if past else \
         (f"present.{layer}.key", f"present.{layer}.value")
 
 
