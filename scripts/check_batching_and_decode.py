@@ -3,8 +3,8 @@
 - the same 64 tokens as 64 sequences of one token (``64x1``) and as one sequence (``1x64``)
   should cost about the same: a layer over a batch is one product;
 - batch-1 decode should stream the weights at the memory's effective bandwidth: its latency
-  over the floor (weight bytes moved / effective bandwidth, chips in turn), and what bounds
-  the products.
+  over the floor (weight bytes moved / (tp x effective bandwidth): the chips of a stage
+  stream their shares at once, stages in turn), and what bounds the products.
 
 Run: .venv/bin/python scripts/check_batching_and_decode.py [--model llama-3-70b] [--precision native]
 """
@@ -37,7 +37,7 @@ def main() -> None:
         policy = backends.precision.Policy(args.precision)
         sizes = policy.sizes(graphs[(1, 1)])
         streamed = sum(w.weight_bytes for w in graph_work(graphs[(1, 1)], sizes))
-        floor = streamed / target.outer.effective_bandwidth
+        floor = streamed / (decode.deployment.tp * target.outer.effective_bandwidth)
         bounds = Counter(o.bound for o in decode.ops if o.op == "MatMul")
         print(f"{name:18} {batch.latency_s * 1e3:10.2f} {seq.latency_s * 1e3:10.2f} "
               f"{batch.latency_s / seq.latency_s:6.2f} {decode.latency_s * 1e3:10.2f} {floor * 1e3:9.2f} "
