@@ -240,7 +240,7 @@ def timeline_svg(c: Comparison) -> str:
 def pareto_svg(points: list[ServingPoint]) -> str:
     """Tokens/s per user (interactivity) against dollars per million tokens (cost), the frontier
     of points no other beats on both drawn as a line."""
-    fig = _figure(6.5, 4.2, right=0.3)
+    fig = _figure(7.2, 4.2, right=1.0)
     ax = fig.add_subplot()
     for p in points:
         ax.scatter(p.usd_per_million_tokens, p.tokens_per_s_per_user, s=18, color="#1f77b4")
@@ -249,7 +249,7 @@ def pareto_svg(points: list[ServingPoint]) -> str:
     front = pareto_front(points)
     ax.plot([p.usd_per_million_tokens for p in front], [p.tokens_per_s_per_user for p in front], color="#d62728")
     _log_axes(ax)
-    ax.set_xlabel("$ per million tokens", fontsize=8)
+    ax.set_xlabel("$ per million output tokens", fontsize=8)
     ax.set_ylabel("tokens/s per user", fontsize=8)
     return _svg(fig, "pareto")
 
