@@ -7,7 +7,7 @@ and figures drawn by matplotlib as inline SVG (no scripts, fonts or images fetch
 - the time of each target by op family (stacked bars, shares of the summed records' time);
 - a timeline strip per target: its engines' records over one pass, coloured by op family;
 - a Pareto chart of tokens/s per user against dollars per million tokens, when serving points
-  are given (the LLM options' output: :class:`ServingPoint`).
+  are given (``xpuc compare --llm``: ``portability_serving.points``).
 
 matplotlib is an optional dependency (``pip install 'xpuc[report]'``): it is the one
 well-kept library that draws log-scale axes, legends and text as standalone SVG.
@@ -19,7 +19,6 @@ import html
 import io
 import re
 from collections import defaultdict
-from dataclasses import dataclass
 
 from ir.errors import XpucError
 
@@ -27,6 +26,7 @@ from . import readout
 from .capabilities import chip_peak
 from .portability import Comparison, Row
 from .portability_report import accuracy_cell, accuracy_legend, assumptions, cost_per_unit, formats_cell
+from .portability_serving import ServingPoint, pareto_front
 from .report import si
 from .schedule import Schedule
 from .target import Target
@@ -51,15 +51,6 @@ vector paths would make the page megabytes."""
 
 class ReportError(XpucError):
     """The HTML report cannot be drawn (matplotlib is missing)."""
-
-
-@dataclass(frozen=True)
-class ServingPoint:
-    """One deployment's serving operating point, as the LLM options report it."""
-
-    label: str
-    tokens_per_s_per_user: float
-    usd_per_million_tokens: float
 
 
 def _figure(width: float, height: float, left: float = 0.8, right: float = 1.5, top: float = 0.35,
@@ -249,7 +240,7 @@ def timeline_svg(c: Comparison) -> str:
 def pareto_svg(points: list[ServingPoint]) -> str:
     """Tokens/s per user (interactivity) against dollars per million tokens (cost), the frontier
     of points no other beats on both drawn as a line."""
-    fig = _figure(6.5, 4.2, right=0.3)
+    fig = _figure(7.2, 4.2, right=1.0)
     ax = fig.add_subplot()
     for p in points:
         ax.scatter(p.usd_per_million_tokens, p.tokens_per_s_per_user, s=18, color="#1f77b4")
@@ -258,19 +249,9 @@ def pareto_svg(points: list[ServingPoint]) -> str:
     front = pareto_front(points)
     ax.plot([p.usd_per_million_tokens for p in front], [p.tokens_per_s_per_user for p in front], color="#d62728")
     _log_axes(ax)
-    ax.set_xlabel("$ per million tokens", fontsize=8)
+    ax.set_xlabel("$ per million output tokens", fontsize=8)
     ax.set_ylabel("tokens/s per user", fontsize=8)
     return _svg(fig, "pareto")
-
-
-def pareto_front(points: list[ServingPoint]) -> list[ServingPoint]:
-    """The points no other point beats on both cost (lower) and speed per user (higher), by cost."""
-    front, best = [], -1.0
-    for p in sorted(points, key=lambda p: (p.usd_per_million_tokens, -p.tokens_per_s_per_user)):
-        if p.tokens_per_s_per_user > best:
-            front.append(p)
-            best = p.tokens_per_s_per_user
-    return front
 
 
 # ---------------------------------------------------------------------------------- page
@@ -296,8 +277,8 @@ def to_html(c: Comparison, serving: list[ServingPoint] | None = None) -> str:
                ("timeline", "Timeline of one pass per target: one lane per engine (all chips together), "
                 "coloured by op family.", timeline_svg(c))]
     if serving:
-        figures.append(("pareto", "Serving: tokens/s per user against $ per million tokens; the line is the "
-                        "Pareto frontier.", pareto_svg(serving)))
+        figures.append(("pareto", "Serving: tokens/s per user against $ per million output tokens, labelled by "
+                        "target and batch (b=); the line is the Pareto frontier.", pareto_svg(serving)))
     parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<title>xpuc compare: {e(c.model)}</title><style>{STYLE}</style></head><body>",
              f"<h1>{e(c.model)} on {len(c.rows)} targets</h1>",
@@ -309,7 +290,7 @@ def to_html(c: Comparison, serving: list[ServingPoint] | None = None) -> str:
               for name, caption, svg in figures]
     if not serving:
         parts.append('<p class="note" id="pareto-note">A Pareto chart of tokens/s per user against $ per million '
-                     'tokens appears here when serving points (the LLM options) are given.</p>')
+                     'tokens appears here with the LLM options (xpuc compare --llm).</p>')
     parts.append(_porting(c))
     parts.append("<h2>Assumptions</h2><ul>" + "".join(f"<li>{e(a)}</li>" for a in assumptions(c)) + "</ul>")
     parts.append("</body></html>\n")

@@ -11,7 +11,12 @@ JSON schema (``to_dict``)::
                   "joules_per_unit", "usd_per_million_units", "meets_latency_target", "flops",
                   "peak_flops_per_s", "efficiency", "porting_share", "porting_cost",
                   "ledger": [{kind, op, engine, formats, reason, count, time_s, energy_j, bytes, ops}],
-                  "accuracy": {"format", "note", "outputs": {name: {max_abs, rel_l2, cosine[, top1, kl]}}}}]}
+                  "accuracy": {"format", "note", "outputs": {name: {max_abs, rel_l2, cosine[, top1, kl]}}}
+                  [, "serving": {"cannot_serve", xpuc llm --json's keys, "batch_one": {the same} | null}]}]
+     [, "serving_request": {"batch": int | null (each target's largest), "prompt_len", "gen_len"}]}
+
+``serving`` and ``serving_request`` are there with the LLM options (``xpuc compare --llm``,
+``backends.portability_serving``); so are the CSV's ``serving_*`` columns and the table's serving block.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import io
 import json
 
 from .portability import Comparison, Row
+from .portability_serving import CSV_COLUMNS as SERVING_COLUMNS
+from .portability_serving import Serving, csv_cells, format_block
 from .report import si
 
 UNIT_SHORT = {"token": "tok", "inference": "inf"}
@@ -59,19 +66,25 @@ def row_dict(r: Row) -> dict:
             "accuracy": {"format": r.accuracy_format, "note": r.accuracy_note, "outputs": r.accuracy}}
 
 
-def to_dict(c: Comparison) -> dict:
+def to_dict(c: Comparison, serving: Serving | None = None) -> dict:
+    """The comparison as JSON-ready data (schema above); ``serving``: the LLM options' analyses."""
     cheapest, frugal = c.least(lambda e: e.usd_per_million), c.least(lambda e: e.joules)
-    return {"model": c.model, "precision": c.precision, "unit": c.work.unit, "units_per_pass": c.work.count,
-            "latency_target_s": c.latency_target_s, "performance_portability": c.portability,
-            "cheapest": cheapest and {"target": cheapest.target,
-                                      "usd_per_million_units": cheapest.economics.usd_per_million},
-            "least_energy": frugal and {"target": frugal.target,
-                                        "joules_per_million_units": 1e6 * frugal.economics.joules},
-            "assumptions": assumptions(c), "targets": [row_dict(r) for r in c.rows]}
+    out = {"model": c.model, "precision": c.precision, "unit": c.work.unit, "units_per_pass": c.work.count,
+           "latency_target_s": c.latency_target_s, "performance_portability": c.portability,
+           "cheapest": cheapest and {"target": cheapest.target,
+                                     "usd_per_million_units": cheapest.economics.usd_per_million},
+           "least_energy": frugal and {"target": frugal.target,
+                                       "joules_per_million_units": 1e6 * frugal.economics.joules},
+           "assumptions": assumptions(c), "targets": [row_dict(r) for r in c.rows]}
+    if serving:
+        out["serving_request"] = serving.request()
+        for row in out["targets"]:
+            row["serving"] = serving.of(row["target"]).to_dict()
+    return out
 
 
-def to_json(c: Comparison) -> str:
-    return json.dumps(to_dict(c), indent=1)
+def to_json(c: Comparison, serving: Serving | None = None) -> str:
+    return json.dumps(to_dict(c, serving), indent=1)
 
 
 CSV_COLUMNS = ("target", "family", "cannot_run", "formats", "chips", "latency_s", "basis", "throughput_per_s",
@@ -80,9 +93,10 @@ CSV_COLUMNS = ("target", "family", "cannot_run", "formats", "chips", "latency_s"
                "accuracy_output", "max_abs", "rel_l2", "cosine", "top1", "kl")
 
 
-def to_csv(c: Comparison) -> str:
+def to_csv(c: Comparison, serving: Serving | None = None) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(out, CSV_COLUMNS + (SERVING_COLUMNS if serving else ()), extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
     for r in c.rows:
         flat = row_dict(r)
@@ -92,11 +106,13 @@ def to_csv(c: Comparison) -> str:
         if found:
             flat["accuracy_output"] = found[0]
             flat.update(found[1])
+        if serving:
+            flat.update(csv_cells(serving.of(r.target)))
         writer.writerow(flat)
     return out.getvalue()
 
 
-def format_table(c: Comparison) -> str:
+def format_table(c: Comparison, serving: Serving | None = None) -> str:
     unit = UNIT_SHORT[c.work.unit]
     head = (f"{'target':17} {'formats':15} {'chips':>5} {'latency':>9} {unit + '/s':>9} {unit + '/s/$h':>9} "
             f"{unit + '/s/W':>9} {'J/' + unit:>9} {'$/M' + unit:>9} {'porting':>7} {'rel L2, top-1':>18} {'eff':>7}")
@@ -118,6 +134,8 @@ def format_table(c: Comparison) -> str:
                  f"over {len(c.rows)} targets" + ("" if all(not r.cannot_run for r in c.rows)
                                                    else " (0: a target cannot run the model)"))
     lines.append(cost_per_unit(c))
+    if serving:
+        lines += format_block(serving)
     lines.append("porting cost (fallback ledger):")
     lines += [f"  {r.target:17} {r.ledger.brief()}" for r in c.rows if r.ledger]
     lines.append("assumptions:")

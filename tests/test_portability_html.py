@@ -15,8 +15,8 @@ from backends.deployment import Deployment
 from backends.economics import SteadyState
 from backends import portability
 from backends.calibration import matmul_graph
-from backends.portability_html import (ReportError, ServingPoint, family_seconds, kernel_points, lanes, pareto_front,
-                                       to_html)
+from backends.portability_html import ReportError, family_seconds, kernel_points, lanes, to_html
+from backends.portability_serving import ServingPoint, pareto_front
 from backends.schedule import OpSchedule, Schedule
 from frontends import onnx as onnx_frontend
 from ir.passes import optimize

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 
-from backends.llm.analysis import Costs, LLMReport, report
+from backends.llm.analysis import GEN_LEN, PROMPT_LEN, Costs, LLMReport, report
 from backends.target import Target
 from frontends import llm_graphs
 
@@ -19,8 +19,8 @@ def costs_of(model: str, target: Target | str, precision: str = "native", chips:
 
 
 def analyze(model: str, target: Target | str, precision: str = "native", chips: int | None = None,
-            tp: int | None = None, pp: int | None = None, batch: int | None = None, prompt_len: int = 1024,
-            gen_len: int = 256) -> LLMReport:
+            tp: int | None = None, pp: int | None = None, batch: int | None = None,
+            prompt_len: int = PROMPT_LEN, gen_len: int = GEN_LEN) -> LLMReport:
     """Serve ``batch`` requests (default: the largest batch whose KV cache fits, at most
     ``backends.llm.analysis.MAX_BATCH``) of ``prompt_len`` + ``gen_len`` tokens of ``model`` on
     ``target``; the deployment is ``chips``/``tp``/``pp`` where given, else the smallest that

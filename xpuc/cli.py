@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
                       help="write the comparison as JSON (schema: backends/portability_report.py)")
     comp.add_argument("--csv", metavar="FILE", help="write one CSV row per target")
     comp.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with plots (needs matplotlib)")
+    _deployment_arguments(comp)
+    serving = comp.add_argument_group("LLM options", "with --llm, each target also serves the decoder as `xpuc llm` "
+                                                     "does: TTFT, TPOT, tokens/s, $/Mtok, J/token (docs/llm.md)")
+    serving.add_argument("--llm", action="store_true", help="add each target's serving analysis (a decoder only), "
+                                                            "at the batch asked for and at batch 1")
+    _serving_arguments(serving)
     models = commands.add_parser("models", help="list the bundled model configs (usable wherever a model is taken)")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
 
@@ -148,6 +154,18 @@ def _deployment_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chips", type=int, metavar="N", help="chips in the deployment (tp x pp)")
     group.add_argument("--tp", type=int, metavar="N", help="tensor-parallel degree: chips that split each op")
     group.add_argument("--pp", type=int, metavar="N", help="pipeline-parallel degree: stages of consecutive ops")
+
+
+def _serving_arguments(parser) -> None:
+    """The requests of a serving analysis (``xpuc llm``, ``xpuc compare --llm``)."""
+    from backends.llm.analysis import GEN_LEN, MAX_BATCH, PROMPT_LEN
+
+    parser.add_argument("--batch", type=int, metavar="B", help="requests served together (default: the largest "
+                                                               f"whose KV cache fits, at most {MAX_BATCH})")
+    parser.add_argument("--prompt-len", type=int, default=PROMPT_LEN, metavar="L",
+                        help=f"prompt tokens per request (default {PROMPT_LEN})")
+    parser.add_argument("--gen-len", type=int, default=GEN_LEN, metavar="G",
+                        help=f"generated tokens per request (default {GEN_LEN})")
 
 
 def _launch_argument(parser: argparse.ArgumentParser) -> None:
@@ -289,9 +307,14 @@ def _cmd_compare(args) -> int:
     import backends
     from backends import portability, portability_report
 
+    from . import compare_serving
+
+    _check_serving_options(args)
     names = backends.list_targets() if args.all else [n for n in args.targets.split(",") if n]
     targets = [backends.load_target(n) for n in names]
     graph = _optimize(_load(args))
+    if args.llm:
+        compare_serving.check(args.model, graph, args.batch, args.prompt_len, args.gen_len)
     accuracy, missing = None, ""
     if any(v.weightless for v in graph.values.values()):
         missing = "n/a: the model has no weights to run"
@@ -304,17 +327,32 @@ def _cmd_compare(args) -> int:
     latency = None if args.latency_target is None else args.latency_target / 1e3
     comparison = portability.compare(graph, targets, model=Path(args.model).stem if Path(args.model).exists()
                                      else args.model, precision=args.precision, accuracy=accuracy,
-                                     accuracy_missing=missing, latency_target_s=latency)
-    print(portability_report.format_table(comparison))
+                                     accuracy_missing=missing, latency_target_s=latency, chips=args.chips,
+                                     tp=args.tp, pp=args.pp)
+    serving = None
+    if args.llm:
+        serving = compare_serving.serve(args.model, targets, args.precision or "native", args.chips, args.tp, args.pp,
+                                        args.batch, args.prompt_len, args.gen_len)
+    print(portability_report.format_table(comparison, serving))
     if args.json:
-        Path(args.json).write_text(portability_report.to_json(comparison))
+        Path(args.json).write_text(portability_report.to_json(comparison, serving))
     if args.csv:
-        Path(args.csv).write_text(portability_report.to_csv(comparison))
+        Path(args.csv).write_text(portability_report.to_csv(comparison, serving))
     if args.html:
-        from backends import portability_html
+        from backends import portability_html, portability_serving
 
-        Path(args.html).write_text(portability_html.to_html(comparison))
+        points = portability_serving.points(serving) if serving else None
+        Path(args.html).write_text(portability_html.to_html(comparison, serving=points))
     return 0
+
+
+def _check_serving_options(args) -> None:
+    """The LLM options of ``xpuc compare`` describe the requests of --llm: one error without it."""
+    from backends.llm.analysis import GEN_LEN, PROMPT_LEN
+    from ir.errors import XpucError
+
+    if not args.llm and (args.batch is not None or (args.prompt_len, args.gen_len) != (PROMPT_LEN, GEN_LEN)):
+        raise XpucError("--batch, --prompt-len and --gen-len describe the requests that --llm serves: add --llm")
 
 
 def _cmd_models(args) -> int:
@@ -425,7 +463,6 @@ def _cmd_sweep(args) -> int:
 
 # ------------------------------------------------------------------------------------- xpuc llm
 def _llm_parser(commands) -> argparse.ArgumentParser:
-    from backends.llm.analysis import MAX_BATCH
     from backends.llm.links import DEFAULT_LINK, links
 
     llm = commands.add_parser("llm", help="serving analysis of an LLM on a target: TTFT, TPOT, tokens/s, $ and J "
@@ -435,10 +472,7 @@ def _llm_parser(commands) -> argparse.ArgumentParser:
     _precision_argument(llm, "cost in this format through the precision policy (weights, activations, KV cache); "
                              "bf16/fp16 build the model in that type")
     _deployment_arguments(llm)
-    llm.add_argument("--batch", type=int, metavar="B",
-                     help=f"requests served together (default: the largest whose KV cache fits, at most {MAX_BATCH})")
-    llm.add_argument("--prompt-len", type=int, default=1024, metavar="L", help="prompt tokens per request (default 1024)")
-    llm.add_argument("--gen-len", type=int, default=256, metavar="G", help="generated tokens per request (default 256)")
+    _serving_arguments(llm)
     llm.add_argument("--json", metavar="FILE", help="write the report as JSON (keys defined in docs/llm.md)")
     traffic = llm.add_argument_group("traffic", "simulate continuous batching with a paged KV cache "
                                                 "(backends/llm/serving.py) on step costs from the cost model")

@@ -48,6 +48,10 @@ PREFILL_TOKENS = 8192
 MAX_BATCH = 1024
 """Largest batch :func:`analyze` chooses by itself (TensorRT-LLM's perf-overview builds engines with
 max_batch_size up to 1024-4096; KV memory binds first for all but the shortest contexts)."""
+PROMPT_LEN = 1024
+"""Prompt tokens per request when none are given."""
+GEN_LEN = 256
+"""Generated tokens per request when none are given."""
 
 
 class AnalysisError(XpucError):
@@ -213,7 +217,7 @@ def report(costs: Costs, batch: int | None, prompt_len: int, gen_len: int) -> LL
     """Serve ``batch`` requests (None: the largest batch that fits, at most :data:`MAX_BATCH`) of
     ``prompt_len`` + ``gen_len`` tokens on the deployment ``costs`` asks for (module docstring).
     ``xpuc.analysis.analyze`` takes a model name instead of :class:`Costs`."""
-    _check(batch, prompt_len, gen_len)
+    check_request(batch, prompt_len, gen_len)
     context = prompt_len + gen_len
     max_batch = costs.largest_batch(context)
     batch = batch or max_batch
@@ -242,7 +246,8 @@ def _deployment(plan: Schedule) -> dict:
     return {"tp": plan.deployment.tp, "pp": plan.deployment.pp}
 
 
-def _check(batch: int | None, prompt_len: int, gen_len: int) -> None:
+def check_request(batch: int | None, prompt_len: int, gen_len: int) -> None:
+    """One error for a batch or length that is not a whole number of at least 1 (None: a batch to choose)."""
     for name, value in (("prompt length", prompt_len), ("generated length", gen_len), ("batch", batch)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise AnalysisError(f"{name} must be a whole number of at least 1, got {value!r}")
