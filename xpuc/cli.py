@@ -148,6 +148,9 @@ def _deployment_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chips", type=int, metavar="N", help="chips in the deployment (tp x pp)")
     group.add_argument("--tp", type=int, metavar="N", help="tensor-parallel degree: chips that split each op")
     group.add_argument("--pp", type=int, metavar="N", help="pipeline-parallel degree: stages of consecutive ops")
+    group.add_argument("--ep", action="store_true", help="expert parallelism: cut mixtures of experts by experts "
+                       "over each stage's tp chips (E/tp whole experts per chip, tokens sent to their experts by "
+                       "all-to-all) instead of by hidden units")
 
 
 def _launch_argument(parser: argparse.ArgumentParser) -> None:
@@ -276,7 +279,7 @@ def _cmd_schedule(args) -> int:
         target = dataclasses.replace(target, launch=args.launch)
     graph = _optimize(_load(args))
     schedule = backends.schedule(graph, target, precision=args.precision or "native",
-                                 chips=args.chips, tp=args.tp, pp=args.pp)
+                                 chips=args.chips, tp=args.tp, pp=args.pp, ep=args.ep)
     print(report.format_table(schedule, limit=args.limit or None))
     if args.json:
         Path(args.json).write_text(report.to_json(schedule))
