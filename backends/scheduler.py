@@ -17,7 +17,7 @@ else is common:
   and its engine is free, so independent work on different engines or chips overlaps; a
   cost's ``companion`` (work the op hands to a second engine) is a second record that
   starts with it;
-- each chip of a stage runs its share of a tensor-parallel op (``sharding.piece``); the
+- each chip of a stage runs its share of a tensor-parallel op (``sharding.pieces``); the
   all-reduces and all-gathers that the cut calls for, an experts cut's all-to-alls (its
   tokens' routed rows out before it, the results back after it), and the hops between
   pipeline stages, are ``interconnect`` records costed by ``collectives``;
@@ -42,7 +42,7 @@ from .grouping import Grouping, group_kernels
 from .placement import Placement, ScheduleError, place
 from .precision import Policy
 from .schedule import OpSchedule, Schedule, finish
-from .sharding import EXPERTS, piece
+from .sharding import EXPERTS, pieces
 from .target import Engine, Target
 from .tiles import GemmCounts
 from .work import OpWork, count_traffic, graph_work
@@ -141,16 +141,17 @@ class _Timeline:
         """Cost one op of ``kernel`` on its engine, on each chip of its stage; the kernel's first
         op (``launch``) pays its launch. Its tensor-parallel cut's collective follows it."""
         chips = p.chips
-        share = piece(work, p.shard, len(chips))
-        counts = self.counts.get(work.name) if share is work else None
-        base = self.family.op_cost(share, p.engine, p.fmt, self.target, counts)
-        for level, size in base.footprint.items():
-            self.footprint[level] = max(self.footprint[level], size)
+        shares = pieces(work, p.shard, len(chips))
+        costs: dict[int, Cost] = {}
         done, began, routed = 0.0, float("inf"), 0.0
         if p.shard.kind == EXPERTS:  # each chip's tokens go to the chips holding their experts first
             ready = max(self._inputs_ready(work, chip, rank) for rank, chip in enumerate(chips))
             routed = self._all_to_all("dispatch", work, chips, work.node.inputs[0], ready)
         for rank, chip in enumerate(chips):
+            share = shares[rank]
+            if id(share) not in costs:
+                costs[id(share)] = self._cost(work, share, p)
+            base = costs[id(share)]
             cost = self._with_overhead(base, chip) if launch else base
             parts = [("", p.engine, p.fmt, cost, p.reason)]
             if cost.companion:  # both engines start together: the op's tiles pipeline between them
@@ -175,10 +176,19 @@ class _Timeline:
             done = self._collective("AllReduce", work, chips, done)
         elif p.shard.gather_output:
             done = self._collective("AllGather", work, chips, done)
-        elif share is not work and share.output_bytes < work.output_bytes:
+        elif shares[0] is not work and shares[0].output_bytes < work.output_bytes:
             held = 1 / len(chips)
         for out in work.node.outputs:  # a prologue's panels feed its product as they are decoded
             self.ready[out] = (chips, began if work.prologue else done, held)
+
+    def _cost(self, work: OpWork, share: OpWork, p: Placement) -> Cost:
+        """One chip's share on its engine (measured tile counts apply to the whole op only),
+        its footprints kept for the peak."""
+        counts = self.counts.get(work.name) if share is work else None
+        cost = self.family.op_cost(share, p.engine, p.fmt, self.target, counts)
+        for level, size in cost.footprint.items():
+            self.footprint[level] = max(self.footprint[level], size)
+        return cost
 
     def _with_overhead(self, cost: Cost, chip: int) -> Cost:
         """``cost`` plus what a kernel's first op pays on ``chip``: its launch (every kernel on a

@@ -127,15 +127,23 @@ def _kind(work: OpWork, live: list[str], has_split_input: bool, is_weight, tp: i
     return REPLICATED
 
 
-def piece(work: OpWork, shard: Shard, tp: int) -> OpWork:
-    """What one chip of the stage computes and moves for ``work``."""
+def pieces(work: OpWork, shard: Shard, tp: int) -> list[OpWork]:
+    """What each chip of the stage computes and moves for ``work``: alike under every cut but
+    an experts one, whose chips run different numbers of the experts a batch reaches."""
+    if shard.kind == EXPERTS and tp > 1:
+        return [piece(work, shard, tp, rank) for rank in range(tp)]
+    return [piece(work, shard, tp)] * tp
+
+
+def piece(work: OpWork, shard: Shard, tp: int, rank: int = 0) -> OpWork:
+    """What chip ``rank`` of the stage computes and moves for ``work``."""
     if tp <= 1 or shard.kind == REPLICATED:
         return work
     part = copy.copy(work)  # not dataclasses.replace: 3x slower, and this runs for every op of every stage
     part.flops = math.ceil(work.flops / tp)
     part.weights = {v: math.ceil(size) for v, size in resident(work, shard, tp).items()}
     if shard.kind == EXPERTS:
-        return _on_expert_chip(work, part, tp)
+        return _on_expert_chip(work, part, tp, rank)
     part.weight_bytes = math.ceil(work.weight_bytes / tp)
     if shard.kind in (COLUMNS, SPLIT):
         part.output_bytes = math.ceil(work.output_bytes / tp)
@@ -145,11 +153,11 @@ def piece(work: OpWork, shard: Shard, tp: int) -> OpWork:
     return part
 
 
-def _on_expert_chip(work: OpWork, part: OpWork, tp: int) -> OpWork:
-    """An experts cut: its FLOPs are the mean share (B top_k / tp token-expert pairs, the
-    router on B / tp tokens), its products and the expert weights it reads the busiest chip's
-    (``ir.ops.moe.experts_on_a_chip``), its activations and output its 1/tp of the tokens."""
-    part.gemms, reads = experts_on_a_chip(work.gemms, tp)
+def _on_expert_chip(work: OpWork, part: OpWork, tp: int, rank: int) -> OpWork:
+    """An experts cut's chip ``rank``: its products, FLOPs and reads of the experts it runs
+    (``ir.ops.moe.experts_on_a_chip``), the router whole, its activations and output its 1/tp
+    of the tokens."""
+    part.gemms, part.flops, reads = experts_on_a_chip(work.node.attrs, work.gemms, tp, rank)
     stacked = _stacked(work)
     whole = sum(size for v, size in work.weights.items() if v not in stacked)
     part.weight_bytes = whole + math.ceil((work.weight_bytes - whole) * reads)

@@ -19,7 +19,7 @@ import backends
 from backends import report
 from backends.collectives import all_gather_s, all_reduce_s, all_to_all_s, hop_s
 from backends.deployment import Deployment
-from backends.sharding import COLUMNS, EXPERTS, REPLICATED, ROWS, SPLIT, Shard, piece
+from backends.sharding import COLUMNS, EXPERTS, REPLICATED, ROWS, SPLIT, Shard, piece, pieces
 from backends.work import graph_work
 from frontends import onnx as onnx_frontend
 from frontends.synthetic import TINY, llama_onnx
@@ -197,23 +197,24 @@ def test_an_experts_cut_holds_e_over_tp_experts_and_exchanges_tokens_twice(topol
         sum(o.flops for o in records(tp, "xpuc.MixtureOfExperts")) == graph_work(graph)[0].flops
 
 
-@pytest.mark.parametrize("tokens, experts_read, rows", [(64, 2, 16), (4, 2, 2)])
-def test_an_experts_chip_runs_whole_products_and_reads_the_busiest_chips_experts(tokens, experts_read, rows):
+@pytest.mark.parametrize("tokens, dealt, rows", [(64, [2, 2, 2, 2], 16), (4, [2, 1, 1, 1], 2)])
+def test_an_experts_chip_runs_whole_products_of_the_experts_dealt_to_it(tokens, dealt, rows):
     """64 tokens reach all 8 experts (16 rows each): each chip runs its 2, whole in N (gate/up
     64 x 192, down 96 x 64), where tensor parallelism runs all 8 with a quarter of their
-    columns. 4 tokens reach 5 experts (2 rows each): spread over 4 chips, the busiest runs 2 of
-    them and reads 2 experts' weights, more than tensor parallelism's quarter of 5; the stage
-    waits for it."""
+    columns. 4 tokens reach 5 experts (2 rows each): dealt out over 4 chips, the first runs 2
+    and reads 2 experts' weights, the others 1; together they read the 5 that tensor
+    parallelism reads a quarter of on each chip, and the stage waits for the first."""
     (work,) = graph_work(moe_layer(tokens))
-    mine = piece(work, Shard(EXPERTS, True), 4)
-    assert mine.gemms == [Gemm(1, tokens // 4, 8, 64), Gemm(experts_read, rows, 192, 64),
-                          Gemm(experts_read, rows, 64, 96)]
-    assert mine.weight_bytes == ROUTER + experts_read * EXPERT
-    assert mine.weights == {"router": ROUTER, "gate_up": 2 * 64 * 192 * BF16, "down": 2 * 96 * 64 * BF16}
-    reached = 8 if tokens == 64 else 5
+    chips = pieces(work, Shard(EXPERTS, True), 4)
+    pair = expert_flops(64, 96, "SiLU")
+    for mine, count in zip(chips, dealt):
+        assert mine.gemms == [Gemm(1, tokens // 4, 8, 64), Gemm(count, rows, 192, 64), Gemm(count, rows, 64, 96)]
+        assert mine.weight_bytes == ROUTER + count * EXPERT
+        assert mine.flops == tokens // 4 * router_flops(64, 8, 2) + count * rows * pair
+        assert mine.weights == {"router": ROUTER, "gate_up": 2 * 64 * 192 * BF16, "down": 2 * 96 * 64 * BF16}
     split = piece(work, Shard("partial"), 4)
-    assert split.gemms[1] == Gemm(reached, rows, 192 // 4, 64)
-    assert split.weight_bytes == (ROUTER + reached * EXPERT) / 4
+    assert split.gemms[1] == Gemm(sum(dealt), rows, 192 // 4, 64)
+    assert split.weight_bytes == (ROUTER + sum(dealt) * EXPERT) / 4
 
 
 def test_expert_parallelism_needs_experts_that_the_tp_chips_divide():
@@ -351,7 +352,7 @@ def test_cli_takes_the_deployment_and_reports_memory_per_chip(tmp_path, capsys):
 
 def test_cli_cuts_mixtral_by_experts_and_holds_the_router_whole(tmp_path, capsys):
     """Mixtral-8x7B on 8 H100s: either cut holds one of each layer's 8 experts' bytes per chip;
-    the experts cut keeps each layer's 4096 x 8 fp16 router whole where tensor parallelism
+    the experts cut keeps each layer's 4096 x 8 bf16 router whole where tensor parallelism
     holds an eighth, 32 layers x 7/8 x 64 kB more per chip."""
     plans = {}
     for flags in ([], ["--ep"]):

@@ -88,16 +88,21 @@ def _contractions(ctx: InferContext, outs) -> list[Contraction]:
             Contraction(Gemm(active, rows, hidden, inter), Operand(3, (active,), (inter * hidden,), hidden, 1))]
 
 
-def experts_on_a_chip(gemms: list[Gemm], chips: int) -> tuple[list[Gemm], float]:
-    """The products of :func:`_contractions` on one of ``chips`` chips that each hold
-    1/chips of the experts (expert parallelism), and the share of the reached experts' weights
-    it reads: the router over its 1/chips of the tokens; the reached experts spread as evenly
-    as they go, the busiest chip (the one its stage waits for) running ceil(active / chips) of
-    them, each whole, with its rows."""
+def experts_on_a_chip(attrs: dict, gemms: list[Gemm], chips: int, rank: int) -> tuple[list[Gemm], int, float]:
+    """Chip ``rank`` of ``chips`` that each hold 1/chips of the experts (expert parallelism):
+    its products, its FLOPs, and the share of the reached experts' weights it reads. It routes
+    its 1/chips of the tokens (rounded up: vLLM pads the tokens to a multiple of the chips);
+    the experts the batch reaches (:func:`_contractions`) are dealt out as evenly as they go
+    (the first ``active mod chips`` chips run one more), each whole, with its rows. Uniform
+    routing at best: a real router's skew loads some chips more."""
     router, gate_up, down = gemms
-    mine = -(-gate_up.batch // chips)
-    return ([Gemm(1, -(-router.m // chips), router.n, router.k), Gemm(mine, gate_up.m, gate_up.n, gate_up.k),
-             Gemm(mine, down.m, down.n, down.k)], mine / gate_up.batch)
+    active, tokens = gate_up.batch, -(-router.m // chips)
+    mine = active // chips + (rank < active % chips)
+    k = attrs.get("top_k", DEFAULT_TOP_K)
+    flops = (tokens * router_flops(router.k, router.n, k)
+             + mine * gate_up.m * expert_flops(router.k, down.k, attrs.get("activation", "SiLU")))
+    experts = [Gemm(mine, g.m, g.n, g.k) for g in (gate_up, down)] if mine else []
+    return [Gemm(1, tokens, router.n, router.k), *experts], flops, mine / active
 
 
 @register("MixtureOfExperts", "matmul", domain=DOMAIN, pattern=Pattern.OPAQUE, flops=_flops,
