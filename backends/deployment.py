@@ -2,11 +2,13 @@
 
 A deployment is ``tp`` x ``pp`` chips: ``pp`` pipeline stages, each a contiguous run of the
 graph's ops on its own ``tp`` chips, which split every op the Megatron way
-(``backends.sharding``). Chip ``stage * tp + rank`` is rank ``rank`` of stage ``stage``.
+(``backends.sharding``), or with ``ep`` its mixtures of experts by experts (``tp`` must divide
+each one's expert count). Chip ``stage * tp + rank`` is rank ``rank`` of stage ``stage``.
 
 What one chip must hold at the level that holds the model (HBM, or SRAM on dataflow chips):
 
-- **weights**: its share of its stage's weights (1/tp of split ops', all of replicated ops');
+- **weights**: its share of its stage's weights (1/tp of split ops', all of replicated ops';
+  under ``ep`` its E/tp experts and the whole router: ``sharding.resident``);
 - **KV**: the attention keys and values of this pass (a KV-cache reservation for the pass's
   batch and context: its K and V plus any past cache it reads), split by heads, for each of
   the ``pp`` passes a full pipeline has in flight (``backends.economics``);
@@ -28,11 +30,12 @@ import math
 from dataclasses import dataclass
 
 from ir.graph import Graph
+from ir.ops.moe import EXPERT_INPUTS
 
 from .grouping import Grouping
 from .placement import ScheduleError
 from .report import si
-from .sharding import COLUMNS, SPLIT, Shard, plan_shards
+from .sharding import COLUMNS, EXPERT_OPS, SPLIT, Shard, plan_shards, resident
 from .target import Target
 from .work import OpWork, live_bytes
 
@@ -44,10 +47,18 @@ KV_INPUTS = (1, 2, 4, 5)
 class Deployment:
     tp: int
     pp: int
+    ep: bool = False
+    """Mixtures of experts are cut by experts over each stage's ``tp`` chips (``backends.sharding``)."""
 
     @property
     def chips(self) -> int:
         return self.tp * self.pp
+
+    def as_dict(self) -> dict:
+        return {"tp": self.tp, "pp": self.pp, "ep": self.ep}
+
+    def describe(self) -> str:
+        return f"tp {self.tp} x pp {self.pp}" + (", experts over each stage's tp chips (ep)" if self.ep else "")
 
     def group(self, stage: int) -> tuple[int, ...]:
         """The chips of a pipeline stage."""
@@ -92,9 +103,9 @@ class Layout:
 
 
 def deploy(graph: Graph, works: list[OpWork], grouping: Grouping, sizes: dict[str, int], target: Target,
-           chips: int | None = None, tp: int | None = None, pp: int | None = None) -> Layout:
-    """The deployment asked for (any of ``chips``, ``tp``, ``pp``; the rest chosen), or the
-    smallest that fits; :class:`ScheduleError` when the one asked for cannot fit."""
+           chips: int | None = None, tp: int | None = None, pp: int | None = None, ep: bool = False) -> Layout:
+    """The deployment asked for (any of ``chips``, ``tp``, ``pp``; the rest chosen; ``ep``: expert
+    parallelism), or the smallest that fits; :class:`ScheduleError` when the one asked for cannot fit."""
     for name, value in (("chips", chips), ("tp", tp), ("pp", pp)):
         if value is not None and value < 1:
             raise ScheduleError(f"--{name} must be at least 1, got {value}")
@@ -109,27 +120,51 @@ def deploy(graph: Graph, works: list[OpWork], grouping: Grouping, sizes: dict[st
         if count and limit is not None and count > limit:
             raise ScheduleError(f"{count} chips is more than the {limit} a {target.name} interconnect "
                                 f"({link.topology}) connects")
-    memory = _Memory(graph, works, grouping, sizes, target)
+    memory = _Memory(graph, works, grouping, sizes, target, ep)
     domain = int(link.domain_chips)
-    best, closest = _smallest(memory, _tp_candidates(domain, chips, tp, pp), chips, pp)
+    experts = _expert_counts(graph, works, tp) if ep else set()
+    degrees = [d for d in _tp_candidates(domain, chips, tp, pp) if all(e % d == 0 for e in experts)]
+    if not degrees:
+        raise ScheduleError(f"--ep puts E/tp whole experts on each chip, and no tensor-parallel degree --chips "
+                            f"{chips} allows divides {_count(experts)} experts")
+    best, closest = _smallest(memory, degrees, chips, pp)
     degree = domain
     while best is None and tp is None and chips is None and degree < (limit or 1 << 16):
         degree *= 2  # an op's share fits no chip of the domain: the least tensor parallelism beyond it
-        best, _ = _smallest(memory, [degree], chips, pp)
+        if all(e % degree == 0 for e in experts):
+            best, _ = _smallest(memory, [degree], chips, pp)
     if best is None:
         smallest = None
         if chips is not None or tp is not None or pp is not None:
             try:
-                smallest = deploy(graph, works, grouping, sizes, target).deployment
+                smallest = deploy(graph, works, grouping, sizes, target, ep=ep).deployment
             except ScheduleError:
                 pass
-        raise ScheduleError(_no_fit(target, chips, tp, pp, closest, smallest))
+        whole = f"; --ep keeps whole experts on a chip (tp divides {_count(experts)})" if experts else ""
+        raise ScheduleError(_no_fit(target, chips, tp, pp, closest, smallest) + whole)
     deployment, cut = best
     if limit is not None and deployment.chips > limit:
         raise ScheduleError(f"the model needs {deployment.chips} {target.name} chips (tp {deployment.tp} x pp "
                             f"{deployment.pp}), more than the {limit} its interconnect ({link.topology}) connects")
     stages = cut.balanced(deployment.pp) if pp is not None or chips is not None else cut.greedy()
     return Layout(deployment, cut.shards, stages, cut.stage_memory(stages, deployment.pp))
+
+
+def _expert_counts(graph: Graph, works: list[OpWork], tp: int | None) -> set[int]:
+    """The expert counts of the graph's mixtures of experts, which an experts cut's degree must
+    divide; :class:`ScheduleError` when there is none, or when ``tp`` does not divide one."""
+    counts = {graph.type_of(w.node.inputs[EXPERT_INPUTS[0]]).shape[0]
+              for w in works if w.node.op_type in EXPERT_OPS and not w.free}
+    if not counts:
+        raise ScheduleError(f"--ep cuts mixtures of experts by experts, and {graph.name} has none")
+    if tp is not None and any(count % tp for count in counts):
+        raise ScheduleError(f"--ep puts E/tp whole experts on each chip: --tp {tp} does not divide "
+                            f"{_count(counts)} experts")
+    return counts
+
+
+def _count(counts: set[int]) -> str:
+    return " or ".join(map(str, sorted(counts)))
 
 
 def _smallest(memory: "_Memory", degrees: list[int], chips: int | None, pp: int | None):
@@ -146,7 +181,7 @@ def _smallest(memory: "_Memory", degrees: list[int], chips: int | None, pp: int 
         if stages is None:
             closest = closest or cut
         elif best is None or degree * stages < best[0].chips:
-            best = (Deployment(degree, stages), cut)
+            best = (Deployment(degree, stages, memory.ep), cut)
     return best, closest
 
 
@@ -162,13 +197,15 @@ def _tp_candidates(domain: int, chips: int | None, tp: int | None, pp: int | Non
 class _Memory:
     """Per-op memory needs, for one tensor-parallel degree at a time."""
 
-    def __init__(self, graph: Graph, works: list[OpWork], grouping: Grouping, sizes: dict[str, int], target: Target):
+    def __init__(self, graph: Graph, works: list[OpWork], grouping: Grouping, sizes: dict[str, int], target: Target,
+                 ep: bool):
         self.graph, self.works, self.grouping, self.sizes, self.target = graph, works, grouping, sizes, target
+        self.ep = ep
         self.kv_values = {v for w in works if w.family == "attention" and not w.free
                           for i, v in enumerate(w.node.inputs) if v and i in KV_INPUTS}
 
     def cut(self, tp: int) -> "_Cut":
-        shards = plan_shards(self.works, self.grouping, self.graph.outputs, tp)
+        shards = plan_shards(self.works, self.grouping, self.graph.outputs, tp, self.ep)
         split = {o for w, s in zip(self.works, shards) if s.kind in (COLUMNS, SPLIT) for o in w.node.outputs if o}
         per_chip = {v: (0 if v in self.kv_values else -(-size // tp) if v in split else size)
                     for v, size in self.sizes.items()}
@@ -176,9 +213,10 @@ class _Memory:
         weights, kv, seen = [], [], set()
         for work, shard in zip(self.works, shards):
             share = tp if shard.splits_weights else 1
+            held = resident(work, shard, tp)
             fresh = [v for v in work.weights if v not in seen]
             seen.update(fresh)
-            weights.append(sum(work.weights[v] for v in fresh) / share)
+            weights.append(sum(held[v] for v in fresh))
             kv.append(0.0 if work.family != "attention" or work.free else
                       sum(self.sizes[v] for i, v in enumerate(work.node.inputs) if v and i in KV_INPUTS) / share)
         return _Cut(self.target, tp, shards, weights, kv, live)

@@ -156,10 +156,10 @@ class Comparison:
 def compare(graph: Graph, targets: list[Target], *, model: str = "", precision: str | None = None,
             accuracy: Accuracy | None = None, accuracy_missing: str = "",
             latency_target_s: float | None = None, chips: int | None = None, tp: int | None = None,
-            pp: int | None = None) -> Comparison:
+            pp: int | None = None, ep: bool = False) -> Comparison:
     """Schedule ``graph`` (already optimized) on each target in ``precision`` (the cost model's
     policy, ``backends.precision``; None: native) and compare them. ``accuracy``: measures a format against float32 (None: the model
-    has no weights to run, ``accuracy_missing`` says why). ``chips``, ``tp``, ``pp``: the deployment
+    has no weights to run, ``accuracy_missing`` says why). ``chips``, ``tp``, ``pp``, ``ep``: the deployment
     on every target, where given (else each target's smallest that fits, ``backends.deployment``)."""
     work, facts = work_units(graph), ledgers.graph_facts(graph)
     rows, schedules, measured = [], {}, {}
@@ -167,7 +167,7 @@ def compare(graph: Graph, targets: list[Target], *, model: str = "", precision: 
         row = Row(target.name, target.family)
         rows.append(row)
         try:
-            s = schedule(graph, target, precision=precision or "native", chips=chips, tp=tp, pp=pp)
+            s = schedule(graph, target, precision=precision or "native", chips=chips, tp=tp, pp=pp, ep=ep)
         except ScheduleError as exc:
             row.cannot_run = str(exc)
             continue

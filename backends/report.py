@@ -10,7 +10,7 @@ JSON schema (``to_json``)::
                 "period_s": float, "throughput_per_s": float (passes), "joules_per_pass": float,
                 "usd_per_pass": float, "tokens_per_pass": int | null, "tokens_per_s": float | null,
                 "joules_per_token": float | null, "usd_per_token": float | null},
-     "deployment": {"chips": int, "tp": int, "pp": int},
+     "deployment": {"chips": int, "tp": int, "pp": int, "ep": bool (experts cut over the tp chips)},
      "memory_per_chip": [{"stage": int, "chips": [int], "level": str, "capacity", "weights", "kv",
                           "activations", "reserve", "free": bytes on each chip of that stage}],
      "utilization": {engine: fraction of peak over the run},
@@ -50,7 +50,7 @@ def to_dict(s: Schedule) -> dict:
 
 def deployment(s: Schedule) -> dict:
     d = s.deployment
-    return {"chips": d.chips, "tp": d.tp, "pp": d.pp}
+    return {"chips": d.chips, **d.as_dict()}
 
 
 def memory_per_chip(s: Schedule) -> list[dict]:
@@ -93,7 +93,7 @@ def format_table(s: Schedule, limit: int | None = None) -> str:
 def _deployment_lines(s: Schedule) -> list[str]:
     """The deployment, its steady state (kept full), and the fullest chip's memory."""
     d, steady = s.deployment, s.steady
-    lines = [f"deployment: {d.chips} chip(s) = tp {d.tp} x pp {d.pp}"]
+    lines = [f"deployment: {d.chips} chip(s) = {d.describe()}"]
     state = (f"steady state: {steady.throughput_per_s:,.4g} passes/s (period {steady.period_s * 1e3:.4f} ms), "
              f"{steady.joules_per_pass:.4g} J and ${steady.usd_per_pass:.4g} per pass")
     if steady.tokens_per_pass:
@@ -156,4 +156,4 @@ def to_chrome_trace(s: Schedule) -> dict:
                          "utilization": round(o.utilization, 4), "format": o.format}} for o in s.ops]
     return {"traceEvents": events, "displayTimeUnit": "ns",
             "otherData": {"target": s.target, "latency_s": s.latency_s, "energy_j": s.energy_j,
-                          "tp": s.deployment.tp, "pp": s.deployment.pp}}
+                          **s.deployment.as_dict()}}

@@ -17,9 +17,10 @@ else is common:
   and its engine is free, so independent work on different engines or chips overlaps; a
   cost's ``companion`` (work the op hands to a second engine) is a second record that
   starts with it;
-- each chip of a stage runs its share of a tensor-parallel op (``sharding.piece``); the
-  all-reduces and all-gathers that the cut calls for, and the hops between pipeline stages,
-  are ``interconnect`` records costed by ``collectives``;
+- each chip of a stage runs its share of a tensor-parallel op (``sharding.pieces``); the
+  all-reduces and all-gathers that the cut calls for, an experts cut's all-to-alls (its
+  tokens' routed rows out before it, the results back after it), and the hops between
+  pipeline stages, are ``interconnect`` records costed by ``collectives``;
 - peak memory per level (the fullest chip's weights, KV and live activations at the outer
   level, tile and buffer footprints at inner levels) and the totals in ``schedule.finish``.
 """
@@ -31,6 +32,7 @@ from collections import defaultdict
 
 from ir.formats import Format
 from ir.graph import Graph
+from ir.ops.moe import DEFAULT_TOP_K
 
 from . import collectives
 from .deployment import Layout, deploy
@@ -40,7 +42,7 @@ from .grouping import Grouping, group_kernels
 from .placement import Placement, ScheduleError, place
 from .precision import Policy
 from .schedule import OpSchedule, Schedule, finish
-from .sharding import piece
+from .sharding import EXPERTS, pieces
 from .target import Engine, Target
 from .tiles import GemmCounts
 from .work import OpWork, count_traffic, graph_work
@@ -48,7 +50,7 @@ from .work import OpWork, count_traffic, graph_work
 
 def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] | None = None,
              precision: str | Format = "native", *, chips: int | None = None, tp: int | None = None,
-             pp: int | None = None) -> Schedule:
+             pp: int | None = None, ep: bool = False) -> Schedule:
     """Predict when and where every op of ``graph`` runs on ``target``, and what it costs.
 
     counts: matrix ops' tile counts measured by generated code, by op name (``backends.tiles``);
@@ -56,7 +58,8 @@ def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] |
     precision: an ``ir.formats`` name or record: what every value is stored in and every op
     computes in (``backends.precision``); native: the graph's types as the vendor runs them.
     chips, tp, pp: the deployment (``backends.deployment``); what is not given is chosen, by
-    default the smallest deployment that fits."""
+    default the smallest deployment that fits. ep: cut mixtures of experts by experts over each
+    stage's tp chips (expert parallelism, ``backends.sharding``)."""
     family = FAMILIES[target.family]
     policy = Policy(precision)
     sizes = policy.sizes(graph)
@@ -64,7 +67,7 @@ def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] |
     works = graph_work(graph, sizes, grouping)
     _require_static(graph, works)
     policy.assign(works)
-    layout = deploy(graph, works, grouping, sizes, target, chips, tp, pp)
+    layout = deploy(graph, works, grouping, sizes, target, chips, tp, pp, ep)
     placements = place(works, target, layout, policy)
     grouping = _on_one_device(grouping, works, placements, sizes)
     index = {w.name: i for i, w in enumerate(works)}
@@ -138,13 +141,17 @@ class _Timeline:
         """Cost one op of ``kernel`` on its engine, on each chip of its stage; the kernel's first
         op (``launch``) pays its launch. Its tensor-parallel cut's collective follows it."""
         chips = p.chips
-        share = piece(work, p.shard, len(chips))
-        counts = self.counts.get(work.name) if share is work else None
-        base = self.family.op_cost(share, p.engine, p.fmt, self.target, counts)
-        for level, size in base.footprint.items():
-            self.footprint[level] = max(self.footprint[level], size)
-        done, began = 0.0, float("inf")
+        shares = pieces(work, p.shard, len(chips))
+        costs: dict[int, Cost] = {}
+        done, began, routed = 0.0, float("inf"), 0.0
+        if p.shard.kind == EXPERTS:  # each chip's tokens go to the chips holding their experts first
+            ready = max(self._inputs_ready(work, chip, rank) for rank, chip in enumerate(chips))
+            routed = self._all_to_all("dispatch", work, chips, work.node.inputs[0], ready)
         for rank, chip in enumerate(chips):
+            share = shares[rank]
+            if id(share) not in costs:
+                costs[id(share)] = self._cost(work, share, p)
+            base = costs[id(share)]
             cost = self._with_overhead(base, chip) if launch else base
             parts = [("", p.engine, p.fmt, cost, p.reason)]
             if cost.companion:  # both engines start together: the op's tiles pipeline between them
@@ -152,8 +159,8 @@ class _Timeline:
                 parts.append((f".{c.label}", c.engine, c.fmt, c.cost,
                               f"{c.label} beside the {p.fmt} products, in {c.fmt}"))
             name = f"{work.name}[{rank}]" if len(chips) > 1 else work.name
-            start = max([self._inputs_ready(work, chip, rank)] + [self.free[(chip, self._lane(e))]
-                                                                  for _, e, *_ in parts])
+            start = max([routed, self._inputs_ready(work, chip, rank)] + [self.free[(chip, self._lane(e))]
+                                                                          for _, e, *_ in parts])
             began = min(began, start)
             for label, engine, fmt, part, reason in parts:
                 flops = share.flops if part.flops is None else part.flops
@@ -163,14 +170,25 @@ class _Timeline:
                                         reason), self._lane(engine))
                 done = max(done, start + part.duration_s)
         held = 1.0
+        if p.shard.kind == EXPERTS:
+            done = self._all_to_all("combine", work, chips, work.node.outputs[0], done)
         if p.shard.reduces:
             done = self._collective("AllReduce", work, chips, done)
         elif p.shard.gather_output:
             done = self._collective("AllGather", work, chips, done)
-        elif share is not work and share.output_bytes < work.output_bytes:
+        elif shares[0] is not work and shares[0].output_bytes < work.output_bytes:
             held = 1 / len(chips)
         for out in work.node.outputs:  # a prologue's panels feed its product as they are decoded
             self.ready[out] = (chips, began if work.prologue else done, held)
+
+    def _cost(self, work: OpWork, share: OpWork, p: Placement) -> Cost:
+        """One chip's share on its engine (measured tile counts apply to the whole op only),
+        its footprints kept for the peak."""
+        counts = self.counts.get(work.name) if share is work else None
+        cost = self.family.op_cost(share, p.engine, p.fmt, self.target, counts)
+        for level, size in cost.footprint.items():
+            self.footprint[level] = max(self.footprint[level], size)
+        return cost
 
     def _with_overhead(self, cost: Cost, chip: int) -> Cost:
         """``cost`` plus what a kernel's first op pays on ``chip``: its launch (every kernel on a
@@ -239,9 +257,22 @@ class _Timeline:
         size = sum(self.sizes[o] for o in work.node.outputs if o)
         duration = (collectives.all_reduce_s if kind == "AllReduce" else collectives.all_gather_s)(link, n, size)
         sent = (2 if kind == "AllReduce" else 1) * (n - 1) / n * size
+        return self._exchange(kind, kind.lower(), work, chips, after, duration, sent)
+
+    def _all_to_all(self, step: str, work: OpWork, chips: tuple[int, ...], value: str, after: float) -> float:
+        """An experts cut's dispatch or combine: each chip holds ``top_k`` rows of ``value`` for each
+        of its 1/n of the tokens, and sends each row to (or back from) the chip of its expert."""
+        link, n = self.target.interconnect, len(chips)
+        size = self.sizes[value] / n * work.node.attr("top_k", DEFAULT_TOP_K)
+        return self._exchange("AllToAll", step, work, chips, after, collectives.all_to_all_s(link, n, size),
+                              collectives.all_to_all_bytes(link, n, size))
+
+    def _exchange(self, kind: str, step: str, work: OpWork, chips: tuple[int, ...], after: float, duration: float,
+                  sent: float) -> float:
+        """Records of one collective on every chip of the stage, once their links are free."""
         start = max([after] + [self.free[(chip, "interconnect")] for chip in chips])
         for rank, chip in enumerate(chips):
-            self._record(OpSchedule(f"{work.name}.{kind.lower()}[{rank}]", kind, "interconnect", chip, start,
+            self._record(OpSchedule(f"{work.name}.{step}[{rank}]", kind, "interconnect", chip, start,
                                     duration, 0, {"interconnect": int(sent)}, "interconnect", 0.0), "interconnect")
         return start + duration
 

@@ -48,7 +48,7 @@ def test_schedule_takes_a_preset(capsys, tmp_path):
     assert code == 0 and err == ""
     plan = json.loads((tmp_path / "plan.json").read_text())
     experts = [op for op in plan["ops"] if op["op"] == "xpuc.MixtureOfExperts"]
-    assert plan["deployment"] == {"chips": 2, "tp": 2, "pp": 1}  # 93 GB of f16 weights: each chip half of every expert
+    assert plan["deployment"] == {"chips": 2, "tp": 2, "pp": 1, "ep": False}  # 93 GB of f16 weights: each chip half of every expert
     assert len(experts) == 2 * 32 and all(op["engine"] == "tensor" for op in experts)
 
 

@@ -96,3 +96,13 @@ def test_bad_options_are_one_line_and_exit_1(argv, message, capsys):
 def test_a_graph_without_a_token_input_is_no_decoder():
     with pytest.raises(AnalysisError, match="--llm serves a decoder: .*not a decoder graph"):
         check("matmul.onnx", matmul_graph(4, 8, 8, "f32"), None, 16, 8)
+
+
+def test_ep_reaches_both_the_pass_and_the_serving_analysis(capsys):
+    """--ep is a deployment option like --tp: a model without experts cannot take it, in the
+    pass table and in the serving block alike (each row says why; the comparison goes on)."""
+    assert main(["compare", "llama-3-8b", "--input-shape", "input_ids=1x16", "-t", "h100-sxm", "--ep", "--llm",
+                 "--prompt-len", "128", "--gen-len", "32", "--batch", "1"]) == 0
+    out = capsys.readouterr().out
+    reason = "--ep cuts mixtures of experts by experts, and llama-3-8b has none"
+    assert f"cannot run: {reason}" in out and f"cannot serve: {reason}" in out

@@ -1,6 +1,6 @@
-"""Deployments against hand-computed values: collectives on a ring and a switch, tensor and
-pipeline parallel cuts, stage hops, memory per chip, the smallest deployment that fits, and
-steady-state throughput, energy and dollars.
+"""Deployments against hand-computed values: collectives on a ring and a switch, tensor,
+expert and pipeline parallel cuts, stage hops, memory per chip, the smallest deployment that
+fits, and steady-state throughput, energy and dollars.
 
 dataflow-generic (teaching numbers) keeps the arithmetic readable: chips of 64 MB SRAM in a
 ring, 100 GB/s per direction, 1 us per hop, no collective overhead, no runtime reserve, 10 W
@@ -17,16 +17,20 @@ import pytest
 
 import backends
 from backends import report
-from backends.collectives import all_gather_s, all_reduce_s, hop_s
+from backends.collectives import all_gather_s, all_reduce_s, all_to_all_s, hop_s
 from backends.deployment import Deployment
-from backends.sharding import COLUMNS, REPLICATED, ROWS, SPLIT
+from backends.sharding import COLUMNS, EXPERTS, REPLICATED, ROWS, SPLIT, Shard, piece, pieces
+from backends.work import graph_work
 from frontends import onnx as onnx_frontend
 from frontends.synthetic import TINY, llama_onnx
 from ir.dtypes import DType
 from ir.graph import Graph
+from ir.ops import Gemm
+from ir.ops.moe import expert_flops, router_flops
 from ir.passes import optimize
 from ir.passes.shape_inference import infer_shapes
 from ir.types import TensorType
+from test_architectures import moe_layer
 from xpuc.cli import main
 
 F16 = 2
@@ -71,6 +75,18 @@ def test_ring_and_switch_collectives_follow_steps_and_bytes():
     assert all_reduce_s(switch, 4, 8e6) == pytest.approx(5e-6 + 2 * (1e-6 + 120e-6))
     assert all_reduce_s(ring, 1, 8e6) == 0.0
     assert hop_s(ring, 1e6) == pytest.approx(1e-6 + 10e-6)
+
+
+def test_an_all_to_all_relays_around_a_ring_and_crosses_a_switch_once():
+    """8 MB per chip over 4 chips, 2 MB for each: a switch sends the 3 other shares at once (one
+    step, 6 MB through the chip's port); a ring relays them in 3 steps, the share for the chip d
+    places on crossing d links: (1 + 2 + 3) x 2 MB = 12 MB through each link."""
+    ring = target().interconnect
+    assert all_to_all_s(ring, 4, 8e6) == pytest.approx(3e-6 + 12e6 / RING)
+    switch = dataclasses.replace(ring, topology="switch", collective_latency_s=5e-6)
+    assert all_to_all_s(switch, 4, 8e6) == pytest.approx(5e-6 + 1e-6 + 6e6 / RING)
+    assert all_to_all_s(ring, 2, 8e6) == pytest.approx(1e-6 + 4e6 / RING)  # two chips: a ring is a switch
+    assert all_to_all_s(ring, 1, 8e6) == 0.0
 
 
 def test_nvlink_all_reduce_matches_nccls_latency_model():
@@ -139,6 +155,78 @@ def test_shard_kinds_of_a_two_product_chain():
     grouping = group_kernels(narrow)
     assert [s.kind for s in plan_shards(graph_work(narrow, grouping=grouping), grouping, narrow.outputs, 2)] == \
         [REPLICATED]
+
+
+# ------------------------------------------------------------ expert parallel
+BF16 = 2
+ROUTER = 64 * 8 * BF16                # moe_layer: H 64, E 8 experts, I 96, top 2, bf16
+EXPERT = (64 * 192 + 96 * 64) * BF16  # one expert's gate/up and down: 36,864 B
+
+
+@pytest.mark.parametrize("topology", ["ring", "switch"])
+def test_an_experts_cut_holds_e_over_tp_experts_and_exchanges_tokens_twice(topology):
+    """64 tokens, 8 experts, top 2, on 4 chips: each chip holds 2 whole experts and the router;
+    it routes its 16 tokens and sends their 2 rows each (16 x 2 x 64 bf16 = 4 kB, a quarter for
+    each chip) to the experts' chips, gets the results back, then all-gathers its tokens'
+    outputs (64 x 64 bf16). No all-reduce. A ring relays the all-to-all (each link carries
+    (1 + 2 + 3) kB), a switch sends 3 kB at once."""
+    link = dataclasses.replace(target().interconnect, topology=topology)
+    graph, ring = moe_layer(64), target()
+    s = backends.schedule(graph, dataclasses.replace(ring, interconnect=link), tp=4, ep=True)
+    tp = backends.schedule(graph, ring, tp=4)
+    assert s.deployment == Deployment(4, 1, ep=True)
+    assert s.memory[0].weights == ROUTER + 2 * EXPERT
+    assert tp.memory[0].weights == (ROUTER + 8 * EXPERT) / 4
+    assert not records(s, "AllReduce") and len(records(tp, "AllReduce")) == 4
+    dispatch, combine = ([o for o in records(s, "AllToAll") if o.name.startswith(f"moe.{step}")]
+                         for step in ("dispatch", "combine"))
+    buffer = 16 * 2 * 64 * BF16
+    crossed = {"ring": (1 + 2 + 3) / 4 * buffer, "switch": 3 / 4 * buffer}[topology]
+    steps = {"ring": 3, "switch": 1}[topology]
+    for exchange in (dispatch, combine):
+        assert len(exchange) == 4 and exchange[0].bytes["interconnect"] == crossed
+        assert exchange[0].duration_s == pytest.approx(steps * HOP + crossed / RING)
+    (moe,) = [o for o in s.ops if o.name == "moe[0]"]
+    assert dispatch[0].end_s <= moe.start_s and combine[0].start_s >= moe.end_s
+    gathers = records(s, "AllGather")
+    assert len(gathers) == 4 and gathers[0].start_s >= combine[0].end_s
+    assert gathers[0].duration_s == pytest.approx(steps * HOP + 3 / 4 * 64 * 64 * BF16 / RING)
+    pairs = 64 * 2 // 4
+    assert moe.flops == pairs * expert_flops(64, 96, "SiLU") + 16 * router_flops(64, 8, 2)
+    assert sum(o.flops for o in records(s, "xpuc.MixtureOfExperts")) == \
+        sum(o.flops for o in records(tp, "xpuc.MixtureOfExperts")) == graph_work(graph)[0].flops
+
+
+@pytest.mark.parametrize("tokens, dealt, rows", [(64, [2, 2, 2, 2], 16), (4, [2, 1, 1, 1], 2)])
+def test_an_experts_chip_runs_whole_products_of_the_experts_dealt_to_it(tokens, dealt, rows):
+    """64 tokens reach all 8 experts (16 rows each): each chip runs its 2, whole in N (gate/up
+    64 x 192, down 96 x 64), where tensor parallelism runs all 8 with a quarter of their
+    columns. 4 tokens reach 5 experts (2 rows each): dealt out over 4 chips, the first runs 2
+    and reads 2 experts' weights, the others 1; together they read the 5 that tensor
+    parallelism reads a quarter of on each chip, and the stage waits for the first."""
+    (work,) = graph_work(moe_layer(tokens))
+    chips = pieces(work, Shard(EXPERTS, True), 4)
+    pair = expert_flops(64, 96, "SiLU")
+    for mine, count in zip(chips, dealt):
+        assert mine.gemms == [Gemm(1, tokens // 4, 8, 64), Gemm(count, rows, 192, 64), Gemm(count, rows, 64, 96)]
+        assert mine.weight_bytes == ROUTER + count * EXPERT
+        assert mine.flops == tokens // 4 * router_flops(64, 8, 2) + count * rows * pair
+        assert mine.weights == {"router": ROUTER, "gate_up": 2 * 64 * 192 * BF16, "down": 2 * 96 * 64 * BF16}
+    split = piece(work, Shard("partial"), 4)
+    assert split.gemms[1] == Gemm(sum(dealt), rows, 192 // 4, 64)
+    assert split.weight_bytes == (ROUTER + sum(dealt) * EXPERT) / 4
+
+
+def test_expert_parallelism_needs_experts_that_the_tp_chips_divide():
+    with pytest.raises(backends.ScheduleError, match="--ep cuts mixtures of experts by experts, and chain has none"):
+        backends.schedule(chain(8, [64, 64]), target(), ep=True)
+    with pytest.raises(backends.ScheduleError, match="--tp 3 does not divide 8 experts"):
+        backends.schedule(moe_layer(64), target(), tp=3, ep=True)
+    with pytest.raises(backends.ScheduleError, match="no tensor-parallel degree --chips 6 allows divides 8 experts"):
+        backends.schedule(moe_layer(64), target(), chips=6, pp=1, ep=True)
+    assert backends.schedule(moe_layer(64), target(), chips=4, ep=True).deployment == Deployment(4, 1, ep=True)
+    with pytest.raises(backends.ScheduleError, match=r"whole experts on a chip \(tp divides 8\)"):
+        backends.schedule(moe_layer(16, hidden=4096, inter=8192), target(), ep=True)  # one expert: 201 MB > 64 MB
 
 
 # ------------------------------------------------------------------- pipeline
@@ -254,12 +342,30 @@ def test_cli_takes_the_deployment_and_reports_memory_per_chip(tmp_path, capsys):
     assert code == 0
     assert "deployment: 4 chip(s) = tp 2 x pp 2" in out and "memory per chip (hbm" in out
     data = json.loads(path.read_text())
-    assert data["deployment"] == {"chips": 4, "tp": 2, "pp": 2}
+    assert data["deployment"] == {"chips": 4, "tp": 2, "pp": 2, "ep": False}
     stages = data["memory_per_chip"]
     assert [m["chips"] for m in stages] == [[0, 1], [2, 3]]
     for m in stages:
         assert m["free"] == pytest.approx(m["capacity"] - m["weights"] - m["kv"] - m["activations"] - m["reserve"])
         assert m["reserve"] == pytest.approx(8e9)
+
+
+def test_cli_cuts_mixtral_by_experts_and_holds_the_router_whole(tmp_path, capsys):
+    """Mixtral-8x7B on 8 H100s: either cut holds one of each layer's 8 experts' bytes per chip;
+    the experts cut keeps each layer's 4096 x 8 bf16 router whole where tensor parallelism
+    holds an eighth, 32 layers x 7/8 x 64 kB more per chip."""
+    plans = {}
+    for flags in ([], ["--ep"]):
+        path = tmp_path / f"plan{len(flags)}.json"
+        assert main(["schedule", "mixtral-8x7b", "--input-shape", "input_ids=1x16", "-t", "h100-sxm", "--tp", "8",
+                     "--limit", "1", "--json", str(path), *flags]) == 0
+        plans[bool(flags)] = json.loads(path.read_text())
+    assert "deployment: 8 chip(s) = tp 8 x pp 1, experts over each stage's tp chips (ep)" in capsys.readouterr().out
+    assert plans[True]["deployment"] == {"chips": 8, "tp": 8, "pp": 1, "ep": True}
+    weights = [plans[ep]["memory_per_chip"][0]["weights"] for ep in (False, True)]
+    assert weights[1] - weights[0] == pytest.approx(32 * 7 / 8 * 4096 * 8 * F16)
+    assert {o["op"] for o in plans[True]["ops"]} >= {"AllToAll"} and \
+        not any(o["op"] == "AllReduce" and ".mlp." in o["name"] for o in plans[True]["ops"])
 
 
 def test_cli_refuses_a_deployment_that_does_not_fit(capsys):

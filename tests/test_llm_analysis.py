@@ -33,7 +33,7 @@ def test_throughput_price_and_energy_come_from_the_passes(small):
     costs, r = small
     decode = costs.step(8, 1, 128 + 16)                      # the mean context
     prefill = costs.step(8, 128, 0)                          # 8 x 128 tokens: one chunk
-    assert (r.chips, r.deployment) == (1, {"tp": 1, "pp": 1})
+    assert (r.chips, r.deployment) == (1, {"tp": 1, "pp": 1, "ep": False})
     assert r.ttft_s == prefill.latency_s
     assert r.tpot_s == decode.latency_s and r.tokens_per_s_per_user == pytest.approx(1 / decode.latency_s)
     time = prefill.latency_s + 31 * decode.latency_s         # one stage: the period is the latency
@@ -117,6 +117,21 @@ def test_the_command_prints_and_writes_the_report(tmp_path, capsys):
     assert m["weights"] + m["kv"] + m["activations"] + m["reserve"] + m["free"] == pytest.approx(m["capacity"])
 
 
+def test_expert_parallelism_reaches_the_report_and_the_replica(tmp_path, capsys):
+    """Mixtral on 8 H100s with --ep: both phases cut the experts (the deployment says so, in
+    text and JSON), the serving replica keeps the cut, and the Python API gives the same."""
+    out = tmp_path / "r.json"
+    assert main(["llm", "mixtral-8x7b", "-t", "h100-sxm", "--tp", "8", "--ep", "--batch", "8", "--prompt-len", "128",
+                 "--gen-len", "8", "--rate", "5", "--requests", "10", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "deployment: 8 chip(s), tp 8 x pp 1, experts over each stage's tp chips (ep)" in text
+    result = json.loads(out.read_text())
+    assert result["deployment"] == result["prefill_deployment"] == {"tp": 8, "pp": 1, "ep": True}
+    assert result["serving"]["pool"]["deployment"] == {"tp": 8, "pp": 1, "ep": True}
+    assert analyze("mixtral-8x7b", "h100-sxm", tp=8, batch=8, prompt_len=128, gen_len=8, ep=True).tpot_s == \
+        pytest.approx(result["tpot_s"])
+
+
 def test_traffic_is_simulated_with_slos(tmp_path, capsys):
     out = tmp_path / "r.json"
     assert main(["llm", "llama-3-8b", "-t", "h100-sxm", "--batch", "4", "--prompt-len", "128", "--gen-len", "16",
@@ -147,6 +162,9 @@ def test_disaggregation_reports_both_pools_the_transfer_and_each_target_alone(tm
     (["llm", "llama-3-70b", "-t", "h100-sxm", "--chips", "1"], "does not fit h100-sxm chips with chips 1"),
     (["llm", "llama-3-8b", "--prefill-on", "h100-sxm"], "needs both --prefill-on and --decode-on"),
     (["llm", "llama-3-8b", "-t", "h100-sxm", "--rate", "1", "--trace", "x.csv"], "either --rate"),
+    (["llm", "llama-3-8b", "-t", "h100-sxm", "--ep"], "--ep cuts mixtures of experts by experts, and"),
+    (["llm", "mixtral-8x7b", "-t", "h100-sxm", "--tp", "3", "--ep"], "--tp 3 does not divide 8 experts"),
+    (["llm", "mixtral-8x7b", "--prefill-on", "h100-sxm", "--decode-on", "h200", "--ep"], "not -t/--chips/--tp/--pp/--ep"),
 ])
 def test_bad_requests_are_one_line_and_exit_1(argv, message, capsys):
     assert main(argv) == 1

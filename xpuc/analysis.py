@@ -12,17 +12,18 @@ from frontends import llm_graphs
 
 
 def costs_of(model: str, target: Target | str, precision: str = "native", chips: int | None = None,
-             tp: int | None = None, pp: int | None = None) -> Costs:
+             tp: int | None = None, pp: int | None = None, *, ep: bool = False) -> Costs:
     """Memoized schedules of ``model`` (preset, config.json or ONNX path) on ``target`` in ``precision``."""
     build = functools.partial(llm_graphs.graph, str(model), precision)
-    return Costs(build, model, target, precision, llm_graphs.policy_of(precision), chips, tp, pp)
+    return Costs(build, model, target, precision, llm_graphs.policy_of(precision), chips, tp, pp, ep)
 
 
 def analyze(model: str, target: Target | str, precision: str = "native", chips: int | None = None,
             tp: int | None = None, pp: int | None = None, batch: int | None = None,
-            prompt_len: int = PROMPT_LEN, gen_len: int = GEN_LEN) -> LLMReport:
+            prompt_len: int = PROMPT_LEN, gen_len: int = GEN_LEN, *, ep: bool = False) -> LLMReport:
     """Serve ``batch`` requests (default: the largest batch whose KV cache fits, at most
     ``backends.llm.analysis.MAX_BATCH``) of ``prompt_len`` + ``gen_len`` tokens of ``model`` on
     ``target``; the deployment is ``chips``/``tp``/``pp`` where given, else the smallest that
-    fits each phase. Every field of the report is defined in ``backends.llm.analysis.LLMReport``."""
-    return report(costs_of(model, target, precision, chips, tp, pp), batch, prompt_len, gen_len)
+    fits each phase; ``ep`` cuts mixtures of experts by experts. Every field of the report is
+    defined in ``backends.llm.analysis.LLMReport``."""
+    return report(costs_of(model, target, precision, chips, tp, pp, ep=ep), batch, prompt_len, gen_len)

@@ -154,6 +154,9 @@ def _deployment_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chips", type=int, metavar="N", help="chips in the deployment (tp x pp)")
     group.add_argument("--tp", type=int, metavar="N", help="tensor-parallel degree: chips that split each op")
     group.add_argument("--pp", type=int, metavar="N", help="pipeline-parallel degree: stages of consecutive ops")
+    group.add_argument("--ep", action="store_true", help="expert parallelism: cut mixtures of experts by experts "
+                       "over each stage's tp chips (E/tp whole experts per chip, tokens sent to their experts by "
+                       "all-to-all) instead of by hidden units")
 
 
 def _serving_arguments(parser) -> None:
@@ -294,7 +297,7 @@ def _cmd_schedule(args) -> int:
         target = dataclasses.replace(target, launch=args.launch)
     graph = _optimize(_load(args))
     schedule = backends.schedule(graph, target, precision=args.precision or "native",
-                                 chips=args.chips, tp=args.tp, pp=args.pp)
+                                 chips=args.chips, tp=args.tp, pp=args.pp, ep=args.ep)
     print(report.format_table(schedule, limit=args.limit or None))
     if args.json:
         Path(args.json).write_text(report.to_json(schedule))
@@ -328,11 +331,11 @@ def _cmd_compare(args) -> int:
     comparison = portability.compare(graph, targets, model=Path(args.model).stem if Path(args.model).exists()
                                      else args.model, precision=args.precision, accuracy=accuracy,
                                      accuracy_missing=missing, latency_target_s=latency, chips=args.chips,
-                                     tp=args.tp, pp=args.pp)
+                                     tp=args.tp, pp=args.pp, ep=args.ep)
     serving = None
     if args.llm:
         serving = compare_serving.serve(args.model, targets, args.precision or "native", args.chips, args.tp, args.pp,
-                                        args.batch, args.prompt_len, args.gen_len)
+                                        args.batch, args.prompt_len, args.gen_len, ep=args.ep)
     print(portability_report.format_table(comparison, serving))
     if args.json:
         Path(args.json).write_text(portability_report.to_json(comparison, serving))

@@ -31,16 +31,16 @@ def check(model: str, graph: Graph, batch: int | None, prompt_len: int, gen_len:
 
 def serve(model: str, targets: list[Target], precision: str = "native", chips: int | None = None,
           tp: int | None = None, pp: int | None = None, batch: int | None = None, prompt_len: int = PROMPT_LEN,
-          gen_len: int = GEN_LEN) -> Serving:
+          gen_len: int = GEN_LEN, *, ep: bool = False) -> Serving:
     """``analyze`` on each target with the same arguments, and again at batch 1 where the batch is
     larger; a target where it fails (the model does not fit, ...) gets the reason instead
     (:func:`check` first: a request that fails everywhere is one error)."""
     rows = []
     for target in targets:
         try:
-            report = analyze(model, target, precision, chips, tp, pp, batch, prompt_len, gen_len)
+            report = analyze(model, target, precision, chips, tp, pp, batch, prompt_len, gen_len, ep=ep)
             one = None if report.batch == 1 else analyze(model, target, precision, chips, tp, pp, 1, prompt_len,
-                                                         gen_len)
+                                                         gen_len, ep=ep)
             rows.append(TargetServing(target.name, report, one))
         except XpucError as exc:
             rows.append(TargetServing(target.name, cannot_serve=str(exc)))

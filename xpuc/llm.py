@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from backends.deployment import Deployment
 from backends.llm import links, serving
 from backends.llm.analysis import AnalysisError, Costs, LLMReport
 from backends.llm.stepcost import PoolPlan, plan_pool
@@ -25,12 +26,13 @@ def run(args) -> int:
         out = _disaggregated(args, precision)
     else:
         report = analyze(args.model, args.target, precision, args.chips, args.tp, args.pp, args.batch,
-                         args.prompt_len, args.gen_len)
+                         args.prompt_len, args.gen_len, ep=args.ep)
         print(format_report(report))
         out = report.to_dict()
         if args.rate is not None or args.trace:
             requests = _requests(args)
-            plan = _plan(args, costs_of(args.model, args.target, precision, args.chips, args.tp, args.pp), requests)
+            plan = _plan(args, costs_of(args.model, args.target, precision, args.chips, args.tp, args.pp, ep=args.ep),
+                         requests)
             print()
             print(_traffic_line(args, requests))
             print(_pool_line("replica", plan))
@@ -47,9 +49,9 @@ def _check(args) -> bool:
     split = args.prefill_on or args.decode_on
     if split and not (args.prefill_on and args.decode_on):
         raise AnalysisError("disaggregation needs both --prefill-on and --decode-on")
-    if split and (args.target or args.chips or args.tp or args.pp):
+    if split and (args.target or args.chips or args.tp or args.pp or args.ep):
         raise AnalysisError("with --prefill-on/--decode-on, give each pool's chips as --prefill-chips/--decode-chips, "
-                            "not -t/--chips/--tp/--pp")
+                            "not -t/--chips/--tp/--pp/--ep")
     if not split and not args.target:
         raise AnalysisError("xpuc llm needs -t TARGET (or --prefill-on T1 --decode-on T2)")
     if not split and (args.prefill_chips or args.decode_chips):
@@ -66,11 +68,11 @@ def _check(args) -> bool:
 # ------------------------------------------------------------------------------- the analysis
 def format_report(r: LLMReport) -> str:
     d, p = r.deployment, r.prefill_deployment
-    prefill = "" if p == d else f"; prefill on tp {p['tp']} x pp {p['pp']} (the smallest it fits)"
+    prefill = "" if p == d else f"; prefill on {Deployment(**p).describe()} (the smallest it fits)"
     lines = [
         f"{r.model} on {r.target}, precision {r.precision}: batch {r.batch}, prompt {r.prompt_len} + "
         f"{r.gen_len} generated tokens",
-        f"deployment: {r.chips} chip(s), tp {d['tp']} x pp {d['pp']}{prefill}",
+        f"deployment: {r.chips} chip(s), {Deployment(**d).describe()}{prefill}",
         f"  time to first token    {si(r.ttft_s, 's')}  (prefill of the batch's prompts)",
         f"  time per output token  {si(r.tpot_s, 's')}  (decode step at context {r.prompt_len + r.gen_len // 2})",
         f"  tokens/s per user      {r.tokens_per_s_per_user:,.1f}",
@@ -125,7 +127,7 @@ def _simulate(args, requests, plan: PoolPlan) -> serving.ServingReport:
 
 def _pool_line(name: str, plan: PoolPlan) -> str:
     d = plan.deployment
-    return (f"{name}: {plan.target}, {plan.chips} chip(s) (tp {d['tp']} x pp {d['pp']}), KV capacity "
+    return (f"{name}: {plan.target}, {plan.chips} chip(s) ({Deployment(**d).describe()}), KV capacity "
             f"{plan.kv_capacity_tokens:,} tokens, step costs from {plan.cost.schedules} schedules")
 
 

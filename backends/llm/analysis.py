@@ -13,9 +13,10 @@ joins the two layers) and scheduled by :func:`backends.schedule`:
   ``past`` tokens (ONNX Attention's ``past_key``/``past_value``), at the mean context of the
   generation, ``prompt_len + gen_len // 2``: a step's cost grows linearly with its context
   (the K and V it reads), so the mean step times the step count is the sum;
-- **the deployment**: ``chips``/``tp``/``pp`` as given; what is not given is chosen for each
-  phase as the smallest deployment that fits it (``backends.deployment``), so an unpinned
-  prefill may run on fewer chips than the decode (:class:`LLMReport` names both);
+- **the deployment**: ``chips``/``tp``/``pp`` (and ``ep``, expert parallelism) as given; what
+  is not given is chosen for each phase as the smallest deployment that fits it
+  (``backends.deployment``), so an unpinned prefill may run on fewer chips than the decode
+  (:class:`LLMReport` names both);
 - **the largest batch**: how many sequences of the full context (``prompt_len + gen_len``)
   have KV that fits the memory a single sequence's decode step leaves free on the fullest
   chip after weights, activations and the runtime reserve, at most :data:`MAX_BATCH`.
@@ -66,14 +67,16 @@ class Costs:
     policy that costs them (``backends.precision``); precision: its name in reports.
     chips, tp, pp: the deployment asked for (each optional); what is not given is chosen by
     ``backends.schedule`` for each shape: the smallest deployment that fits it. :meth:`on`
-    pins the deployment of one schedule for every other shape."""
+    pins the deployment of one schedule for every other shape. ep: cut mixtures of experts by
+    experts (``backends.sharding``)."""
 
     def __init__(self, build: Build, model: str, target: Target | str, precision: str = "native",
-                 policy: str | None = None, chips: int | None = None, tp: int | None = None, pp: int | None = None):
+                 policy: str | None = None, chips: int | None = None, tp: int | None = None, pp: int | None = None,
+                 ep: bool = False):
         self.build, self.model = build, str(model)
         self.target = backends.load_target(target) if isinstance(target, str) else target
         self.precision, self.policy = precision, policy or precision
-        self.chips, self.tp, self.pp = chips, tp, pp
+        self.chips, self.tp, self.pp, self.ep = chips, tp, pp, ep
         self._plans: dict[tuple[int, int, int], Schedule] = {}
 
     def step(self, batch: int, seq: int, past: int) -> Schedule:
@@ -81,13 +84,14 @@ class Costs:
         key = (batch, seq, past)
         if key not in self._plans:
             self._plans[key] = backends.schedule(self.build(batch, seq, past), self.target,
-                                                 precision=self.policy, chips=self.chips, tp=self.tp, pp=self.pp)
+                                                 precision=self.policy, chips=self.chips, tp=self.tp, pp=self.pp,
+                                                 ep=self.ep)
         return self._plans[key]
 
     def on(self, plan: Schedule) -> "Costs":
         """The same costs with every shape on ``plan``'s deployment."""
         d = plan.deployment
-        return Costs(self.build, self.model, self.target, self.precision, self.policy, d.chips, d.tp, d.pp)
+        return Costs(self.build, self.model, self.target, self.precision, self.policy, d.chips, d.tp, d.pp, d.ep)
 
     def prefill(self, batch: int, prompt_len: int) -> list[tuple[Schedule, int]]:
         """(pass, how many) of the prefill of ``batch`` prompts in chunks of at most
@@ -190,7 +194,8 @@ class LLMReport:
     chips: int
     """Chips of the decode step's deployment."""
     deployment: dict
-    """The decode step's deployment: {"tp": chips splitting each op, "pp": pipeline stages}."""
+    """The decode step's deployment: {"tp": chips splitting each op, "pp": pipeline stages, "ep":
+    mixtures of experts cut by experts}."""
     prefill_deployment: dict
     """The (first) prefill pass's deployment: the same as ``deployment`` unless chips, tp and pp
     were left to choose and the prefill fits a smaller one."""
@@ -236,14 +241,10 @@ def report(costs: Costs, batch: int | None, prompt_len: int, gen_len: int) -> LL
         tokens_per_s_total=batch * context / generation_s, requests_per_s=batch / generation_s,
         tokens_per_s_per_chip=tokens / generation_s / chips,
         usd_per_mtok=chips * target.price.usd_per_second() * generation_s / tokens * 1e6,
-        joules_per_token=energy / tokens, chips=chips, deployment=_deployment(decode),
-        prefill_deployment=_deployment(prefill[0][0]), memory_level=decode.memory_level,
+        joules_per_token=energy / tokens, chips=chips, deployment=decode.deployment.as_dict(),
+        prefill_deployment=prefill[0][0].deployment.as_dict(), memory_level=decode.memory_level,
         memory_per_chip=tuple(decode.memory), max_batch=max_batch,
         kv_bytes_per_token=costs.kv_bytes_per_token(context - 1))
-
-
-def _deployment(plan: Schedule) -> dict:
-    return {"tp": plan.deployment.tp, "pp": plan.deployment.pp}
 
 
 def check_request(batch: int | None, prompt_len: int, gen_len: int) -> None:

@@ -145,4 +145,4 @@ def plan_pool(costs: Costs, context: int, longest_prompt: int, role: str = "both
     limits = Limits(kv_capacity_tokens=min(capacity, 1 << 40), max_sequences=max_sequences, chunk_tokens=chunk,
                     max_prefill_tokens=PREFILL_TOKENS)
     d = pinned.step(1, 1, context - 1).deployment
-    return PoolPlan(costs.target.name, role, d.chips, {"tp": d.tp, "pp": d.pp}, capacity, cost, limits, pinned)
+    return PoolPlan(costs.target.name, role, d.chips, d.as_dict(), capacity, cost, limits, pinned)

@@ -9,7 +9,8 @@ over the chosen experts, where ``GateUp[j] = [G_j | U_j]`` (gate columns first, 
 transformers' fused ``gate_up_proj``). ``activation`` is a :data:`composite.ACTIVATIONS` key.
 
 Work counts only the experts a token uses (``top_k`` of E), which is the point of the block:
-every expert is resident but each token pays for ``top_k``.
+every expert is resident but each token pays for ``top_k``. :func:`experts_on_a_chip` gives one
+chip's products when the experts are spread over chips (expert parallelism, ``backends.sharding``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from .composite import ACTIVATIONS, DOMAIN, Composite, register_composite
 from .elementwise import BINARY_FLOPS, UNARY_FLOPS
 from .contraction import Contraction, Gemm, Operand
 from .registry import InferContext, Pattern, numel, register
+
+DEFAULT_TOP_K = 2
+"""Experts per token when the node does not say (Mixtral's)."""
+EXPERT_INPUTS = (2, 3)
+"""GateUp and Down: stacked along their first axis, one slice per expert."""
 
 
 def _dims(ctx: InferContext):
@@ -54,7 +60,7 @@ def _flops(ctx: InferContext, outs) -> int:
     if dims is None:
         return 0
     tokens, hidden, experts, inter = dims
-    k = ctx.attr("top_k", 2)
+    k = ctx.attr("top_k", DEFAULT_TOP_K)
     return tokens * (router_flops(hidden, experts, k) + k * expert_flops(hidden, inter, ctx.attr("activation", "SiLU")))
 
 
@@ -73,13 +79,30 @@ def _contractions(ctx: InferContext, outs) -> list[Contraction]:
     and its down product (rows x H over I), B being that expert's slice of the stacked weights,
     so only the reached experts' weights are read."""
     tokens, hidden, experts, inter = _dims(ctx)
-    k = ctx.attr("top_k", 2)
+    k = ctx.attr("top_k", DEFAULT_TOP_K)
     routed = tokens * k
     active = min(experts, routed, max(k, round(expected_experts(tokens, experts, k))))
     rows = -(-routed // active)
     return [Contraction(Gemm(1, tokens, experts, hidden), Operand(1, (), (), experts, 1)),
             Contraction(Gemm(active, rows, 2 * inter, hidden), Operand(2, (active,), (hidden * 2 * inter,), 2 * inter, 1)),
             Contraction(Gemm(active, rows, hidden, inter), Operand(3, (active,), (inter * hidden,), hidden, 1))]
+
+
+def experts_on_a_chip(attrs: dict, gemms: list[Gemm], chips: int, rank: int) -> tuple[list[Gemm], int, float]:
+    """Chip ``rank`` of ``chips`` that each hold 1/chips of the experts (expert parallelism):
+    its products, its FLOPs, and the share of the reached experts' weights it reads. It routes
+    its 1/chips of the tokens (rounded up: vLLM pads the tokens to a multiple of the chips);
+    the experts the batch reaches (:func:`_contractions`) are dealt out as evenly as they go
+    (the first ``active mod chips`` chips run one more), each whole, with its rows. Uniform
+    routing at best: a real router's skew loads some chips more."""
+    router, gate_up, down = gemms
+    active, tokens = gate_up.batch, -(-router.m // chips)
+    mine = active // chips + (rank < active % chips)
+    k = attrs.get("top_k", DEFAULT_TOP_K)
+    flops = (tokens * router_flops(router.k, router.n, k)
+             + mine * gate_up.m * expert_flops(router.k, down.k, attrs.get("activation", "SiLU")))
+    experts = [Gemm(mine, g.m, g.n, g.k) for g in (gate_up, down)] if mine else []
+    return [Gemm(1, tokens, router.n, router.k), *experts], flops, mine / active
 
 
 @register("MixtureOfExperts", "matmul", domain=DOMAIN, pattern=Pattern.OPAQUE, flops=_flops,
@@ -97,7 +120,7 @@ def _moe(ctx: InferContext) -> list[TensorType]:
     for name, (got, expected) in want.items():
         if any(isinstance(g, int) and isinstance(e, int) and g != e for g, e in zip(got, expected)):
             ctx.fail(f"{name} has shape {got}, expected {expected} from Router {router} and Down {down}")
-    k = ctx.attr("top_k", 2)
+    k = ctx.attr("top_k", DEFAULT_TOP_K)
     if isinstance(experts, int) and not 1 <= k <= experts:
         ctx.fail(f"top_k={k} must be between 1 and the number of experts ({experts})")
     if ctx.attr("activation", "SiLU") not in ACTIVATIONS:
@@ -111,7 +134,7 @@ def _twice(d):
 
 def _name(attrs: dict, num_inputs: int) -> str:
     norm = "Norm" if attrs.get("normalize", 1) else ""
-    return f"MixtureOfExpertsTop{attrs.get('top_k', 2)}{norm}{attrs.get('activation', 'SiLU')}"
+    return f"MixtureOfExpertsTop{attrs.get('top_k', DEFAULT_TOP_K)}{norm}{attrs.get('activation', 'SiLU')}"
 
 
 def _parse(name: str) -> dict | None:
@@ -124,7 +147,7 @@ def _parse(name: str) -> dict | None:
 def _body(attrs: dict, num_inputs: int, opset: int) -> FunctionProto:
     """Dense reference semantics: every expert computes every token, and weights outside the
     top-k are zero (exact, and runs anywhere; the op's cost model is the sparse one)."""
-    k = attrs.get("top_k", 2)
+    k = attrs.get("top_k", DEFAULT_TOP_K)
     n = helper.make_node
     nodes = [
         n("Shape", ["X"], ["x_shape"]),
