@@ -45,7 +45,7 @@ from ir import ops
 from ir.dtypes import DType
 from ir.formats import Format, engine_storage, lookup
 from ir.graph import Graph
-from ir.ops.quant import decodes_stored_weight
+from ir.ops.quant import decodes_stored_weight, integer_product
 from ir.passes.quantize import is_head
 
 from .target import Engine, Target
@@ -94,6 +94,8 @@ class Policy:
         self.format = lookup(precision)
         self.native = self.format.name == "native"
         self._weight_products: dict[str, StoredWeight] = {}
+        self._integer: set[str] = set()
+        """Products the graph computes on integers (``ir.ops.quant.integer_product``)."""
         self._choices: dict[tuple, Choice] = {}
 
     # ---------------------------------------------------------------- storage
@@ -138,6 +140,8 @@ class Policy:
                 label = f.name if not self.native and (dtype.is_float or bits < 8 * dtype.itemsize) \
                     else f"the graph's {dtype.short}"
                 weights[name] = StoredWeight(label, bits, f.weights if label == f.name else dtype)
+                if integer_product(graph, node):
+                    self._integer.add(node.name)
                 self._weight_products[node.name] = weights[name]
         return weights, kv
 
@@ -164,13 +168,15 @@ class Policy:
 
     # ---------------------------------------------------------------- compute
     def assign(self, works: list[OpWork]) -> None:
-        """Set each op's format to the one the policy asks it to compute in (before an engine is chosen)."""
-        if self.native:
-            return
+        """Set each op's format to the one the policy asks it to compute in (before an engine is
+        chosen). A product the graph computes on integers multiplies int8 under every policy: a
+        format never widens a graph's integer codes, nor so its integer arithmetic."""
         f = self.format
         floats_only = f.weights.is_float and f.weights.itemsize >= 2
         for w in works:
-            if w.free or not DType.from_short(w.fmt).is_float:
+            if w.name in self._integer:
+                w.fmt = "i8"
+            if self.native or w.free or w.name in self._integer or not DType.from_short(w.fmt).is_float:
                 continue
             if w.name in self._weight_products or (w.gemms and floats_only):
                 w.fmt = f.compute
@@ -180,9 +186,12 @@ class Policy:
     def choose(self, work: OpWork, target: Target) -> Choice:
         """The engine and format the op runs in, and why (see the module docstring)."""
         weight = self._weight_products.get(work.name)
-        key = (id(target), work.family, work.node.op_type, work.fmt, weight)
+        integer = work.name in self._integer
+        key = (id(target), work.family, work.node.op_type, work.fmt, weight, integer)
         if key not in self._choices:
-            choice = self._resolve(work.family, work.node.op_type, work.fmt, target)
+            label = f"the graph's integer product in {work.fmt}" if integer else f"the graph's {work.fmt}" \
+                if self.native else f"precision {self.format.name}: {work.fmt}"
+            choice = self._resolve(work.family, work.node.op_type, work.fmt, target, label, self.native or integer)
             used = engine_storage(choice.fmt) if choice.engine is not None else None
             if weight is not None and used is not None and weight.dtype is not used:
                 how = "decoded to" if weight.bits < 8 * used.itemsize else "rounded to"
@@ -191,32 +200,33 @@ class Policy:
             self._choices[key] = choice
         return self._choices[key]
 
-    def _resolve(self, family: str, op_type: str, wanted: str, target: Target) -> Choice:
+    def _resolve(self, family: str, op_type: str, wanted: str, target: Target, label: str, own: bool) -> Choice:
+        """``label`` names what asks for ``wanted``; ``own``: the graph does (native, or an integer
+        product), not the policy."""
         engines = [e for e in target.engines.values() if e.handles(family, op_type)]
         steps = [(step, fmt) for fmt in (wanted, *WIDER.get(wanted, ())) for step in ("exact", "cast")]
-        if self.native:  # the vendor compiler's default conversion of the graph's own type comes first
+        if own:  # the vendor compiler's default conversion of the graph's own type comes first
             steps[:2] = steps[1::-1]
         for step, fmt in steps:
             for e in engines:
                 if step == "exact" and e.multiplies(fmt):
-                    return Choice(e, fmt, self._exact(wanted, fmt, e))
+                    return Choice(e, fmt, self._exact(label, wanted, fmt, e))
                 cast = e.auto_cast.get(fmt)
                 if step == "cast" and cast is not None and cast in e.peak_ops_per_cycle:
-                    return Choice(e, cast, self._cast(wanted, fmt, cast, e))
-        return Choice(None, wanted, f"{self._own(wanted)}: no engine runs {op_type} in it, so the host does")
+                    return Choice(e, cast, self._cast(label, own, wanted, fmt, cast, e))
+        return Choice(None, wanted, f"{label}: no engine runs {op_type} in it, so the host does")
 
-    def _own(self, fmt: str) -> str:
-        return f"the graph's {fmt}" if self.native else f"precision {self.format.name}: {fmt}"
-
-    def _exact(self, wanted: str, fmt: str, engine: Engine) -> str:
+    @staticmethod
+    def _exact(label: str, wanted: str, fmt: str, engine: Engine) -> str:
         if fmt != wanted:
-            return f"{self._own(wanted)} widened to {fmt} (no {wanted} on {engine.name})"
+            return f"{label} widened to {fmt} (no {wanted} on {engine.name})"
         if fmt in engine.emulate:
-            return f"{self._own(fmt)} as {engine.passes(fmt)} {engine.emulate[fmt].via} passes"
-        return self._own(fmt)
+            return f"{label} as {engine.passes(fmt)} {engine.emulate[fmt].via} passes"
+        return label
 
-    def _cast(self, wanted: str, fmt: str, cast: str, engine: Engine) -> str:
-        if self.native:
-            return f"{self._own(wanted)} run as {cast}, the vendor compiler's default"
+    @staticmethod
+    def _cast(label: str, own: bool, wanted: str, fmt: str, cast: str, engine: Engine) -> str:
+        if own:
+            return f"{label} run as {cast}, the vendor compiler's default"
         via = f" as {fmt}" if fmt != wanted else ""
-        return f"{self._own(wanted)}{via} converted to {cast} by the vendor compiler (no {fmt} on {engine.name})"
+        return f"{label}{via} converted to {cast} by the vendor compiler (no {fmt} on {engine.name})"

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 import backends
+from backends.families.systolic import macs_per_cell
 from backends.grouping import group_kernels
 from backends.precision import Policy
 from conftest import FIXTURES
 from frontends import hf
 from ir.dtypes import DType
 from ir.graph import Graph
+from ir.ops.quant import integer_product
 from ir.passes import optimize
 from ir.passes.shape_inference import infer_shapes
 from ir.types import TensorType
@@ -29,17 +31,31 @@ def target(name: str) -> backends.Target:
     return backends.load_target(name)
 
 
-def bitlinear(m: int, k: int, n: int, codes: bool = True) -> Graph:
+def bitlinear(m: int, k: int, n: int, codes: bool = True, int8_rows: bool = False) -> Graph:
     """y = relu(x @ W) as the BitNet builder writes it: W stored as int4 codes and widened by a
-    Cast in front of the product (``codes``), or stored in bf16 (the bf16 form of the layer)."""
+    Cast in front of the product (``codes``), or stored in bf16 (the bf16 form of the layer);
+    with ``int8_rows``, x first rounded to int8 codes times one scale per row, as BitNet's
+    activations are (transformers' ActQuant: ``clip(round(x * s), -128, 127) / s``)."""
     graph = Graph("bitlinear")
     graph.add_input("x", TensorType(BF16, (m, k)))
+    x = "x"
+    if int8_rows:
+        bound = {name: graph.add_constant(np.array(value, BF16.numpy), name)
+                 for name, value in (("q_max", 127.0), ("q_low", -128.0), ("q_high", 127.0))}
+        graph.add_node("Abs", ["x"], ["magnitude"], name="abs")
+        graph.add_node("ReduceMax", ["magnitude", graph.add_constant(np.array([-1]), "last")], ["top"],
+                       {"keepdims": 1}, name="absmax")
+        graph.add_node("Div", [bound["q_max"], "top"], ["scale"], name="scale")
+        graph.add_node("Mul", ["x", "scale"], ["scaled"], name="scaled")
+        graph.add_node("Round", ["scaled"], ["rounded"], name="round")
+        graph.add_node("Clip", ["rounded", bound["q_low"], bound["q_high"]], ["clipped"], name="clip")
+        x = graph.add_node("Div", ["clipped", "scale"], ["x_q"], name="dequantize").outputs[0]
     if codes:
         graph.add_value("codes", TensorType(I4, (k, n)), const=True)
         graph.add_node("Cast", ["codes"], ["w"], {"to": BF16.onnx}, name="decode")
     else:
         graph.add_value("w", TensorType(BF16, (k, n)), const=True)
-    graph.add_node("MatMul", ["x", "w"], ["h"], name="matmul")
+    graph.add_node("MatMul", [x, "w"], ["h"], name="matmul")
     graph.add_node("Relu", ["h"], ["y"], name="relu")
     graph.outputs.append("y")
     return infer_shapes(graph)
@@ -86,18 +102,58 @@ def test_decode_row_through_ternary_weights_on_h100_by_hand():
     assert dense.bytes["hbm"] == 8192 * 8192 * 2 + row
 
 
+def int8_engine(t: backends.Target):
+    """The engine that runs the target's products in int8, if any (a low-bit format)."""
+    return next((e for e in t.engines.values() if e.handles("matmul", "MatMul") and e.multiplies("i8")), None)
+
+
 @pytest.mark.parametrize("preset", backends.list_targets())
 def test_ternary_bitnet_layer_costs_less_than_its_bf16_form(preset):
-    """Every target stores the ternary layer in an eighth of the bf16 form's bytes; where the
-    bf16 product waits for its weights to stream (memory-bound), the ternary one takes less
-    time. (Where weights sit in SRAM next to a compute-bound array, the decode's conversions on
-    the vector unit are the price of the smaller footprint: Groq's VXM takes 4096^2 / 4.6e12 s.)"""
+    """BitNet's layer (int8 rows times ternary codes) against its bf16 form, both with BitNet's
+    int8 activations. Every target stores the ternary layer in an eighth of the bf16 form's
+    bytes. A target whose matrix engine multiplies int8 runs the ternary product there (the
+    graph computes on integers); a prefill's 1024 rows then take less time than the bf16 form's
+    on every such target, and one decode row does too wherever the weights stream from HBM.
+    (Where one row's weights sit in SRAM next to an idle array, decoding the codes on the
+    vector unit is the price of the smaller footprint: Groq's VXM takes 4096^2 / 4.6e12 s.)"""
     t = target(preset)
-    ternary = backends.schedule(bitlinear(1, 4096, 4096), t, precision="ternary")
-    dense = backends.schedule(bitlinear(1, 4096, 4096, codes=False), t, precision="bf16")
-    assert ternary.memory[0].weights * 8 == dense.memory[0].weights == 4096 * 4096 * 2
-    if t.outer.role == "hbm" and record(dense, "MatMul").bound == "memory":
-        assert ternary.latency_s < dense.latency_s
+    engine = int8_engine(t)
+    for rows in (1, 1024):
+        ternary = backends.schedule(bitlinear(rows, 4096, 4096, int8_rows=True), t, precision="ternary")
+        dense = backends.schedule(bitlinear(rows, 4096, 4096, codes=False, int8_rows=True), t, precision="bf16")
+        constants = 3 * 2 + 8  # ActQuant's three bf16 bounds and its int64 axis
+        assert (ternary.memory[0].weights - constants) * 8 == dense.memory[0].weights - constants == 4096 * 4096 * 2
+        product = record(ternary, "MatMul")
+        assert product.engine == record(dense, "MatMul").engine and (product.format == "i8") == bool(engine)
+        if engine and (rows > 1 or t.outer.role == "hbm"):
+            assert ternary.latency_s < dense.latency_s, rows
+
+
+def test_bitnet_products_are_integer_products():
+    """The tiny BitNet's seven projections per layer read int8 rows (its ActQuant) and ternary
+    codes: integer products, run in int8 where an engine has it and widened visibly where not
+    (Cerebras's cores have no int8); its LM head (float weights, float rows) is not one."""
+    graph = optimize(hf.load(TINY["bitnet"], input_shapes={"input_ids": (1, 8)}))
+    integer = [n.name for n in graph.nodes if integer_product(graph, n)]
+    assert len(integer) == 7 * TINY["bitnet"]["num_hidden_layers"] and not any("lm_head" in n for n in integer)
+    for preset, reason in [("tpu-v5e", "the graph's integer product in i8; the graph's i4 weights (4 bits) decoded "
+                                       "to i8 in the product's prologue"),
+                           ("cerebras-wse3", "the graph's integer product in i8 widened to f16 (no i8 on cores); the "
+                                             "graph's i4 weights (4 bits) decoded to f16 in the product's prologue")]:
+        s = backends.schedule(graph, target(preset))
+        assert {o.format_reason for o in s.ops if o.name in integer} == {reason}
+
+
+@pytest.mark.parametrize("preset, packed", [("tpu-v5e", 2), ("tpu-v4", 1), ("inferentia2", 2),
+                                            ("systolic-generic", 1)])
+def test_int8_packs_into_systolic_cells_as_the_peak_says(preset, packed):
+    """TPU v5e's MXU does 65,536 int8 ops per cycle on 128 x 128 cells against 32,768 in bf16:
+    two int8 multiply-accumulates per cell per cycle, so an int8 product's cycles halve; TPU v4
+    lists the same peak in both (one)."""
+    engine = int8_engine(target(preset))
+    assert macs_per_cell(engine, "i8") == packed and macs_per_cell(engine, "bf16") == 1
+    rows, cols = engine.array
+    assert engine.ops_per_cycle("i8") == packed * 2 * rows * cols
 
 
 def test_bitnet_weights_are_weight_products_under_every_policy():

@@ -20,7 +20,10 @@ product with few streamed rows (M = 1 on a ws array: decode) is bound by loading
 
     cycles = ceil(batch * folds / arrays) * max(streamed, load) + min(streamed, load) + R + C - 2 - 1
 
-(the first fold's load and the last fold's drain paid once). Folds are the tiles of
+(the first fold's load and the last fold's drain paid once). A format whose peak is a
+multiple of the array's one multiply-accumulate per cell per cycle (TPU v5e's MXU: 2 in int8
+against 1 in bf16, ``peak_ops_per_cycle``) packs that many into each cell: every cycle count
+divides by it. Folds are the tiles of
 ``backends.tiles``; with ``zero_skipping`` a fold's streamed part shrinks with its zero weights. Operands come from an on-chip
 buffer, filled from HBM by double-buffered DMA, so only the first tile's load is exposed;
 panels are re-read from HBM when both operands do not fit half the buffer. Other ops run
@@ -76,13 +79,21 @@ def gemm_cycles(g: Gemm, engine: Engine, counts: GemmCounts | None = None) -> fl
     return rounds_work(counts or dense_counts(g, t), engine.count) + t.once - 1
 
 
+def macs_per_cell(engine: Engine, fmt: str) -> float:
+    """Multiply-accumulates each cell of the array does per cycle in ``fmt``: its ops per cycle
+    over two per cell, at least one (a format emulated in passes pays them instead)."""
+    rows, cols = engine.array
+    return max(1.0, engine.ops_per_cycle(fmt) / (2 * rows * cols))
+
+
 def matrix_cost(work: OpWork, engine: Engine, fmt: str, target: Target, counts: list[GemmCounts] | None = None) -> Cost:
     """``counts``: the products' tile counts as measured (see ``backends.tiles``); None: dense."""
     itemsize = engine_storage(fmt).itemsize
     buffer, hbm = target.by_role("buffer"), target.outer
     tilings = [tiling(g, engine) for g in work.gemms]
     counts = counts or [dense_counts(g, t) for g, t in zip(work.gemms, tilings)]
-    cycles = engine.passes(fmt) * sum(gemm_cycles(g, engine, c) for g, c in zip(work.gemms, counts))
+    cycles = engine.passes(fmt) * sum(gemm_cycles(g, engine, c) for g, c in zip(work.gemms, counts)) \
+        / macs_per_cell(engine, fmt)
     companion = _softmax_on_vector(work, target)
     flops = work.flops - skipped_flops(work.gemms, counts) - (companion.cost.flops if companion else 0)
     compute = max(cycles / engine.clock_hz, flops / engine.peak(fmt))

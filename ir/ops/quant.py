@@ -77,6 +77,41 @@ def decodes_stored_weight(graph: Graph, node: Node) -> bool:
     return source.is_int and source.itemsize <= 1 and _read_as_weight_only(graph, node.outputs[0])
 
 
+def integer_product(graph: Graph, node: Node) -> bool:
+    """A MatMul of 8-bit integer rows by integer codes: its A is integer codes of at most 8 bits
+    times one scale per row (BitNet's per-token int8 activations, transformers' ActQuant: a
+    Round, a Clip to the int8 range, a Div by a scale constant along the last axis) and its B
+    integer codes of at most 8 bits decoded by a Cast or a per-tensor DequantizeLinear. Its
+    arithmetic is then an int8 product accumulated in int32 with the two scales applied after,
+    as BitNet's W1.58A8 kernels run it (Ma et al., "The Era of 1-bit LLMs", arXiv:2402.17764,
+    2024, and Microsoft's bitnet.cpp)."""
+    return node.op_type == "MatMul" and len(node.inputs) == 2 and _integer_rows(graph, node.inputs[0]) \
+        and _integer_codes(graph, node.inputs[1])
+
+
+def _integer_rows(graph: Graph, value: str) -> bool:
+    div = graph.producer(value)
+    clip = graph.producer(div.inputs[0]) if div is not None and div.op_type == "Div" else None
+    if clip is None or clip.op_type != "Clip" or len(clip.inputs) < 3:
+        return False
+    rounded = graph.producer(clip.inputs[0])
+    low, high = (graph.const_data(v) if v else None for v in clip.inputs[1:3])
+    scale = graph.type_of(div.inputs[1])
+    per_row = scale.is_static and (not scale.shape or scale.shape[-1] == 1)
+    return rounded is not None and rounded.op_type == "Round" and per_row and low is not None \
+        and high is not None and -128 <= float(low) and float(high) <= 127
+
+
+def _integer_codes(graph: Graph, value: str) -> bool:
+    decode = graph.producer(value)
+    if decode is None or not decodes_stored_weight(graph, decode):
+        return False
+    codes = graph.type_of(decode.inputs[0]).dtype
+    if codes is None or not codes.is_int or codes.itemsize > 1:
+        return False
+    return decode.op_type == "Cast" or len(decode.inputs) < 3 and not graph.type_of(decode.inputs[1]).shape
+
+
 def _read_as_weight_only(graph: Graph, value: str) -> bool:
     """Every reader of ``value`` is a product reading it as its B operand (input 1)."""
     readers = graph.consumers(value)
