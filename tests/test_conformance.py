@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 
+import ml_dtypes
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
@@ -102,8 +103,10 @@ def _cast(x: np.ndarray, to: int, **attrs) -> np.ndarray:
                          + [("FLOAT8E8M0", s, mode) for s in (0, 1) for mode in ("down", "nearest")])
 def test_narrow_casts_round_like_onnx_reference(to, saturate, round_mode):
     """Every float16 value, and some beyond its range, gets the exact code onnx's reference Cast
-    (ml_dtypes, or onnx's e8m0 rounding) gives: rounding, saturation, overflow, NaN and the
-    integers' wrap-around all included."""
+    (ml_dtypes, or onnx's e8m0 rounding) gives: rounding, saturation, overflow and NaN included.
+    A float out of an integer type's range has no defined result (the ONNX Cast spec: "fixed
+    point: undefined if OOR"; ml_dtypes 0.5 wrapped it, 0.7 gives 0), so integers are compared
+    over the floats whose truncation they hold."""
     code = getattr(TensorProto, to)
     x = np.concatenate([np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32),
                         np.array([1e6, -1e6, 1e20, -1e20, 3e38, np.inf, -np.inf], np.float32)])
@@ -111,7 +114,13 @@ def test_narrow_casts_round_like_onnx_reference(to, saturate, round_mode):
         want = cast_to(x, code, saturate, round_mode)
     got = _cast(x, code, saturate=saturate, round_mode=round_mode)
     assert got.dtype == want.dtype
-    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    defined = np.ones(x.shape, bool)
+    if DType.from_onnx(code).is_int:
+        info = ml_dtypes.iinfo(want.dtype)
+        with np.errstate(invalid="ignore"):
+            defined = (np.trunc(x) >= info.min) & (np.trunc(x) <= info.max)
+        assert defined.sum() > 1000
+    np.testing.assert_array_equal(got.view(np.uint8)[defined], want.view(np.uint8)[defined])
 
 
 @pytest.mark.parametrize("name", NARROW)
