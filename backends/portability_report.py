@@ -172,7 +172,7 @@ def assumptions(c: Comparison) -> list[str]:
         "efficiency: FLOPs per pass / time per pass / (chips x the chip's peak in the format most FLOPs ran "
         "in, on its fastest engine for that format)",
         "porting share: own time of host fallbacks, products on vector engines, format conversions and "
-        "all-gathers of split ops, over all records' own time (kernel launches are the kernels')",
+        "the collectives of ops cut over chips, over all records' own time (kernel launches are the kernels')",
         f"latency target: {'none' if c.latency_target_s is None else f'{c.latency_target_s * 1e3:g} ms'}"
         + ("" if c.latency_target_s is None else " (* marks a target that misses it)"),
         f"accuracy: against float32 on the same seeded inputs; {_accuracy_basis(c)}",
