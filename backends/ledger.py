@@ -11,8 +11,9 @@ formats and reason, with the time, energy and bytes its records cost:
   Quantize-, Dequantize- or DynamicQuantizeLinear (its records);
 - ``split``: an op was cut over the chips of a tensor-parallel stage (the collective that
   completes it: the all-reduce of its partial sums, or the all-gather of its output);
-- ``auto-cast``: the engine converted the op's operands first, its ``auto_cast`` (the op's
-  records, run in the new format; the model charges no separate conversion).
+- ``auto-cast``: the op ran in a format other than its own, its engine's ``auto_cast`` or a
+  wider format where no engine runs its own (``backends.precision.WIDER``) (the op's records,
+  run in the new format; the model charges no separate conversion).
 
 A record's time here is its own: a GPU kernel's launch, which the scheduler charges to the
 kernel's first op, belongs to the kernel, which launches whatever its ops' formats (a weight's

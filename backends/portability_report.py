@@ -10,7 +10,7 @@ JSON schema (``to_dict``)::
                   "throughput_per_s", "per_s_per_usd_hour", "per_s_per_watt",
                   "joules_per_unit", "usd_per_million_units", "meets_latency_target", "flops",
                   "peak_flops_per_s", "efficiency", "porting_share", "porting_cost",
-                  "ledger": [{kind, op, engine, formats, reason, count, time_s, energy_j, bytes, ops}],
+                  "ledger": [{kind, op, engine, formats, reason, records, time_s, energy_j, bytes, ops}],
                   "accuracy": {"format", "note", "outputs": {name: {max_abs, rel_l2, cosine[, top1, kl]}}}
                   [, "serving": {"cannot_serve", xpuc llm --json's keys, "batch_one": {the same} | null}]}]
      [, "serving_request": {"batch": int | null (each target's largest), "prompt_len", "gen_len"}]}
