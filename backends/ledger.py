@@ -9,9 +9,11 @@ formats and reason, with the time, energy and bytes its records cost:
   not its format (the product's records);
 - ``conversion``: a format conversion ran as an op: a Cast between number formats, a
   Quantize-, Dequantize- or DynamicQuantizeLinear (its records);
-- ``split``: an op too large for one chip was cut over chips (the all-gather of its output);
-- ``auto-cast``: the engine converted the op's operands first, its ``auto_cast`` (the op's
-  records, run in the new format; the model charges no separate conversion).
+- ``split``: an op was cut over the chips of a tensor-parallel stage (the collective that
+  completes it: the all-reduce of its partial sums, or the all-gather of its output);
+- ``auto-cast``: the op ran in a format other than its own, its engine's ``auto_cast`` or a
+  wider format where no engine runs its own (``backends.precision.WIDER``) (the op's records,
+  run in the new format; the model charges no separate conversion).
 
 A record's time here is its own: a GPU kernel's launch, which the scheduler charges to the
 kernel's first op, belongs to the kernel, which launches whatever its ops' formats (a weight's
@@ -36,6 +38,10 @@ from .schedule import OpSchedule, Schedule
 from .target import Engine, Target
 
 KINDS = ("host", "vector", "conversion", "split", "auto-cast")
+COLLECTIVES = {"AllReduce": "cut over chips: its partial sums all-reduced on each",
+               "AllGather": "cut over chips: its output all-gathered on each"}
+"""The scheduler's records that complete an op cut over chips (``backends.sharding``), with
+what each does: listed as ``split`` under the op's node, never as the op itself."""
 PORTING_KINDS = ("host", "vector", "conversion", "split")
 """Kinds whose time counts in the porting share."""
 
@@ -110,7 +116,7 @@ class Ledger:
 
 def ledger(s: Schedule, target: Target, facts: GraphFacts) -> Ledger:
     nodes = {r.name: readout.record_node(r, facts.asked) for r in s.ops}
-    op_types = {nodes[r.name]: r.op for r in s.ops if r.op != "AllGather"}
+    op_types = {nodes[r.name]: r.op for r in s.ops if r.op not in COLLECTIVES}
     matrix = {name for name, e in target.engines.items() if e.role == "matrix"}
     on_matrix = {nodes[r.name] for r in s.ops if r.engine in matrix}
     launches = readout.launch_seconds(s, target)
@@ -142,8 +148,8 @@ def _classify(record: OpSchedule, node: str, target: Target, facts: GraphFacts,
     """(kind, formats, reason) of a record the ledger lists, else None. ``on_matrix``: nodes with
     a record on a matrix engine (a companion on a vector engine is then no fallback)."""
     asked = facts.asked[node]
-    if record.op == "AllGather":
-        return "split", asked, "too large for one chip: cut over chips, its output gathered on each"
+    if record.op in COLLECTIVES:
+        return "split", asked, COLLECTIVES[record.op]
     family, op_type = readout.family(record), record.op.rpartition(".")[2]
     takers = [e for e in target.engines.values() if family in e.ops or op_type in e.ops]
     if record.engine == "host":

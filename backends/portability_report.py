@@ -10,7 +10,7 @@ JSON schema (``to_dict``)::
                   "throughput_per_s", "per_s_per_usd_hour", "per_s_per_watt",
                   "joules_per_unit", "usd_per_million_units", "meets_latency_target", "flops",
                   "peak_flops_per_s", "efficiency", "porting_share", "porting_cost",
-                  "ledger": [{kind, op, engine, formats, reason, count, time_s, energy_j, bytes, ops}],
+                  "ledger": [{kind, op, engine, formats, reason, records, time_s, energy_j, bytes, ops}],
                   "accuracy": {"format", "note", "outputs": {name: {max_abs, rel_l2, cosine[, top1, kl]}}}
                   [, "serving": {"cannot_serve", xpuc llm --json's keys, "batch_one": {the same} | null}]}]
      [, "serving_request": {"batch": int | null (each target's largest), "prompt_len", "gen_len"}]}
@@ -172,7 +172,7 @@ def assumptions(c: Comparison) -> list[str]:
         "efficiency: FLOPs per pass / time per pass / (chips x the chip's peak in the format most FLOPs ran "
         "in, on its fastest engine for that format)",
         "porting share: own time of host fallbacks, products on vector engines, format conversions and "
-        "all-gathers of split ops, over all records' own time (kernel launches are the kernels')",
+        "the collectives of ops cut over chips, over all records' own time (kernel launches are the kernels')",
         f"latency target: {'none' if c.latency_target_s is None else f'{c.latency_target_s * 1e3:g} ms'}"
         + ("" if c.latency_target_s is None else " (* marks a target that misses it)"),
         f"accuracy: against float32 on the same seeded inputs; {_accuracy_basis(c)}",

@@ -96,6 +96,26 @@ def test_an_op_cut_over_chips_costs_its_all_gather():
     assert split.bytes == {"interconnect": sum(o.bytes["interconnect"] for o in gathers)}
 
 
+def test_a_row_parallel_products_all_reduce_is_a_split_of_that_product_not_an_auto_cast():
+    """X[64,1024] @ W0[1024,4096] @ W1[4096,1024] in f16 on 2 dataflow-generic chips: W0 cut by
+    columns, W1 by rows, whose partial sums one ring all-reduce of the 64x1024 output completes
+    on each chip: 2 steps of 1 us hop + 64 KiB (half the output) at 100 GB/s."""
+    graph = Graph("two")
+    graph.add_input("x", TensorType(DType.FLOAT16, (64, 1024)))
+    for i, (k, n) in enumerate([(1024, 4096), (4096, 1024)]):
+        graph.add_value(f"w{i}", TensorType(DType.FLOAT16, (k, n)), const=True)
+        graph.add_node("MatMul", ["x" if i == 0 else "y0", f"w{i}"], [f"y{i}"], name=f"matmul{i}")
+    graph.outputs.append("y1")
+    target = backends.load_target("dataflow-generic")
+    s = backends.schedule(infer_shapes(graph), target, tp=2)
+    book = ledger.ledger(s, target, ledger.graph_facts(graph))
+    (split,) = book.entries
+    assert (split.kind, split.op, split.engine, split.formats, split.ops, split.records) == \
+        ("split", "MatMul", "interconnect", "f16", ["matmul1"], 2)
+    assert split.reason == "cut over chips: its partial sums all-reduced on each"
+    assert split.time_s == pytest.approx(2 * 2 * (1e-6 + 64 * 1024 * 2 / 2 / 100e9))
+
+
 @pytest.mark.parametrize("record, node", [("a.b", "a.b"), ("a.b[1]", "a.b"), ("x.softmax", "x"),
                                           ("x[2].softmax", "x"), ("w.allgather[0]", "w"), ("v->chip1", None)])
 def test_records_are_traced_to_their_node_through_the_schedulers_suffixes(record, node):
