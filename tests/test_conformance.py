@@ -131,7 +131,9 @@ def test_narrow_types_widen_like_ml_dtypes(name):
     values = values.view(helper.tensor_dtype_to_np_dtype(code))
     for dtype, bits in ((np.float32, np.uint32), (np.float16, np.uint16)):
         got = _cast(values, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
-        np.testing.assert_array_equal(got.view(bits), values.astype(dtype).view(bits))
+        with np.errstate(over="ignore"):  # e8m0's largest codes are infinite in float16, as they should be
+            want = values.astype(dtype)
+        np.testing.assert_array_equal(got.view(bits), want.view(bits))
 
 
 def test_sub_byte_values_take_a_byte_each_at_run_time():
