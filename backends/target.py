@@ -235,9 +235,15 @@ class Calibration:
     measurement_overhead_s: fixed time per measurement beyond the kernel itself (timer,
         synchronization, first launch); added only when comparing with that data
         (``backends.calibration``), never charged to a schedule.
+    matrix_efficiency, memory_efficiency: the matrix engines' and the outer memory's
+        efficiency on the isolated kernels the data timed, where they differ from what a serving
+        stack sustains through a whole model (the engines' and the level's own ``efficiency``,
+        which schedules use); None: the same.
     """
 
     measurement_overhead_s: NonNeg = 0.0
+    matrix_efficiency: Num | None = None
+    memory_efficiency: Num | None = None
 
 
 @dataclass
