@@ -6,6 +6,8 @@ import math
 
 import pytest
 
+import backends
+
 from backends.llm.analysis import PREFILL_TOKENS, AnalysisError, report
 from backends.llm.links import link
 from backends.llm.serving import Step
@@ -73,9 +75,10 @@ def test_bad_lengths_are_one_error():
 
 # --------------------------------------------------------------------------- simulator costs
 def test_a_step_interpolates_the_pass_and_adds_its_kv_reads():
-    cost = ScheduledStepCost(tokens=[1, 4, 16], pass_s=[1.0, 2.5, 4.0], batches=[1, 4], read_s=[1e-3, 4e-3],
-                             schedules=7)
+    cost = ScheduledStepCost(tokens=[1, 4, 16], pass_s=[1.0, 2.5, 4.0], pass_j=[10.0, 25.0, 40.0], batches=[1, 4],
+                             read_s=[1e-3, 4e-3], read_j=[1e-2, 4e-2], schedules=7)
     assert cost.step_s(Step(2, 2, 100, 102)) == pytest.approx(1.5 + 100 * 2e-3)
+    assert cost.step_j(Step(2, 2, 100, 102)) == pytest.approx(15.0 + 100 * 2e-2)  # energies, the same lines
     assert cost.step_s(Step(32, 1, 0, 0)) == pytest.approx(4.0 + (4.0 - 2.5) * (32 - 16) / 12)  # the last line extends
     assert cost.step_s(Step(4, 8, 10, 0)) == pytest.approx(2.5 + 10 * (1e-3 + 3e-3 * 7 / 3))
 
@@ -85,8 +88,11 @@ def test_the_grid_reads_schedules_of_the_deployment():
     cost = ScheduledStepCost.build(costs, 64, 4, 512)
     assert cost.tokens == [1, 4, 16, 64] and cost.batches == [1, 4]
     assert cost.pass_s[1] == costs.step(1, 4, 0).latency_s
+    assert cost.pass_j[1] == costs.dynamic_j(costs.step(1, 4, 0))
     slope = (costs.step(4, 1, 511).latency_s - costs.step(4, 1, 1).latency_s) / (4 * 510)
     assert cost.read_s[1] == pytest.approx(slope)
+    energy = (costs.dynamic_j(costs.step(4, 1, 511)) - costs.dynamic_j(costs.step(4, 1, 1))) / (4 * 510)
+    assert cost.read_j[1] == pytest.approx(energy)
 
 
 def test_kv_capacity_is_the_free_memory_over_one_tokens_kv():
@@ -152,7 +158,15 @@ def test_disaggregation_reports_both_pools_the_transfer_and_each_target_alone(tm
     transfer = 2e-6 + 128 * (2 * 32 * 8 * 128 * 2) / 50e9   # no queueing at 1 request/s
     assert split["kv_transfer_s"]["p50"] == pytest.approx(transfer)
     assert set(result["colocated"]) == {"h100-sxm", "h200"}
-    assert "1 h100-sxm -> 1 h200" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "1 h100-sxm -> 1 h200" in text and "$ per million tokens" in text and "joules per token" in text
+    h100, h200 = (backends.load_target(t) for t in ("h100-sxm", "h200"))
+    tokens = split["output_tokens_per_s"] * split["makespan_s"]  # both pools held for the whole makespan
+    usd = (h100.price.usd_per_second() + h200.price.usd_per_second()) * split["makespan_s"]
+    joules = (h100.power.idle_w + h200.power.idle_w) * split["makespan_s"] + split["dynamic_j"]
+    assert split["costs"]["usd_per_mtok"] == pytest.approx(usd / tokens * 1e6)
+    assert split["costs"]["joules_per_token"] == pytest.approx(joules / tokens)
+    assert result["colocated"]["h200"]["costs"]["chips"] == 1 and split["costs"]["chips"] == 2
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -9,10 +9,12 @@ import math
 import numpy as np
 import pytest
 
-from backends.llm.serving import (Limits, Pool, Request, ServingError, Step, poisson_requests, read_trace, simulate,
-                                  simulate_disaggregated)
+from backends.llm.serving import (Limits, Pool, Provision, Request, ServingError, Step, poisson_requests, read_trace,
+                                  simulate, simulate_disaggregated)
 
 A, B, C = 1e-3, 1e-5, 0.0
+E = 0.5
+"""Dynamic joules per new token of an iteration."""
 
 
 class Affine:
@@ -22,6 +24,9 @@ class Affine:
     def step_s(self, step: Step) -> float:
         self.steps.append(step)
         return self.a + self.b * step.tokens + self.c * step.kv_read
+
+    def step_j(self, step: Step) -> float:
+        return E * step.tokens
 
 
 BIG = Limits(kv_capacity_tokens=1 << 20)
@@ -35,6 +40,20 @@ def test_one_request_prefill_then_decodes():
     assert report.e2e_s["p50"] == pytest.approx(prefill + 4 * decode)
     assert report.tpot_s["p50"] == pytest.approx(decode)
     assert report.output_tokens_per_s == pytest.approx(5 / (prefill + 4 * decode))
+
+
+def test_dollars_and_joules_per_token_hold_the_chips_for_the_makespan():
+    """One request of 100 prompt + 5 output tokens on 2 chips at $1 per chip-second and 10 W
+    idle, and 1 chip of another pool at $2 and 20 W: the makespan is 2.0 + 4 x 1.01 ms; the
+    iterations ran 100 + 4 x 1 new tokens at 0.5 J each."""
+    report = simulate([Request(0.0, 100, 5)], Pool(Affine(), BIG))
+    makespan = A + 100 * B + 4 * (A + B)
+    assert report.makespan_s == pytest.approx(makespan) and report.dynamic_j == pytest.approx(E * 104)
+    report.with_costs([Provision(2, 1.0, 10.0), Provision(1, 2.0, 20.0)])
+    assert report.costs["chips"] == 3
+    assert report.costs["usd_per_mtok"] == pytest.approx((2 * 1.0 + 1 * 2.0) * makespan / 5 * 1e6)
+    assert report.costs["joules_per_token"] == pytest.approx(((2 * 10 + 20) * makespan + E * 104) / 5)
+    assert report.costs["tokens_per_s_per_chip"] == pytest.approx(5 / makespan / 3)
 
 
 def test_decode_reads_a_growing_cache():

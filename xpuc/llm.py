@@ -122,7 +122,7 @@ def _plan(args, costs: Costs, requests, role: str = "both") -> PoolPlan:
 
 
 def _simulate(args, requests, plan: PoolPlan) -> serving.ServingReport:
-    return serving.simulate(requests, plan.pool).with_slo(args.slo_ttft, args.slo_tpot)
+    return serving.simulate(requests, plan.pool).with_slo(args.slo_ttft, args.slo_tpot).with_costs([plan.provision])
 
 
 def _pool_line(name: str, plan: PoolPlan) -> str:
@@ -144,6 +144,9 @@ ROWS = (("TTFT p50 / p90 / p99", lambda s: " / ".join(si(s.ttft_s[f"p{p}"], "s")
         ("requests/s", lambda s: f"{s.requests_per_s:,.3g}"),
         ("goodput (requests/s in SLO)", lambda s: f"{s.slo['goodput_requests_per_s']:,.3g} "
                                                   f"({s.slo['attainment']:.0%})"),
+        ("output tokens/s per chip", lambda s: f"{s.costs['tokens_per_s_per_chip']:,.3g}"),
+        ("$ per million tokens", lambda s: f"{s.costs['usd_per_mtok']:,.4g}"),
+        ("joules per token", lambda s: f"{s.costs['joules_per_token']:,.4g}"),
         ("preemptions", lambda s: f"{s.preemptions:,}"))
 
 
@@ -176,7 +179,7 @@ def _disaggregated(args, precision: str) -> dict:
     split = serving.simulate_disaggregated(requests, prefill.pool, decode.pool,
                                            lambda tokens: link.transfer_s(tokens * per_token))
     columns = {f"{prefill.chips} {args.prefill_on} -> {decode.chips} {args.decode_on}":
-               split.with_slo(args.slo_ttft, args.slo_tpot)}
+               split.with_slo(args.slo_ttft, args.slo_tpot).with_costs([prefill.provision, decode.provision])}
     alone = {}
     for name in dict.fromkeys((args.prefill_on, args.decode_on)):
         plan = _plan(args, costs_of(args.model, name, precision), requests)

@@ -76,6 +76,9 @@ class StepCost(Protocol):
     def step_s(self, step: Step) -> float:
         """Seconds one iteration of this batch takes on one replica."""
 
+    def step_j(self, step: Step) -> float:
+        """Joules the iteration costs above the replica's chips' idle power (their dynamic energy)."""
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -165,6 +168,8 @@ class _Log:
     finish_s: np.ndarray
     transfer_s: np.ndarray
     preemptions: int = 0
+    dynamic_j: float = 0.0
+    """Dynamic energy of every iteration any replica ran."""
 
     @classmethod
     def empty(cls, n: int) -> "_Log":
@@ -250,7 +255,7 @@ class Replica:
                 chunks.append((s, min(s.to_prefill, budget)))
                 budget -= chunks[-1][1]
         self.free_blocks -= self._new_blocks(decoding)
-        self.clock += self.cost.step_s(Step(
+        self._run(Step(
             tokens=len(decoding) + sum(t for _, t in chunks), sequences=len(decoding) + len(chunks),
             kv_read=sum(s.cached for s in decoding) + sum(s.cached for s, _ in chunks),
             attention_pairs=sum(s.cached + 1 for s in decoding) + sum(t * s.cached + t * (t + 1) // 2
@@ -263,6 +268,10 @@ class Replica:
             s.to_prefill -= take
             if not s.to_prefill:
                 self._emit(s)
+
+    def _run(self, step: Step) -> None:
+        self.clock += self.cost.step_s(step)
+        self.log.dynamic_j += self.cost.step_j(step)
 
     def _new_blocks(self, decoding: Sequence[_Sequence]) -> int:
         return sum(self._blocks(s.cached + 1) - self._blocks(s.cached) for s in decoding)
@@ -289,7 +298,7 @@ class Replica:
             return
         b, kv, done = len(run), int(cached.sum()), 0
         while done < steps and self.clock < limit_s:
-            self.clock += self.cost.step_s(Step(tokens=b, sequences=b, kv_read=kv, attention_pairs=kv + b))
+            self._run(Step(tokens=b, sequences=b, kv_read=kv, attention_pairs=kv + b))
             kv += b
             done += 1
         self.free_blocks -= int(self._blocks(cached + done).sum() - self._blocks(cached).sum())
@@ -406,9 +415,19 @@ def _checked(requests: Sequence[Request]) -> list[Request]:
 PERCENTILES = (50, 90, 99)
 
 
+@dataclass(frozen=True)
+class Provision:
+    """Chips kept for a simulation's whole makespan (a pool's replicas), and what each costs."""
+
+    chips: int
+    usd_per_chip_s: float
+    idle_w: float
+
+
 @dataclass
 class ServingReport:
-    """Latency percentiles (seconds), throughput and SLO attainment of one simulation."""
+    """Latency percentiles (seconds), throughput, SLO attainment and (:meth:`with_costs`) the
+    dollars and joules per output token of one simulation."""
 
     requests: int
     makespan_s: float
@@ -419,7 +438,9 @@ class ServingReport:
     requests_per_s: float
     preemptions: int
     kv_transfer_s: dict[str, float] | None = None
+    dynamic_j: float = 0.0
     slo: dict[str, float] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)
     _per_request: tuple[np.ndarray, np.ndarray] = field(default=None, repr=False)
 
     @classmethod
@@ -433,7 +454,19 @@ class ServingReport:
         return cls(len(requests), makespan, _summary(ttft), _summary(tpot), _summary(log.finish_s - arrival),
                    float(outputs.sum() / makespan) if makespan > 0 else math.inf,
                    len(requests) / makespan if makespan > 0 else math.inf, log.preemptions,
-                   _summary(transfers) if transfers.size else None, _per_request=(ttft, tpot))
+                   _summary(transfers) if transfers.size else None, log.dynamic_j, _per_request=(ttft, tpot))
+
+    def with_costs(self, provisions: Sequence[Provision]) -> "ServingReport":
+        """Add what the output tokens cost when ``provisions`` are held for the whole makespan:
+        dollars (chips x price per second x makespan), joules (chips x idle power x makespan,
+        plus every iteration's dynamic energy), both per output token, and tokens/s per chip."""
+        chips = sum(p.chips for p in provisions)
+        tokens = self.output_tokens_per_s * self.makespan_s
+        usd = sum(p.chips * p.usd_per_chip_s for p in provisions) * self.makespan_s
+        joules = sum(p.chips * p.idle_w for p in provisions) * self.makespan_s + self.dynamic_j
+        self.costs = {"chips": chips, "tokens_per_s_per_chip": self.output_tokens_per_s / chips,
+                      "usd_per_mtok": usd / tokens * 1e6, "joules_per_token": joules / tokens}
+        return self
 
     def with_slo(self, ttft_s: float | None = None, tpot_s: float | None = None) -> "ServingReport":
         """Add goodput: requests per second meeting both SLOs (an absent SLO always holds)."""
@@ -449,7 +482,7 @@ class ServingReport:
 
     def to_dict(self) -> dict:
         keys = ("requests", "makespan_s", "ttft_s", "tpot_s", "e2e_s", "output_tokens_per_s", "requests_per_s",
-                "preemptions", "kv_transfer_s", "slo")
+                "preemptions", "kv_transfer_s", "dynamic_j", "slo", "costs")
         return {k: getattr(self, k) for k in keys}
 
 

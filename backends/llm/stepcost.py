@@ -6,6 +6,9 @@ schedules of the model on one deployment, made once on a small grid and interpol
 
     step_s = pass_s(tokens) + kv_read x read_s(sequences)
 
+and its dynamic energy (``step_j``, joules above the chips' idle power) the same way from the
+same schedules' energies (``Costs.dynamic_j``).
+
 - ``pass_s(n)``: the latency of one pass of ``n`` new tokens with no cache (a prefill of
   1 x n tokens), scheduled at n = 1, 4, 16, ... up to the largest step (:data:`TOKEN_POINTS`)
   and interpolated linearly in n between them (beyond the last, the line through the last two).
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from backends.placement import ScheduleError
 
 from .analysis import PREFILL_TOKENS, Costs
-from .serving import Limits, Pool, Step
+from .serving import Limits, Pool, Provision, Step
 
 TOKEN_POINTS = tuple(4 ** i for i in range(8))
 """Pass sizes scheduled for ``pass_s``: 1, 4, 16, ... 16,384 new tokens (the grid stops at the largest step)."""
@@ -58,8 +61,10 @@ class ScheduledStepCost:
 
     tokens: list[int]
     pass_s: list[float]
+    pass_j: list[float]
     batches: list[int]
     read_s: list[float]
+    read_j: list[float]
     schedules: int
     """How many schedules the grid took."""
 
@@ -69,33 +74,42 @@ class ScheduledStepCost:
         """Grid over ``costs`` (pin its deployment first, :meth:`Costs.on`): passes up to
         ``most_tokens``, batches up to ``most_sequences`` with caches up to ``context`` tokens
         (fewer where ``capacity_tokens`` of KV would not hold a batch's caches)."""
-        tokens, pass_s = [], []
+        tokens, pass_s, pass_j = [], [], []
         for n in _points(TOKEN_POINTS, most_tokens):
             try:
-                pass_s.append(costs.step(1, n, 0).latency_s)
+                plan = costs.step(1, n, 0)
             except ScheduleError:  # a pass this long does not fit: the last line extends (decode pools)
                 if not tokens:
                     raise
                 break
             tokens.append(n)
-        batches, read_s = [], []
+            pass_s.append(plan.latency_s)
+            pass_j.append(costs.dynamic_j(plan))
+        batches, read_s, read_j = [], [], []
         for b in _points(BATCH_POINTS, most_sequences):
             long = min(context, (capacity_tokens or context * b) // b) - 1
             if long < 2:
                 break
             try:
-                short, far = costs.step(b, 1, 1).latency_s, costs.step(b, 1, long).latency_s
+                short, far = costs.step(b, 1, 1), costs.step(b, 1, long)
             except ScheduleError:  # a batch this large does not fit beside its caches: the last slope holds
                 break
             batches.append(b)
-            read_s.append(max(0.0, far - short) / (b * (long - 1)))
+            read_s.append(max(0.0, far.latency_s - short.latency_s) / (b * (long - 1)))
+            read_j.append(max(0.0, costs.dynamic_j(far) - costs.dynamic_j(short)) / (b * (long - 1)))
         if not batches:
             raise ScheduleError(f"no decode step with a cache fits {costs.target.name}'s deployment")
-        return cls(tokens, pass_s, batches, read_s, len(tokens) + 2 * len(batches))
+        return cls(tokens, pass_s, pass_j, batches, read_s, read_j, len(tokens) + 2 * len(batches))
 
     def step_s(self, step: Step) -> float:
-        return (_interpolate(self.tokens, self.pass_s, step.tokens)
-                + step.kv_read * _interpolate(self.batches, self.read_s, step.sequences))
+        return self._at(self.pass_s, self.read_s, step)
+
+    def step_j(self, step: Step) -> float:
+        return self._at(self.pass_j, self.read_j, step)
+
+    def _at(self, per_pass: list[float], per_read: list[float], step: Step) -> float:
+        return (_interpolate(self.tokens, per_pass, step.tokens)
+                + step.kv_read * _interpolate(self.batches, per_read, step.sequences))
 
 
 def kv_capacity_tokens(costs: Costs, context: int) -> int:
@@ -127,6 +141,12 @@ class PoolPlan:
     @property
     def pool(self) -> Pool:
         return Pool(self.cost, self.limits)
+
+    @property
+    def provision(self) -> Provision:
+        """The replica's chips, held for a simulation's whole makespan, and what each costs."""
+        t = self.costs.target
+        return Provision(self.chips, t.price.usd_per_second(), t.power.idle_w)
 
 
 def plan_pool(costs: Costs, context: int, longest_prompt: int, role: str = "both", chunk: int | None = None,
