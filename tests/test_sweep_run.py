@@ -117,6 +117,8 @@ def test_resume_runs_only_the_points_a_half_written_output_lacks(cluster, tmp_pa
     assert not list(out.glob(".*.tmp"))
     _check_rows(again.rows)
     assert len(read(out)) == POINTS
+    spec_order = [spec.point_id(p) for p in spec.points]  # rows come back in the spec's order, however they ran
+    assert [r["point_id"] for r in again.rows] == [r["point_id"] for r in first.rows] == spec_order
 
 
 def test_a_cancelled_task_is_submitted_again(cluster, tmp_path):

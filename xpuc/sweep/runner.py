@@ -74,8 +74,8 @@ def run(spec: SweepSpec | str | Path, output: str | Path, *, scheduler: str | No
     if todo:
         with _client(scheduler, workers) as client:
             _Run(client, spec, evaluator, store, ids, progress, points_per_task).all(todo)
-    wanted = set(ids.values())
-    rows = [r for r in read(output) if r["point_id"] in wanted]
+    order = {ids[p]: i for i, p in enumerate(spec.points)}  # the spec's order, not the workers' finishing order
+    rows = sorted((r for r in read(output) if r["point_id"] in order), key=lambda r: order[r["point_id"]])
     return SweepResult(Path(output), spec, evaluator, len(todo), len(spec.points) - len(todo), rows)
 
 
