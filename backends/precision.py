@@ -94,8 +94,11 @@ class Policy:
         self.format = lookup(precision)
         self.native = self.format.name == "native"
         self._weight_products: dict[str, StoredWeight] = {}
-        self._integer: set[str] = set()
-        """Products the graph computes on integers (``ir.ops.quant.integer_product``)."""
+        self._integer: dict[str, tuple[str, str]] = {}
+        """Products the graph computes on integers (``ir.ops.quant.integer_product``) -> (their
+        codes, the op that decodes them)."""
+        self.unpacked_at_load: set[str] = set()
+        """Those decodes done once, as the weights are loaded (:meth:`unpacked`), not per pass."""
         self._choices: dict[tuple, Choice] = {}
 
     # ---------------------------------------------------------------- storage
@@ -141,9 +144,20 @@ class Policy:
                     else f"the graph's {dtype.short}"
                 weights[name] = StoredWeight(label, bits, f.weights if label == f.name else dtype)
                 if integer_product(graph, node):
-                    self._integer.add(node.name)
+                    self._integer[node.name] = (name, graph.producer(node.inputs[c.weight.input]).name)
                 self._weight_products[node.name] = weights[name]
         return weights, kv
+
+    def unpacked(self, sizes: dict[str, int], graph: Graph) -> tuple[dict[str, int], set[str]]:
+        """``sizes`` with the integer products' codes held as int8, one byte each, and the decodes
+        that then run once at load. An SRAM chip's compiler does this where the chips have room
+        (``backends.scheduler``): its matrix unit reads int8 weights from memory as they are
+        (Groq's MXM takes int8 or fp16 weights from its memory streams, Abts et al., ISCA 2020),
+        while narrower codes would occupy the vector unit unpacking them on every pass."""
+        wide = dict(sizes)
+        for codes, _ in self._integer.values():
+            wide[codes] = max(sizes[codes], graph.type_of(codes).numel)
+        return wide, {decode for _, decode in self._integer.values()}
 
     @staticmethod
     def _stored(graph: Graph, value: str) -> tuple[str, DType, bool] | None:
@@ -193,7 +207,10 @@ class Policy:
                 if self.native else f"precision {self.format.name}: {work.fmt}"
             choice = self._resolve(work.family, work.node.op_type, work.fmt, target, label, self.native or integer)
             used = engine_storage(choice.fmt) if choice.engine is not None else None
-            if weight is not None and used is not None and weight.dtype is not used:
+            if integer and self._integer[work.name][1] in self.unpacked_at_load:
+                choice = Choice(choice.engine, choice.fmt, f"{choice.reason}; {weight.label} weights held as "
+                                f"{choice.fmt}, unpacked once at load where the chips have room")
+            elif weight is not None and used is not None and weight.dtype is not used:
                 how = "decoded to" if weight.bits < 8 * used.itemsize else "rounded to"
                 choice = Choice(choice.engine, choice.fmt, f"{choice.reason}; {weight.label} weights "
                                 f"({weight.bits:g} bits) {how} {choice.fmt} in the product's prologue")

@@ -68,12 +68,15 @@ def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] |
     _require_static(graph, works)
     policy.assign(works)
     layout = deploy(graph, works, grouping, sizes, target, chips, tp, pp, ep)
+    if target.outer.role == "sram" and any(e.handles("matmul", "MatMul") and e.multiplies("i8")
+                                           for e in target.engines.values()):
+        sizes, works, layout = _unpack_where_room(graph, policy, grouping, sizes, works, layout, target)
     placements = place(works, target, layout, policy)
     grouping = _on_one_device(grouping, works, placements, sizes)
     index = {w.name: i for i, w in enumerate(works)}
     builder = _Timeline(grouping.views, sizes, target, family, counts or {})
     for number, kernel in enumerate(grouping.kernels):
-        for i, node in enumerate(kernel.ops):
+        for i, node in enumerate(n for n in kernel.ops if n.name not in policy.unpacked_at_load):
             work, p = works[index[node.name]], placements[index[node.name]]
             if p.engine is None:
                 builder.run_on_host(work, p, number)
@@ -83,6 +86,26 @@ def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] |
                     _peak_memory(layout, target, builder), tokens_per_pass(graph))
     result.precision, result.launch = policy.describe(), target.launch
     return result
+
+
+def _unpack_where_room(graph: Graph, policy: Policy, grouping: Grouping, sizes: dict[str, int],
+                       works: list[OpWork], layout: Layout, target: Target):
+    """On a chip that holds the weights in SRAM and multiplies int8: the same deployment with
+    integer products' codes unpacked to int8 at load (``Policy.unpacked``) if every chip still
+    has room, else as it was. The compiler spends spare SRAM rather than a vector unit's time
+    on every pass."""
+    wide, decodes = policy.unpacked(sizes, graph)
+    if wide == sizes and not decodes:
+        return sizes, works, layout
+    wide_works = graph_work(graph, wide, grouping)
+    policy.assign(wide_works)
+    d = layout.deployment
+    try:
+        wide_layout = deploy(graph, wide_works, grouping, wide, target, d.chips, d.tp, d.pp, d.ep)
+    except ScheduleError:
+        return sizes, works, layout
+    policy.unpacked_at_load = decodes
+    return wide, wide_works, wide_layout
 
 
 def _require_static(graph: Graph, works: list[OpWork]) -> None:

@@ -110,23 +110,40 @@ def int8_engine(t: backends.Target):
 @pytest.mark.parametrize("preset", backends.list_targets())
 def test_ternary_bitnet_layer_costs_less_than_its_bf16_form(preset):
     """BitNet's layer (int8 rows times ternary codes) against its bf16 form, both with BitNet's
-    int8 activations. Every target stores the ternary layer in an eighth of the bf16 form's
-    bytes. A target whose matrix engine multiplies int8 runs the ternary product there (the
-    graph computes on integers); a prefill's 1024 rows then take less time than the bf16 form's
-    on every such target, and one decode row does too wherever the weights stream from HBM.
-    (Where one row's weights sit in SRAM next to an idle array, decoding the codes on the
-    vector unit is the price of the smaller footprint: Groq's VXM takes 4096^2 / 4.6e12 s.)"""
+    int8 activations. A target whose matrix engine multiplies int8 runs the ternary product
+    there (the graph computes on integers) and takes less time than the bf16 form, for a
+    prefill's 1024 rows and for one decode row, on every such target. Weights streamed from
+    HBM stay packed (an eighth of the bf16 form's bytes, decoded in the product's prologue);
+    an SRAM chip with room holds them unpacked in int8 (half the bf16 form's bytes), so its
+    vector unit does not unpack them on every pass while the array waits."""
     t = target(preset)
     engine = int8_engine(t)
+    held_int8 = engine is not None and t.outer.role == "sram"
     for rows in (1, 1024):
         ternary = backends.schedule(bitlinear(rows, 4096, 4096, int8_rows=True), t, precision="ternary")
         dense = backends.schedule(bitlinear(rows, 4096, 4096, codes=False, int8_rows=True), t, precision="bf16")
         constants = 3 * 2 + 8  # ActQuant's three bf16 bounds and its int64 axis
-        assert (ternary.memory[0].weights - constants) * 8 == dense.memory[0].weights - constants == 4096 * 4096 * 2
+        assert (ternary.memory[0].weights - constants) * (2 if held_int8 else 8) == \
+            dense.memory[0].weights - constants == 4096 * 4096 * 2
         product = record(ternary, "MatMul")
         assert product.engine == record(dense, "MatMul").engine and (product.format == "i8") == bool(engine)
-        if engine and (rows > 1 or t.outer.role == "hbm"):
+        assert any(o.op == "Cast" for o in ternary.ops) != held_int8  # no decode per pass when held unpacked
+        if engine:
             assert ternary.latency_s < dense.latency_s, rows
+
+
+def test_an_sram_chip_without_room_keeps_the_codes_packed():
+    """Groq holds 230 MB per chip: a 16384 x 16384 ternary layer unpacked to int8 (268 MB) does
+    not fit the chips its packed codes (67 MB) need, so they stay packed and the vector unit
+    decodes them in the product's prologue, as the reason says."""
+    t = target("groq-lpu")
+    s = backends.schedule(bitlinear(1, 16384, 16384, int8_rows=True), t, precision="ternary")
+    assert s.chips == 1 and any(o.op == "Cast" for o in s.ops)
+    assert record(s, "MatMul").format_reason.endswith("ternary weights (2 bits) decoded to i8 in the product's "
+                                                      "prologue")
+    held = backends.schedule(bitlinear(1, 4096, 4096, int8_rows=True), t, precision="ternary")
+    assert record(held, "MatMul").format_reason.endswith("ternary weights held as i8, unpacked once at load where "
+                                                         "the chips have room")
 
 
 def test_bitnet_products_are_integer_products():
