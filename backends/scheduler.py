@@ -21,6 +21,9 @@ else is common:
   all-reduces and all-gathers that the cut calls for, an experts cut's all-to-alls (its
   tokens' routed rows out before it, the results back after it), and the hops between
   pipeline stages, are ``interconnect`` records costed by ``collectives``;
+- on a chip that holds the weights in SRAM and multiplies int8, integer products' codes
+  unpacked to int8 once at load where the deployment has room (``Policy.unpacked``), so no
+  decode runs per pass;
 - peak memory per level (the fullest chip's weights, KV and live activations at the outer
   level, tile and buffer footprints at inner levels) and the totals in ``schedule.finish``.
 """
@@ -68,9 +71,7 @@ def schedule(graph: Graph, target: Target, counts: dict[str, list[GemmCounts]] |
     _require_static(graph, works)
     policy.assign(works)
     layout = deploy(graph, works, grouping, sizes, target, chips, tp, pp, ep)
-    if target.outer.role == "sram" and any(e.handles("matmul", "MatMul") and e.multiplies("i8")
-                                           for e in target.engines.values()):
-        sizes, works, layout = _unpack_where_room(graph, policy, grouping, sizes, works, layout, target)
+    sizes, works, layout = _unpack_where_room(graph, policy, grouping, sizes, works, layout, target)
     placements = place(works, target, layout, policy)
     grouping = _on_one_device(grouping, works, placements, sizes)
     index = {w.name: i for i, w in enumerate(works)}
@@ -94,8 +95,9 @@ def _unpack_where_room(graph: Graph, policy: Policy, grouping: Grouping, sizes: 
     integer products' codes unpacked to int8 at load (``Policy.unpacked``) if every chip still
     has room, else as it was. The compiler spends spare SRAM rather than a vector unit's time
     on every pass."""
+    int8 = any(e.handles("matmul", "MatMul") and e.multiplies("i8") for e in target.engines.values())
     wide, decodes = policy.unpacked(sizes, graph)
-    if wide == sizes and not decodes:
+    if target.outer.role != "sram" or not int8 or not decodes:
         return sizes, works, layout
     wide_works = graph_work(graph, wide, grouping)
     policy.assign(wide_works)
