@@ -5,7 +5,8 @@ combination), with axes listed together in ``[sweep] zip`` taking their i-th val
 or ``mode = "list"`` tying all of them (an explicit list of points). ``[[points]]`` tables
 add points by hand: each fixes some axes and is crossed with the grid of the others.
 ``[variants.NAME]`` tables define hardware variants (``xpuc.sweep.variants``) that the
-``target`` axis names like presets; ``[report]`` picks the Pareto metrics.
+``target`` axis names like presets; ``[sweep] evaluator`` picks what a point measures
+(``xpuc.sweep.evaluate.EVALUATORS``); ``[report]`` picks the Pareto metrics.
 
 Every value is checked when the spec loads, so a typo fails before the first point runs:
 an unknown axis or key, a model or target that does not exist, a variant key path the base
@@ -115,6 +116,8 @@ class SweepSpec:
     bases: dict[str, str]
     """The preset or spec each target is (or is a variant of)."""
     report: ReportSpec
+    evaluator: str = "schedule"
+    """The name of what each point measures (``xpuc.sweep.evaluate.EVALUATORS``)."""
     origin: str = "<spec>"
 
     def point_id(self, point: Point) -> str:
@@ -127,23 +130,25 @@ class SweepSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def load(path: str | Path, metrics: Mapping[str, object]) -> SweepSpec:
-    """Read and check a spec file; ``metrics`` are the names ``[report]`` may use."""
+def load(path: str | Path, evaluators: Mapping[str, object]) -> SweepSpec:
+    """Read and check a spec file; ``evaluators`` are what ``[sweep] evaluator`` may name, each
+    with the ``metrics`` ``[report]`` may use and its default ``pareto`` pair."""
     path = Path(path)
-    return parse(read_toml(path, SweepSpecError, "sweep spec"), metrics, base_dir=path.parent, origin=str(path))
+    return parse(read_toml(path, SweepSpecError, "sweep spec"), evaluators, base_dir=path.parent, origin=str(path))
 
 
-def parse(data: dict, metrics: Mapping[str, object], base_dir: Path = Path("."), origin: str = "<spec>") -> SweepSpec:
+def parse(data: dict, evaluators: Mapping[str, object], base_dir: Path = Path("."),
+          origin: str = "<spec>") -> SweepSpec:
     """Check a spec already read into a dict and expand its points."""
     try:
-        return _Parser(data, metrics, Path(base_dir), origin).spec()
+        return _Parser(data, evaluators, Path(base_dir), origin).spec()
     except SweepSpecError as exc:
         raise SweepSpecError(f"{origin}: {exc}") from None
 
 
 class _Parser:
-    def __init__(self, data: dict, metrics: Mapping[str, object], base_dir: Path, origin: str):
-        self.data, self.metrics, self.base_dir, self.origin = data, metrics, base_dir, origin
+    def __init__(self, data: dict, evaluators: Mapping[str, object], base_dir: Path, origin: str):
+        self.data, self.evaluators, self.base_dir, self.origin = data, evaluators, base_dir, origin
         self.models: dict[str, ModelEntry] = {}
         self.targets: dict[str, backends.Target] = {}
         self.bases: dict[str, str] = {}
@@ -154,7 +159,12 @@ class _Parser:
         axes = self._table("axes")
         _known(axes, AXES, "[axes]", what="axis")
         options = self._table("sweep")
-        _known(options, ("zip", "mode"), "[sweep]")
+        _known(options, ("zip", "mode", "evaluator"), "[sweep]")
+        name = options.get("evaluator", "schedule")
+        if name not in self.evaluators:
+            raise SweepSpecError(f"[sweep] evaluator must be one of {', '.join(map(repr, self.evaluators))}, "
+                                 f"got {name!r}")
+        self.evaluator = self.evaluators[name]
         mode = options.get("mode", "grid")
         if mode not in ("grid", "list"):
             raise SweepSpecError(f"[sweep] mode must be \"grid\" or \"list\", got {mode!r}")
@@ -179,7 +189,7 @@ class _Parser:
                 points.append(Point(**point))
         if not points:
             raise SweepSpecError("the spec has no points (an axis with no values?)")
-        return SweepSpec(list(dict.fromkeys(points)), self.models, self.targets, self.bases, self._report(),
+        return SweepSpec(list(dict.fromkeys(points)), self.models, self.targets, self.bases, self._report(), name,
                          self.origin)
 
     def _table(self, key: str) -> dict:
@@ -329,7 +339,7 @@ class _Parser:
     def _report(self) -> ReportSpec:
         table = self._table("report")
         _known(table, ("pareto", "best", "limits"), "[report]")
-        pareto = table.get("pareto", list(DEFAULT_PARETO))
+        pareto = table.get("pareto", list(self.evaluator.pareto))
         if not isinstance(pareto, list) or len(pareto) != 2:
             raise SweepSpecError(f"[report] pareto must name two metrics, got {pareto!r}")
         best = table.get("best", pareto[1])
@@ -337,7 +347,7 @@ class _Parser:
         if not isinstance(limits, dict):
             raise SweepSpecError("[report] limits must be a table of metric = bound")
         for name in [*pareto, best, *limits]:
-            direction(self.metrics, name)
+            direction(self.evaluator.metrics, name)
         for name, bound in limits.items():
             if isinstance(bound, bool) or not isinstance(bound, (int, float)):
                 raise SweepSpecError(f"[report] limits: {name} must be a number, got {bound!r}")
@@ -352,10 +362,6 @@ def direction(metrics: Mapping[str, object], name: str) -> float:
         known = ", ".join(k for k, m in metrics.items() if getattr(m, "better", None))
         raise SweepSpecError(f"{name!r} is not a metric with a better direction; these are: {known}")
     return 1.0 if metric.better == "lower" else -1.0
-
-
-DEFAULT_PARETO = ("latency_s", "cost_usd")
-"""Until serving metrics exist: time for one pass against dollars for it (docs/sweeps.md)."""
 
 
 def _load_target(name: str) -> backends.Target:
