@@ -40,11 +40,24 @@ def test_rows_are_the_llm_analysis_of_their_points(tmp_path):
                      "chips", "max_batch"):
             assert row[name] == pytest.approx(getattr(want, name)), name
         assert (row["deploy_tp_chosen"], row["deploy_pp_chosen"]) == (want.deployment["tp"], want.deployment["pp"])
+        assert row["batch_served"] == row["batch"]
+
+
+def test_a_spec_without_batch_serves_the_largest_that_fits():
+    axes = {k: v for k, v in SPEC["axes"].items() if k != "batch"}
+    point = parse({**SPEC, "axes": {**axes, "target": "h100-sxm"}}, EVALUATORS).points[0]
+    assert point.batch is None
+    got = LLM.evaluate("llama-3-8b", backends.load_target("h100-sxm"), point)
+    want = analyze("llama-3-8b", "h100-sxm", batch=None, prompt_len=128, gen_len=32)
+    assert got["batch_served"] == got["max_batch"] == want.max_batch > 1
+    assert got["tokens_per_s"] == pytest.approx(want.tokens_per_s)
 
 
 def test_the_default_evaluator_is_still_the_scheduled_pass():
     spec = parse({**SPEC, "sweep": {}}, EVALUATORS)
     assert spec.evaluator == "schedule" and spec.report.pareto == SCHEDULE.pareto
+    assert parse({**SPEC, "sweep": {}, "axes": {"model": "llama-3-8b", "target": "h100-sxm"}},
+                 EVALUATORS).points[0].batch == 1
     assert SCHEDULE.unused == ("output_tokens", "rate_per_s") and LLM.unused == ("rate_per_s",)
 
 

@@ -22,7 +22,7 @@ total the schedule gains becomes a metric by adding its name to :data:`SCHEDULE_
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import backends
@@ -53,6 +53,8 @@ class Evaluator:
     evaluate: Callable[[object, backends.Target, Point], dict]
     pareto: tuple[str, str]
     """The two metrics a spec's Pareto front plots when its [report] names none."""
+    defaults: Mapping[str, object] = field(default_factory=dict)
+    """Axis values a spec leaves out, where they differ from ``spec.DEFAULTS``."""
 
 
 SCHEDULE_METRICS = {
@@ -123,6 +125,7 @@ Output length and request rate are recorded on each row but not applied (``unuse
 
 
 LLM_METRICS = {
+    "batch_served": Metric("int", None, "the batch the analysis served: the point's, or the largest that fits"),
     "ttft_s": Metric("float", "lower", "time to first token: the prefill of the batch's prompts"),
     "tpot_s": Metric("float", "lower", "time per output token: one decode step of the batch"),
     "tokens_per_s_per_user": Metric("float", "higher", "1 / tpot_s: the speed one user sees while decoding"),
@@ -138,16 +141,16 @@ LLM_METRICS = {
     "max_batch": Metric("int", "higher", "the largest batch whose KV cache fits the deployment"),
     "memory_level": Metric("str", None, "the memory level holding the model (hbm, sram)"),
 }
-"""Fields of ``backends.llm.analysis.LLMReport`` (defined there), plus its deployment's tp and pp."""
+"""Fields of ``backends.llm.analysis.LLMReport`` (defined there), plus its batch and its deployment's tp and pp."""
 
 
 def llm_metrics(model: str, target: backends.Target, point: Point) -> dict:
-    """``xpuc llm``'s analysis of the point: ``batch`` requests of ``prompt_tokens`` + ``output_tokens``
+    """``xpuc llm``'s analysis of the point: ``batch`` (None: the largest that fits) requests of ``prompt_tokens`` + ``output_tokens``
     (default ``xpuc.analysis.GEN_LEN``) on its deployment (the smallest that fits where not given)."""
     d = point.deployment or Deployment()
     r = analyze(model, target, point.precision or "native", d.chips, d.tp, d.pp, point.batch, point.prompt_tokens,
                 point.output_tokens or GEN_LEN).to_dict()
-    r.update(deploy_tp_chosen=r["deployment"]["tp"], deploy_pp_chosen=r["deployment"]["pp"])
+    r.update(batch_served=r["batch"], deploy_tp_chosen=r["deployment"]["tp"], deploy_pp_chosen=r["deployment"]["pp"])
     return {name: r[name] for name in LLM_METRICS}
 
 
@@ -157,7 +160,7 @@ def model_source(model: ModelEntry, point: Point) -> str:
 
 
 LLM = Evaluator(LLM_METRICS, prepared_by=("model",), unused=("rate_per_s",), prepare=model_source,
-                evaluate=llm_metrics, pareto=("usd_per_mtok", "tokens_per_s_per_user"))
+                evaluate=llm_metrics, pareto=("usd_per_mtok", "tokens_per_s_per_user"), defaults={"batch": None})
 """Serving metrics of a decoder (``xpuc llm``): the model is its bundled name or path, analysed on
 each worker. Request rate is recorded but not applied (``unused_axes``): no traffic simulation."""
 

@@ -36,7 +36,7 @@ AXES = {
     "target": "a preset (`xpuc targets`), a target spec .toml path, or the name of a [variants] table",
     "precision": "a number format (docs/formats.md); default: the model's own",
     "deployment": "{chips, tp, pp}, any of them; default: what the scheduler chooses",
-    "batch": "sequences per pass (default 1)",
+    "batch": "sequences per pass (default 1; the llm evaluator's default: the largest that fits)",
     "prompt_tokens": "tokens per sequence in the pass (default 128)",
     "output_tokens": "tokens generated per request (serving); default: none",
     "rate_per_s": "requests arriving per second (serving); default: none",
@@ -83,7 +83,8 @@ class Point:
     target: str
     precision: str | None = None
     deployment: Deployment | None = None
-    batch: int = 1
+    batch: int | None = 1
+    """None: the evaluator picks (the llm evaluator: the largest batch that fits)."""
     prompt_tokens: int = 128
     output_tokens: int | None = None
     rate_per_s: float | None = None
@@ -180,7 +181,7 @@ class _Parser:
             free = [[{a: v for a, v in zip(axes_, combo) if a not in fixed} for combo in combos]
                     for axes_, combos in groups if not set(axes_) <= set(fixed)]
             for parts in itertools.product(*free):
-                point = {**DEFAULTS, **fixed}
+                point = {**DEFAULTS, **self.evaluator.defaults, **fixed}
                 for part in parts:
                     point.update(part)
                 for axis in ("model", "target"):
