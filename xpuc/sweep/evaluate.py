@@ -145,8 +145,9 @@ LLM_METRICS = {
 
 
 def llm_metrics(model: str, target: backends.Target, point: Point) -> dict:
-    """``xpuc llm``'s analysis of the point: ``batch`` (None: the largest that fits) requests of ``prompt_tokens`` + ``output_tokens``
-    (default ``xpuc.analysis.GEN_LEN``) on its deployment (the smallest that fits where not given)."""
+    """``xpuc llm``'s analysis of the point: ``batch`` (None: the largest that fits) requests of
+    ``prompt_tokens`` + ``output_tokens`` (default ``xpuc.analysis.GEN_LEN``) on its deployment
+    (the smallest that fits where not given)."""
     d = point.deployment or Deployment()
     r = analyze(model, target, point.precision or "native", d.chips, d.tp, d.pp, point.batch, point.prompt_tokens,
                 point.output_tokens or GEN_LEN).to_dict()
