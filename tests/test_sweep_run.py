@@ -18,7 +18,7 @@ import pytest
 
 from xpuc.cli import DEFAULT_MODEL, main
 from xpuc.sweep import SCHEDULE, SweepError, read, run
-from xpuc.sweep.evaluate import schedule_metrics
+from xpuc.sweep.evaluate import EVALUATORS, schedule_metrics
 from xpuc.sweep.spec import parse
 
 distributed = pytest.importorskip("distributed")
@@ -83,7 +83,7 @@ def _check_rows(rows):
 def test_a_worker_killed_mid_sweep_loses_no_row(cluster, tmp_path):
     marker = tmp_path / "killed"
     evaluator = dataclasses.replace(SCHEDULE, evaluate=functools.partial(_die_once, str(marker)))
-    result = run(parse(GRID, SCHEDULE.metrics), tmp_path / "out.parquet", scheduler=cluster.scheduler_address,
+    result = run(parse(GRID, EVALUATORS), tmp_path / "out.parquet", scheduler=cluster.scheduler_address,
                  evaluator=evaluator, progress=False, points_per_task=2)
     assert marker.exists()  # a worker did die in the middle of a task
     _check_rows(result.rows)
@@ -94,7 +94,7 @@ def test_a_worker_killed_mid_sweep_loses_no_row(cluster, tmp_path):
 def test_resume_runs_only_the_points_a_half_written_output_lacks(cluster, tmp_path):
     out, seen = tmp_path / "out.parquet", tmp_path / "seen"
     seen.mkdir()
-    spec = parse(GRID, SCHEDULE.metrics)
+    spec = parse(GRID, EVALUATORS)
     first = run(spec, out, scheduler=cluster.scheduler_address, progress=False, points_per_task=3)
     _check_rows(first.rows)
     parts = sorted(out.glob("part-*.parquet"))
@@ -123,7 +123,7 @@ def test_resume_runs_only_the_points_a_half_written_output_lacks(cluster, tmp_pa
 
 def test_a_cancelled_task_is_submitted_again(cluster, tmp_path):
     marker = tmp_path / "cancelled"
-    spec = parse({"axes": {"model": GRID["axes"]["model"], "target": ["h100-sxm", "tpu-v4"]}}, SCHEDULE.metrics)
+    spec = parse({"axes": {"model": GRID["axes"]["model"], "target": ["h100-sxm", "tpu-v4"]}}, EVALUATORS)
     evaluator = dataclasses.replace(SCHEDULE, evaluate=functools.partial(_cancel_once, str(marker)))
     result = run(spec, tmp_path / "out.parquet", scheduler=cluster.scheduler_address, evaluator=evaluator,
                  progress=False, points_per_task=1)

@@ -9,14 +9,14 @@ import pytest
 import backends
 from xpuc.cli import DEFAULT_MODEL
 from xpuc.sweep import SCHEDULE, SweepSpecError
-from xpuc.sweep.evaluate import prepare_graph, schedule_metrics, unused_axes
+from xpuc.sweep.evaluate import EVALUATORS, prepare_graph, schedule_metrics, unused_axes
 from xpuc.sweep.spec import Deployment, Point, parse
 
 TINY = {"name": "tiny", "path": str(DEFAULT_MODEL)}
 
 
 def spec(**tables):
-    return parse(tables, SCHEDULE.metrics)
+    return parse(tables, EVALUATORS)
 
 
 def test_grid_crosses_axes_and_zip_ties_them():
@@ -140,7 +140,7 @@ BAD = [
 @pytest.mark.parametrize("tables, message", BAD, ids=[m for _, m in BAD])
 def test_a_bad_spec_is_one_clear_error(tables, message):
     with pytest.raises(SweepSpecError) as err:
-        parse(tables, SCHEDULE.metrics, origin="bad.toml")
+        parse(tables, EVALUATORS, origin="bad.toml")
     assert message in str(err.value) and str(err.value).startswith("bad.toml: ")
 
 

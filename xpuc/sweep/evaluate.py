@@ -14,13 +14,15 @@ An :class:`Evaluator` is two functions and two tables:
 ``backends.schedule`` (docs/schedules.md): the model's input bound to ``batch x prompt_tokens``,
 costed in ``precision`` (the precision policy) on the point's ``deployment``. Its totals are read through ``backends.report.to_dict``, so a
 total the schedule gains becomes a metric by adding its name to :data:`SCHEDULE_METRICS`.
-docs/sweeps.md says how to point a sweep at serving metrics instead.
+:data:`LLM` (``[sweep] evaluator = "llm"``) measures serving instead: the metrics of ``xpuc llm``
+(``xpuc.analysis.analyze``) for ``batch`` requests of ``prompt_tokens`` + ``output_tokens``.
+:data:`EVALUATORS` names them for specs.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import backends
@@ -28,6 +30,7 @@ from backends import report
 from frontends import hf
 from frontends import onnx as onnx_frontend
 from ir.passes import optimize
+from xpuc.analysis import GEN_LEN, analyze
 
 from .spec import Deployment, ModelEntry, Point
 
@@ -48,6 +51,10 @@ class Evaluator:
     unused: tuple[str, ...]
     prepare: Callable[[ModelEntry, Point], object]
     evaluate: Callable[[object, backends.Target, Point], dict]
+    pareto: tuple[str, str]
+    """The two metrics a spec's Pareto front plots when its [report] names none."""
+    defaults: Mapping[str, object] = field(default_factory=dict)
+    """Axis values a spec leaves out, where they differ from ``spec.DEFAULTS``."""
 
 
 SCHEDULE_METRICS = {
@@ -110,10 +117,56 @@ def schedule_metrics(graph, target: backends.Target, point: Point) -> dict:
 
 
 SCHEDULE = Evaluator(SCHEDULE_METRICS, prepared_by=("model", "batch", "prompt_tokens"),
-                     unused=("output_tokens", "rate_per_s"), prepare=prepare_graph, evaluate=schedule_metrics)
+                     unused=("output_tokens", "rate_per_s"), prepare=prepare_graph, evaluate=schedule_metrics,
+                     pareto=("latency_s", "cost_usd"))
 """The default evaluator: one pass scheduled by ``backends.schedule`` on the point's deployment.
-Output length and request rate are recorded on each row but not applied (``unused_axes``) until
-a serving evaluator exists (docs/sweeps.md)."""
+Output length and request rate are recorded on each row but not applied (``unused_axes``): the
+:data:`LLM` evaluator applies output length."""
+
+
+LLM_METRICS = {
+    "batch_served": Metric("int", None, "the batch the analysis served: the point's, or the largest that fits"),
+    "ttft_s": Metric("float", "lower", "time to first token: the prefill of the batch's prompts"),
+    "tpot_s": Metric("float", "lower", "time per output token: one decode step of the batch"),
+    "tokens_per_s_per_user": Metric("float", "higher", "1 / tpot_s: the speed one user sees while decoding"),
+    "latency_s": Metric("float", "lower", "one request end to end: ttft_s + (output_tokens - 1) x tpot_s"),
+    "tokens_per_s": Metric("float", "higher", "output tokens per second with the deployment kept full"),
+    "tokens_per_s_per_chip": Metric("float", "higher", "tokens_per_s per chip of the deployment"),
+    "requests_per_s": Metric("float", "higher", "requests per second with the deployment kept full"),
+    "usd_per_mtok": Metric("float", "lower", "dollars per million output tokens"),
+    "joules_per_token": Metric("float", "lower", "joules per output token, idle power included"),
+    "chips": Metric("int", "lower", "chips the decode step uses"),
+    "deploy_tp_chosen": Metric("int", None, "the decode step's tensor-parallel degree (given or chosen)"),
+    "deploy_pp_chosen": Metric("int", None, "the decode step's pipeline stages (given or chosen)"),
+    "max_batch": Metric("int", "higher", "the largest batch whose KV cache fits the deployment"),
+    "memory_level": Metric("str", None, "the memory level holding the model (hbm, sram)"),
+}
+"""Fields of ``backends.llm.analysis.LLMReport`` (defined there), plus its batch and its deployment's tp and pp."""
+
+
+def llm_metrics(model: str, target: backends.Target, point: Point) -> dict:
+    """``xpuc llm``'s analysis of the point: ``batch`` (None: the largest that fits) requests of
+    ``prompt_tokens`` + ``output_tokens`` (default ``xpuc.analysis.GEN_LEN``) on its deployment
+    (the smallest that fits where not given)."""
+    d = point.deployment or Deployment()
+    r = analyze(model, target, point.precision or "native", d.chips, d.tp, d.pp, point.batch, point.prompt_tokens,
+                point.output_tokens or GEN_LEN).to_dict()
+    r.update(batch_served=r["batch"], deploy_tp_chosen=r["deployment"]["tp"], deploy_pp_chosen=r["deployment"]["pp"])
+    return {name: r[name] for name in LLM_METRICS}
+
+
+def model_source(model: ModelEntry, point: Point) -> str:
+    """What ``analyze`` takes: the bundled name or the file's path (built on each worker, memoized there)."""
+    return model.source
+
+
+LLM = Evaluator(LLM_METRICS, prepared_by=("model",), unused=("rate_per_s",), prepare=model_source,
+                evaluate=llm_metrics, pareto=("usd_per_mtok", "tokens_per_s_per_user"), defaults={"batch": None})
+"""Serving metrics of a decoder (``xpuc llm``): the model is its bundled name or path, analysed on
+each worker. Request rate is recorded but not applied (``unused_axes``): no traffic simulation."""
+
+EVALUATORS = {"schedule": SCHEDULE, "llm": LLM}
+"""What ``[sweep] evaluator`` names (default "schedule")."""
 
 
 def unused_axes(evaluator: Evaluator, point: Point) -> str | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import SweepError
-from .evaluate import SCHEDULE, Evaluator, unused_axes
+from .evaluate import EVALUATORS, Evaluator, unused_axes
 from .spec import Point, SweepSpec, load
 from .store import ResultStore, read, schema
 
@@ -55,15 +55,17 @@ class SweepResult:
 
 
 def run(spec: SweepSpec | str | Path, output: str | Path, *, scheduler: str | None = None, workers: int | None = None,
-        resume: bool = False, evaluator: Evaluator = SCHEDULE, progress: bool = True,
+        resume: bool = False, evaluator: Evaluator | None = None, progress: bool = True,
         points_per_task: int | None = None) -> SweepResult:
     """Evaluate every point of ``spec`` and stream its rows to the Parquet folder ``output``.
 
     scheduler: address of a running Dask scheduler (``tcp://HOST:PORT``); default: a local
         cluster of ``workers`` processes (default: one per core), closed at the end.
-    resume: continue into an output that already holds rows, skipping their points."""
+    resume: continue into an output that already holds rows, skipping their points.
+    evaluator: what each point measures; default: the one the spec names (``[sweep] evaluator``)."""
     if isinstance(spec, (str, Path)):
-        spec = load(spec, evaluator.metrics)
+        spec = load(spec, EVALUATORS)
+    evaluator = evaluator or EVALUATORS[spec.evaluator]
     if scheduler and workers:
         raise SweepError("--workers sizes the local cluster; a cluster given by --scheduler has its own workers")
     if workers is not None and workers < 1:

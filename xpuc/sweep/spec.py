@@ -5,7 +5,8 @@ combination), with axes listed together in ``[sweep] zip`` taking their i-th val
 or ``mode = "list"`` tying all of them (an explicit list of points). ``[[points]]`` tables
 add points by hand: each fixes some axes and is crossed with the grid of the others.
 ``[variants.NAME]`` tables define hardware variants (``xpuc.sweep.variants``) that the
-``target`` axis names like presets; ``[report]`` picks the Pareto metrics.
+``target`` axis names like presets; ``[sweep] evaluator`` picks what a point measures
+(``xpuc.sweep.evaluate.EVALUATORS``); ``[report]`` picks the Pareto metrics.
 
 Every value is checked when the spec loads, so a typo fails before the first point runs:
 an unknown axis or key, a model or target that does not exist, a variant key path the base
@@ -35,7 +36,7 @@ AXES = {
     "target": "a preset (`xpuc targets`), a target spec .toml path, or the name of a [variants] table",
     "precision": "a number format (docs/formats.md); default: the model's own",
     "deployment": "{chips, tp, pp}, any of them; default: what the scheduler chooses",
-    "batch": "sequences per pass (default 1)",
+    "batch": "sequences per pass (default 1; the llm evaluator's default: the largest that fits)",
     "prompt_tokens": "tokens per sequence in the pass (default 128)",
     "output_tokens": "tokens generated per request (serving); default: none",
     "rate_per_s": "requests arriving per second (serving); default: none",
@@ -82,7 +83,8 @@ class Point:
     target: str
     precision: str | None = None
     deployment: Deployment | None = None
-    batch: int = 1
+    batch: int | None = 1
+    """None: the evaluator picks (the llm evaluator: the largest batch that fits)."""
     prompt_tokens: int = 128
     output_tokens: int | None = None
     rate_per_s: float | None = None
@@ -115,6 +117,8 @@ class SweepSpec:
     bases: dict[str, str]
     """The preset or spec each target is (or is a variant of)."""
     report: ReportSpec
+    evaluator: str = "schedule"
+    """The name of what each point measures (``xpuc.sweep.evaluate.EVALUATORS``)."""
     origin: str = "<spec>"
 
     def point_id(self, point: Point) -> str:
@@ -127,23 +131,25 @@ class SweepSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def load(path: str | Path, metrics: Mapping[str, object]) -> SweepSpec:
-    """Read and check a spec file; ``metrics`` are the names ``[report]`` may use."""
+def load(path: str | Path, evaluators: Mapping[str, object]) -> SweepSpec:
+    """Read and check a spec file; ``evaluators`` are what ``[sweep] evaluator`` may name, each
+    with the ``metrics`` ``[report]`` may use and its default ``pareto`` pair."""
     path = Path(path)
-    return parse(read_toml(path, SweepSpecError, "sweep spec"), metrics, base_dir=path.parent, origin=str(path))
+    return parse(read_toml(path, SweepSpecError, "sweep spec"), evaluators, base_dir=path.parent, origin=str(path))
 
 
-def parse(data: dict, metrics: Mapping[str, object], base_dir: Path = Path("."), origin: str = "<spec>") -> SweepSpec:
+def parse(data: dict, evaluators: Mapping[str, object], base_dir: Path = Path("."),
+          origin: str = "<spec>") -> SweepSpec:
     """Check a spec already read into a dict and expand its points."""
     try:
-        return _Parser(data, metrics, Path(base_dir), origin).spec()
+        return _Parser(data, evaluators, Path(base_dir), origin).spec()
     except SweepSpecError as exc:
         raise SweepSpecError(f"{origin}: {exc}") from None
 
 
 class _Parser:
-    def __init__(self, data: dict, metrics: Mapping[str, object], base_dir: Path, origin: str):
-        self.data, self.metrics, self.base_dir, self.origin = data, metrics, base_dir, origin
+    def __init__(self, data: dict, evaluators: Mapping[str, object], base_dir: Path, origin: str):
+        self.data, self.evaluators, self.base_dir, self.origin = data, evaluators, base_dir, origin
         self.models: dict[str, ModelEntry] = {}
         self.targets: dict[str, backends.Target] = {}
         self.bases: dict[str, str] = {}
@@ -154,7 +160,12 @@ class _Parser:
         axes = self._table("axes")
         _known(axes, AXES, "[axes]", what="axis")
         options = self._table("sweep")
-        _known(options, ("zip", "mode"), "[sweep]")
+        _known(options, ("zip", "mode", "evaluator"), "[sweep]")
+        name = options.get("evaluator", "schedule")
+        if name not in self.evaluators:
+            raise SweepSpecError(f"[sweep] evaluator must be one of {', '.join(map(repr, self.evaluators))}, "
+                                 f"got {name!r}")
+        self.evaluator = self.evaluators[name]
         mode = options.get("mode", "grid")
         if mode not in ("grid", "list"):
             raise SweepSpecError(f"[sweep] mode must be \"grid\" or \"list\", got {mode!r}")
@@ -170,7 +181,7 @@ class _Parser:
             free = [[{a: v for a, v in zip(axes_, combo) if a not in fixed} for combo in combos]
                     for axes_, combos in groups if not set(axes_) <= set(fixed)]
             for parts in itertools.product(*free):
-                point = {**DEFAULTS, **fixed}
+                point = {**DEFAULTS, **self.evaluator.defaults, **fixed}
                 for part in parts:
                     point.update(part)
                 for axis in ("model", "target"):
@@ -179,7 +190,7 @@ class _Parser:
                 points.append(Point(**point))
         if not points:
             raise SweepSpecError("the spec has no points (an axis with no values?)")
-        return SweepSpec(list(dict.fromkeys(points)), self.models, self.targets, self.bases, self._report(),
+        return SweepSpec(list(dict.fromkeys(points)), self.models, self.targets, self.bases, self._report(), name,
                          self.origin)
 
     def _table(self, key: str) -> dict:
@@ -329,7 +340,7 @@ class _Parser:
     def _report(self) -> ReportSpec:
         table = self._table("report")
         _known(table, ("pareto", "best", "limits"), "[report]")
-        pareto = table.get("pareto", list(DEFAULT_PARETO))
+        pareto = table.get("pareto", list(self.evaluator.pareto))
         if not isinstance(pareto, list) or len(pareto) != 2:
             raise SweepSpecError(f"[report] pareto must name two metrics, got {pareto!r}")
         best = table.get("best", pareto[1])
@@ -337,7 +348,7 @@ class _Parser:
         if not isinstance(limits, dict):
             raise SweepSpecError("[report] limits must be a table of metric = bound")
         for name in [*pareto, best, *limits]:
-            direction(self.metrics, name)
+            direction(self.evaluator.metrics, name)
         for name, bound in limits.items():
             if isinstance(bound, bool) or not isinstance(bound, (int, float)):
                 raise SweepSpecError(f"[report] limits: {name} must be a number, got {bound!r}")
@@ -352,10 +363,6 @@ def direction(metrics: Mapping[str, object], name: str) -> float:
         known = ", ".join(k for k, m in metrics.items() if getattr(m, "better", None))
         raise SweepSpecError(f"{name!r} is not a metric with a better direction; these are: {known}")
     return 1.0 if metric.better == "lower" else -1.0
-
-
-DEFAULT_PARETO = ("latency_s", "cost_usd")
-"""Until serving metrics exist: time for one pass against dollars for it (docs/sweeps.md)."""
 
 
 def _load_target(name: str) -> backends.Target:
