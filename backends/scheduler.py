@@ -95,9 +95,11 @@ def _unpack_where_room(graph: Graph, policy: Policy, grouping: Grouping, sizes: 
     integer products' codes unpacked to int8 at load (``Policy.unpacked``) if every chip still
     has room, else as it was. The compiler spends spare SRAM rather than a vector unit's time
     on every pass."""
-    int8 = any(e.handles("matmul", "MatMul") and e.multiplies("i8") for e in target.engines.values())
+    if target.outer.role != "sram" or not any(e.handles("matmul", "MatMul") and e.multiplies("i8")
+                                              for e in target.engines.values()):
+        return sizes, works, layout
     wide, decodes = policy.unpacked(sizes, graph)
-    if target.outer.role != "sram" or not int8 or not decodes:
+    if not decodes:
         return sizes, works, layout
     wide_works = graph_work(graph, wide, grouping)
     policy.assign(wide_works)
